@@ -1,0 +1,146 @@
+//! `tollgate`: LiteLLM's proxy command line over the tollgate crate. Parses flags, reads the
+//! config, runs the gateway until SIGTERM/SIGINT, and maps failures to exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tollgate::{Gateway, GatewayConfig, ProcessEnv};
+
+/// Exit code for an unusable configuration (sysexits' EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// An LLM gateway, compatible with LiteLLM's proxy: one OpenAI-compatible endpoint in front
+/// of every model provider.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version)]
+struct Args {
+    /// LiteLLM config.yaml; without it the built-in demo config (offline models) is served.
+    #[arg(long, short = 'c', env = "CONFIG_FILE_PATH")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: String,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 4000)]
+    port: u16,
+    /// Worker threads serving requests (LiteLLM starts processes; one process with this
+    /// many threads does the same work). Defaults to the number of CPUs.
+    #[arg(long = "num_workers", alias = "num-workers", env = "NUM_WORKERS")]
+    num_workers: Option<usize>,
+    /// PEM certificate chain; with --ssl_keyfile_path, serve HTTPS.
+    #[arg(long = "ssl_certfile_path", env = "SSL_CERTFILE_PATH", requires = "ssl_keyfile_path")]
+    ssl_certfile_path: Option<PathBuf>,
+    /// PEM private key for --ssl_certfile_path.
+    #[arg(long = "ssl_keyfile_path", env = "SSL_KEYFILE_PATH", requires = "ssl_certfile_path")]
+    ssl_keyfile_path: Option<PathBuf>,
+    /// Seconds in-flight requests and streams may run on after SIGTERM.
+    #[arg(long = "shutdown_grace", env = "TOLLGATE_SHUTDOWN_GRACE", default_value_t = 30.0)]
+    shutdown_grace: f64,
+    /// Log at debug level (LiteLLM's --debug).
+    #[arg(long)]
+    debug: bool,
+    /// Log at trace level (LiteLLM's --detailed_debug).
+    #[arg(long = "detailed_debug")]
+    detailed_debug: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    let config = match load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tollgate: invalid config: {error:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.num_workers.filter(|n| *n > 0) {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tollgate: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tollgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<GatewayConfig> {
+    match path {
+        None => Ok(GatewayConfig::demo(&ProcessEnv)?),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            GatewayConfig::from_yaml(&text, &ProcessEnv).with_context(|| path.display().to_string())
+        }
+    }
+}
+
+async fn run(args: Args, config: GatewayConfig) -> anyhow::Result<()> {
+    let models = config.model_names().len();
+    let demo = args.config.is_none();
+    let mut gateway = Gateway::from_config(config)
+        .await?
+        .with_shutdown_grace(Duration::try_from_secs_f64(args.shutdown_grace).context("--shutdown_grace")?);
+    let scheme = match (&args.ssl_certfile_path, &args.ssl_keyfile_path) {
+        (Some(cert), Some(key)) => {
+            gateway = gateway.with_tls(cert, key)?;
+            "https"
+        }
+        _ => "http",
+    };
+    let host = if args.host.contains(':') { format!("[{}]", args.host) } else { args.host.clone() };
+    let address: SocketAddr = format!("{host}:{}", args.port)
+        .parse()
+        .with_context(|| format!("--host {} is not an IP address", args.host))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    if demo {
+        tracing::info!(
+            "no --config given: serving the built-in demo models 'demo' and 'demo-embedding', which answer offline"
+        );
+    }
+    tracing::info!(models, version = tollgate_http::VERSION, "tollgate listening on {scheme}://{bound}");
+    gateway.serve(listener, tollgate::shutdown_signal()).await?;
+    tracing::info!("tollgate stopped");
+    Ok(())
+}
+
+/// RUST_LOG wins; else LITELLM_LOG (DEBUG, INFO, ERROR …) or the debug flags; JSON lines
+/// when JSON_LOGS is true, as in LiteLLM.
+fn init_logging(args: &Args) {
+    use tracing_subscriber::EnvFilter;
+    let level = if args.detailed_debug {
+        "trace".to_owned()
+    } else if args.debug {
+        "debug".to_owned()
+    } else {
+        std::env::var("LITELLM_LOG").map(|l| l.to_lowercase()).unwrap_or_else(|_| "info".to_owned())
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(format!("{level},hyper=warn,hyper_util=warn,rustls=warn")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json =
+        std::env::var("JSON_LOGS").is_ok_and(|v| matches!(v.to_lowercase().as_str(), "1" | "true" | "yes"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

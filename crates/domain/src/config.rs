@@ -1,0 +1,650 @@
+//! LiteLLM's `config.yaml`, read into a [`GatewayConfig`].
+//!
+//! Reading is pure: the text and an [`EnvSource`] go in, typed deployments come out. Every
+//! `os.environ/NAME` reference is resolved here, every invalid value is reported with its
+//! exact path (`model_list[2].litellm_params.model: missing`), and every setting this build
+//! does not act on is collected in [`GatewayConfig::unsupported`] so start-up can name them
+//! all in one warning instead of dropping them silently.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::deployment::{Deployment, ProviderKind};
+use crate::provider_catalog::{self, WireFormat};
+use crate::secret::Secret;
+
+/// LiteLLM's default `request_timeout`, in seconds.
+const DEFAULT_TIMEOUT_SECS: f64 = 6000.0;
+
+/// The config the gateway serves when started without `--config`: models that answer
+/// offline, so a first request works with no provider key.
+pub const DEMO_CONFIG: &str = r#"
+model_list:
+  - model_name: demo
+    litellm_params:
+      model: fake/demo
+  - model_name: demo-embedding
+    litellm_params:
+      model: fake/embedding
+"#;
+
+/// Where `os.environ/NAME` and the environment variables LiteLLM reads come from.
+/// Injected so tests never touch the process environment.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config is not valid YAML: {0}")]
+    Syntax(String),
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { path: path.to_owned(), reason: reason.into() }
+}
+
+/// Everything the gateway needs from `config.yaml` and the environment.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub deployments: Vec<Deployment>,
+    /// `general_settings.master_key`, else `LITELLM_MASTER_KEY`, else `TOLLGATE_MASTER_KEY`.
+    pub master_key: Option<Secret>,
+    /// Settings present in the config or environment that this build does not act on, by
+    /// path (`litellm_settings.cache`), in the order met.
+    pub unsupported: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// The built-in demo config.
+    pub fn demo(env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        Self::from_yaml(DEMO_CONFIG, env)
+    }
+
+    pub fn from_yaml(text: &str, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let root: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Self::from_value(&root, env)
+    }
+
+    pub fn from_value(root: &Value, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let empty = Map::new();
+        let root = match root {
+            Value::Null => &empty,
+            other => as_object(other, "config")?,
+        };
+        let environment_variables = match root.get("environment_variables") {
+            None | Some(Value::Null) => HashMap::new(),
+            Some(v) => as_object(v, "environment_variables")?
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), scalar_to_string(v, &format!("environment_variables.{k}"))?)))
+                .collect::<Result<_, ConfigError>>()?,
+        };
+        let mut reader =
+            Reader { env: Layered { config: &environment_variables, process: env }, unsupported: Vec::new() };
+
+        for key in root.keys() {
+            if !matches!(
+                key.as_str(),
+                "model_list"
+                    | "litellm_settings"
+                    | "router_settings"
+                    | "general_settings"
+                    | "environment_variables"
+            ) {
+                reader.unsupported.push(key.clone());
+            }
+        }
+
+        let section = |name: &str| -> Result<&Map<String, Value>, ConfigError> {
+            match root.get(name) {
+                None | Some(Value::Null) => Ok(&empty),
+                Some(v) => as_object(v, name),
+            }
+        };
+        let litellm_settings = section("litellm_settings")?;
+        let router_settings = section("router_settings")?;
+        let general_settings = section("general_settings")?;
+
+        // Timeouts cascade: deployment, then router_settings, then litellm_settings.
+        let request_timeout = reader.seconds(litellm_settings, "request_timeout", "litellm_settings")?;
+        let router_timeout = reader.seconds(router_settings, "timeout", "router_settings")?;
+        let router_stream_timeout = reader.seconds(router_settings, "stream_timeout", "router_settings")?;
+        reader.flag_unknown(litellm_settings, "litellm_settings", &["request_timeout"]);
+        if let Some(strategy) = reader.string(router_settings, "routing_strategy", "router_settings")?
+            && strategy != "simple-shuffle"
+        {
+            reader.unsupported.push(format!("router_settings.routing_strategy={strategy}"));
+        }
+        reader.flag_unknown(
+            router_settings,
+            "router_settings",
+            &["timeout", "stream_timeout", "routing_strategy"],
+        );
+
+        let default_timeout =
+            router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
+        let defaults = Defaults { timeout: default_timeout, stream_timeout: router_stream_timeout };
+
+        let mut deployments = Vec::new();
+        match root.get("model_list") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(entries)) => {
+                for (i, entry) in entries.iter().enumerate() {
+                    deployments.push(reader.deployment(entry, &format!("model_list[{i}]"), &defaults)?);
+                }
+            }
+            Some(_) => return Err(invalid("model_list", "must be a list")),
+        }
+        for (i, d) in deployments.iter().enumerate() {
+            if deployments[..i].iter().any(|other| other.id == d.id) {
+                return Err(invalid(
+                    &format!("model_list[{i}].model_info.id"),
+                    format!("duplicate id '{}'", d.id),
+                ));
+            }
+        }
+
+        let master_key = reader
+            .string(general_settings, "master_key", "general_settings")?
+            .or_else(|| reader.env.var("LITELLM_MASTER_KEY"))
+            .or_else(|| reader.env.var("TOLLGATE_MASTER_KEY"))
+            .filter(|k| !k.is_empty())
+            .map(Secret::new);
+        reader.flag_unknown(general_settings, "general_settings", &["master_key"]);
+        // The gateway keeps no state and no shared cache yet: say so when asked for them.
+        for name in ["DATABASE_URL", "REDIS_URL", "REDIS_HOST"] {
+            if reader.env.var(name).is_some_and(|v| !v.is_empty()) {
+                reader.unsupported.push(format!("environment {name}"));
+            }
+        }
+
+        Ok(Self { deployments, master_key, unsupported: reader.unsupported })
+    }
+
+    /// The aliases clients may ask for, in config order, without duplicates.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for d in &self.deployments {
+            if !names.contains(&d.model_name.as_str()) {
+                names.push(&d.model_name);
+            }
+        }
+        names
+    }
+}
+
+struct Defaults {
+    timeout: Duration,
+    stream_timeout: Option<Duration>,
+}
+
+/// The config's `environment_variables` over the process environment, as LiteLLM copies
+/// them into `os.environ` at start-up.
+struct Layered<'a> {
+    config: &'a HashMap<String, String>,
+    process: &'a dyn EnvSource,
+}
+
+impl Layered<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.config.get(name).cloned().or_else(|| self.process.var(name))
+    }
+}
+
+struct Reader<'a> {
+    env: Layered<'a>,
+    unsupported: Vec<String>,
+}
+
+const LITELLM_PARAMS: &[&str] = &[
+    "model",
+    "api_base",
+    "base_url",
+    "api_key",
+    "api_version",
+    "organization",
+    "rpm",
+    "tpm",
+    "timeout",
+    "stream_timeout",
+    "max_retries",
+    "extra_headers",
+    "mock_response",
+];
+
+impl Reader<'_> {
+    fn deployment(
+        &mut self,
+        entry: &Value,
+        path: &str,
+        defaults: &Defaults,
+    ) -> Result<Deployment, ConfigError> {
+        let entry = as_object(entry, path)?;
+        let model_name = self
+            .string(entry, "model_name", path)?
+            .ok_or_else(|| invalid(&format!("{path}.model_name"), "missing"))?;
+        let params_path = format!("{path}.litellm_params");
+        let params = match entry.get("litellm_params") {
+            None | Some(Value::Null) => return Err(invalid(&params_path, "missing")),
+            Some(v) => as_object(v, &params_path)?,
+        };
+        let model_info = match entry.get("model_info") {
+            None | Some(Value::Null) => Map::new(),
+            Some(v) => as_object(v, &format!("{path}.model_info"))?.clone(),
+        };
+        self.flag_unknown(entry, path, &["model_name", "litellm_params", "model_info"]);
+        self.flag_unknown(params, &params_path, LITELLM_PARAMS);
+
+        let model = self
+            .string(params, "model", &params_path)?
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| invalid(&format!("{params_path}.model"), "missing"))?;
+        let (prefix, upstream_model) = match model.split_once('/') {
+            Some((prefix, rest)) if !rest.is_empty() => (prefix.to_owned(), rest.to_owned()),
+            _ => match provider_catalog::infer_prefix(&model) {
+                Some(prefix) => (prefix.to_owned(), model.clone()),
+                None => {
+                    return Err(invalid(
+                        &format!("{params_path}.model"),
+                        format!(
+                            "'{model}' names no provider; write it as provider/model, e.g. openai/{model}"
+                        ),
+                    ));
+                }
+            },
+        };
+        let spec = provider_catalog::lookup(&prefix);
+        let provider = match spec {
+            Some(spec) => ProviderKind::Supported { prefix: spec.prefix, wire: spec.wire },
+            None if provider_catalog::NOT_YET_SUPPORTED.contains(&prefix.as_str()) => {
+                self.unsupported.push(format!("{params_path}.model={prefix}/… (provider not supported yet)"));
+                ProviderKind::NotYetSupported { prefix }
+            }
+            None => {
+                return Err(invalid(
+                    &format!("{params_path}.model"),
+                    format!("unknown provider '{prefix}' in '{model}'"),
+                ));
+            }
+        };
+
+        let mut api_base = match self.string(params, "api_base", &params_path)? {
+            Some(base) => Some(base),
+            None => self.string(params, "base_url", &params_path)?,
+        };
+        let mut api_key = self.string(params, "api_key", &params_path)?;
+        if let Some(spec) = spec {
+            if api_base.is_none() {
+                api_base = spec.base_env.iter().find_map(|name| self.env.var(name));
+            }
+            if api_base.is_none() {
+                api_base = spec.default_base.map(str::to_owned);
+            }
+            if api_key.is_none() {
+                api_key = spec.key_env.iter().find_map(|name| self.env.var(name));
+            }
+            if api_base.is_none() && spec.wire == WireFormat::OpenAi {
+                return Err(invalid(
+                    &format!("{params_path}.api_base"),
+                    format!("missing; provider '{}' has no default", spec.prefix),
+                ));
+            }
+        }
+        let api_base = match api_base {
+            Some(base) if base.starts_with("http://") || base.starts_with("https://") => {
+                Some(base.trim_end_matches('/').to_owned())
+            }
+            Some(base) => {
+                return Err(invalid(
+                    &format!("{params_path}.api_base"),
+                    format!("'{base}' is not an http:// or https:// URL"),
+                ));
+            }
+            None => None,
+        };
+
+        let timeout = self.seconds(params, "timeout", &params_path)?.unwrap_or(defaults.timeout);
+        let stream_timeout = self
+            .seconds(params, "stream_timeout", &params_path)?
+            .or(defaults.stream_timeout)
+            .unwrap_or(timeout);
+        let rpm = self.unsigned(params, "rpm", &params_path)?;
+        let tpm = self.unsigned(params, "tpm", &params_path)?;
+        for (name, value) in [("rpm", rpm), ("tpm", tpm)] {
+            if value.is_some() {
+                // Parsed and reported by /model/info, but nothing enforces them until the
+                // router's per-deployment accounting lands.
+                self.unsupported.push(format!("{params_path}.{name} (not enforced yet)"));
+            }
+        }
+        let max_retries = self.unsigned(params, "max_retries", &params_path)?.unwrap_or(0);
+        let max_retries = u32::try_from(max_retries)
+            .map_err(|_| invalid(&format!("{params_path}.max_retries"), "too large"))?;
+
+        let extra_headers = match params.get("extra_headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => {
+                let headers_path = format!("{params_path}.extra_headers");
+                let map = as_object(v, &headers_path)?;
+                let mut headers = Vec::with_capacity(map.len());
+                for key in map.keys() {
+                    let value = self.string(map, key, &headers_path)?.unwrap_or_default();
+                    headers.push((key.clone(), value));
+                }
+                headers
+            }
+        };
+        let mock_response = match params.get("mock_response") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(_) => return Err(invalid(&format!("{params_path}.mock_response"), "must be a string")),
+        };
+
+        let id = match model_info.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => stable_id(&[&model_name, &model, api_base.as_deref().unwrap_or("")]),
+        };
+
+        Ok(Deployment {
+            id,
+            model_name,
+            provider,
+            upstream_model,
+            api_base,
+            api_key: api_key.filter(|k| !k.is_empty()).map(Secret::new),
+            api_version: self.string(params, "api_version", &params_path)?,
+            organization: self.string(params, "organization", &params_path)?,
+            rpm,
+            tpm,
+            timeout,
+            stream_timeout,
+            max_retries,
+            extra_headers,
+            mock_response,
+            model_info,
+        })
+    }
+
+    fn flag_unknown(&mut self, map: &Map<String, Value>, path: &str, known: &[&str]) {
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                self.unsupported.push(format!("{path}.{key}"));
+            }
+        }
+    }
+
+    /// A string field with `os.environ/NAME` resolved. Numbers and booleans are accepted
+    /// as their text, since YAML turns `api_version: 2024` into a number.
+    fn string(&self, map: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, ConfigError> {
+        let field_path = format!("{path}.{key}");
+        let text = match map.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(v) => scalar_to_string(v, &field_path)?,
+        };
+        match text.strip_prefix("os.environ/") {
+            Some(name) => self
+                .env
+                .var(name)
+                .map(Some)
+                .ok_or_else(|| invalid(&field_path, format!("environment variable {name} is not set"))),
+            None => Ok(Some(text)),
+        }
+    }
+
+    fn number(&self, map: &Map<String, Value>, key: &str, path: &str) -> Result<Option<f64>, ConfigError> {
+        let field_path = format!("{path}.{key}");
+        match self.string(map, key, path)? {
+            None => Ok(None),
+            Some(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map(Some)
+                .ok_or_else(|| invalid(&field_path, format!("'{text}' is not a non-negative number"))),
+        }
+    }
+
+    fn seconds(
+        &self,
+        map: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let secs = self.number(map, key, path)?;
+        match secs {
+            Some(0.0) => Err(invalid(&format!("{path}.{key}"), "must be greater than 0")),
+            Some(s) => Duration::try_from_secs_f64(s)
+                .map(Some)
+                .map_err(|_| invalid(&format!("{path}.{key}"), "too large")),
+            None => Ok(None),
+        }
+    }
+
+    fn unsigned(&self, map: &Map<String, Value>, key: &str, path: &str) -> Result<Option<u64>, ConfigError> {
+        match self.number(map, key, path)? {
+            Some(n) if n.fract() == 0.0 && n <= u64::MAX as f64 => Ok(Some(n as u64)),
+            Some(_) => Err(invalid(&format!("{path}.{key}"), "must be a whole number")),
+            None => Ok(None),
+        }
+    }
+}
+
+fn as_object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ConfigError> {
+    value.as_object().ok_or_else(|| invalid(path, "must be a mapping"))
+}
+
+fn scalar_to_string(value: &Value, path: &str) -> Result<String, ConfigError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(invalid(path, "must be a string")),
+    }
+}
+
+/// FNV-1a over the parts: an id that stays the same across restarts and replicas.
+fn stable_id(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(std::iter::once(&0xff)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load(yaml: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_yaml(yaml, &env(&[("OPENAI_KEY", "sk-from-env")]))
+    }
+
+    fn error_of(yaml: &str) -> String {
+        load(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_a_seed_style_config() {
+        let config = load(
+            r#"
+model_list:
+  - model_name: general-purpose
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_KEY
+      timeout: 30
+      max_retries: 2
+      extra_headers: {X-Team: search}
+  - model_name: text-embedding-3-small
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_key: os.environ/OPENAI_KEY
+  - model_name: local-llama
+    litellm_params:
+      model: hosted_vllm/meta-llama/Llama-3.1-8B-Instruct
+      api_base: http://vllm:8000/v1/
+    model_info: {id: llama-1}
+general_settings:
+  master_key: sk-1234
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.model_names(), ["general-purpose", "text-embedding-3-small", "local-llama"]);
+        let gp = &config.deployments[0];
+        assert_eq!(gp.upstream_model, "gpt-4o");
+        assert_eq!(gp.api_base.as_deref(), Some("https://api.openai.com/v1"));
+        assert_eq!(gp.api_key.as_ref().unwrap().expose(), "sk-from-env");
+        assert_eq!(gp.timeout, Duration::from_secs(30));
+        assert_eq!(gp.stream_timeout, Duration::from_secs(30));
+        assert_eq!(gp.max_retries, 2);
+        assert_eq!(gp.extra_headers, [("X-Team".to_string(), "search".to_string())]);
+        let llama = &config.deployments[2];
+        assert_eq!(llama.upstream_model, "meta-llama/Llama-3.1-8B-Instruct");
+        assert_eq!(llama.api_base.as_deref(), Some("http://vllm:8000/v1"));
+        assert_eq!(llama.id, "llama-1");
+        assert_eq!(config.master_key.unwrap().expose(), "sk-1234");
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+    }
+
+    #[test]
+    fn errors_name_the_exact_path() {
+        let yaml = "model_list:\n  - model_name: a\n    litellm_params: {model: fake/a}\n  - model_name: b\n    litellm_params: {model: fake/b}\n  - model_name: c\n    litellm_params: {api_key: x}\n";
+        assert_eq!(error_of(yaml), "model_list[2].litellm_params.model: missing");
+        assert_eq!(
+            error_of("model_list:\n  - litellm_params: {model: fake/a}\n"),
+            "model_list[0].model_name: missing"
+        );
+        assert_eq!(error_of("model_list:\n  - model_name: a\n"), "model_list[0].litellm_params: missing");
+        assert_eq!(error_of("model_list: {}\n"), "model_list: must be a list");
+        assert_eq!(
+            error_of(
+                "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, api_key: os.environ/NOPE}\n"
+            ),
+            "model_list[0].litellm_params.api_key: environment variable NOPE is not set"
+        );
+        assert_eq!(
+            error_of(
+                "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x, timeout: soon}\n"
+            ),
+            "model_list[0].litellm_params.timeout: 'soon' is not a non-negative number"
+        );
+        assert_eq!(
+            error_of("model_list:\n  - model_name: a\n    litellm_params: {model: llama3}\n"),
+            "model_list[0].litellm_params.model: 'llama3' names no provider; write it as provider/model, e.g. openai/llama3"
+        );
+        assert_eq!(
+            error_of("model_list:\n  - model_name: a\n    litellm_params: {model: hosted_vllm/x}\n"),
+            "model_list[0].litellm_params.api_base: missing; provider 'hosted_vllm' has no default"
+        );
+        assert!(error_of("model_list: [").starts_with("config is not valid YAML"));
+    }
+
+    #[test]
+    fn unsupported_settings_are_named_not_dropped() {
+        let config = load(
+            r#"
+model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4, rpm: 10, vertex_project: p}
+litellm_settings: {cache: true, request_timeout: 5}
+router_settings: {num_retries: 2, routing_strategy: least-busy}
+general_settings: {master_key: sk-1, database_url: "postgresql://x"}
+include: [other.yaml]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.unsupported,
+            [
+                "include",
+                "litellm_settings.cache",
+                "router_settings.routing_strategy=least-busy",
+                "router_settings.num_retries",
+                "model_list[0].litellm_params.vertex_project",
+                "model_list[0].litellm_params.model=anthropic/… (provider not supported yet)",
+                "model_list[0].litellm_params.rpm (not enforced yet)",
+                "general_settings.database_url",
+            ]
+        );
+        assert_eq!(config.deployments[0].timeout, Duration::from_secs(5));
+        assert!(config.deployments[0].wire().is_none());
+    }
+
+    #[test]
+    fn environment_variables_section_overrides_the_process() {
+        let config = GatewayConfig::from_yaml(
+            "environment_variables: {MY_KEY: from-config}\nmodel_list:\n  - model_name: a\n    litellm_params: {model: openai/x, api_key: os.environ/MY_KEY}\n",
+            &env(&[("MY_KEY", "from-process")]),
+        )
+        .unwrap();
+        assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "from-config");
+    }
+
+    #[test]
+    fn master_key_falls_back_to_the_environment() {
+        let config = GatewayConfig::from_yaml("", &env(&[("LITELLM_MASTER_KEY", "sk-env")])).unwrap();
+        assert_eq!(config.master_key.unwrap().expose(), "sk-env");
+        let config = GatewayConfig::from_yaml("", &env(&[("TOLLGATE_MASTER_KEY", "sk-t")])).unwrap();
+        assert_eq!(config.master_key.unwrap().expose(), "sk-t");
+        assert!(GatewayConfig::from_yaml("", &env(&[])).unwrap().master_key.is_none());
+    }
+
+    #[test]
+    fn provider_env_supplies_key_and_base() {
+        let config = GatewayConfig::from_yaml(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: groq/llama}\n  - model_name: b\n    litellm_params: {model: hosted_vllm/m}\n",
+            &env(&[("GROQ_API_KEY", "gsk"), ("HOSTED_VLLM_API_BASE", "http://v:8000/v1")]),
+        )
+        .unwrap();
+        assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "gsk");
+        assert_eq!(config.deployments[0].api_base.as_deref(), Some("https://api.groq.com/openai/v1"));
+        assert_eq!(config.deployments[1].api_base.as_deref(), Some("http://v:8000/v1"));
+    }
+
+    #[test]
+    fn ids_are_stable_and_unique() {
+        let yaml = "model_list:\n  - model_name: a\n    litellm_params: {model: fake/a}\n  - model_name: a\n    litellm_params: {model: fake/b}\n";
+        let one = load(yaml).unwrap();
+        let two = load(yaml).unwrap();
+        assert_eq!(one.deployments[0].id, two.deployments[0].id);
+        assert_ne!(one.deployments[0].id, one.deployments[1].id);
+        let dup = "model_list:\n  - model_name: a\n    litellm_params: {model: fake/a}\n    model_info: {id: x}\n  - model_name: b\n    litellm_params: {model: fake/b}\n    model_info: {id: x}\n";
+        assert_eq!(error_of(dup), "model_list[1].model_info.id: duplicate id 'x'");
+    }
+
+    #[test]
+    fn demo_config_is_valid_and_offline() {
+        let config = GatewayConfig::demo(&env(&[])).unwrap();
+        assert_eq!(config.model_names(), ["demo", "demo-embedding"]);
+        assert!(config.deployments.iter().all(|d| d.wire() == Some(WireFormat::Fake)));
+    }
+}

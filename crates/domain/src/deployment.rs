@@ -1,0 +1,91 @@
+//! A deployment: one entry of `model_list`, resolved into everything needed to call it.
+
+use std::time::Duration;
+
+use crate::Secret;
+use crate::provider_catalog::WireFormat;
+
+/// The OpenAI endpoints a deployment can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path below the API base, as OpenAI names it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// How a deployment is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// A provider this build can call, with its wire format.
+    Supported { prefix: &'static str, wire: WireFormat },
+    /// A provider LiteLLM knows that this build does not speak yet; calling it is a clear
+    /// error, never a guess.
+    NotYetSupported { prefix: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// `model_info.id` when given, else a stable id derived from the entry.
+    pub id: String,
+    /// The alias clients ask for (`model_name`): the model group. May hold a `*` wildcard.
+    pub model_name: String,
+    pub provider: ProviderKind,
+    /// The model name sent upstream (`litellm_params.model` without its prefix). May end in
+    /// `*`, replaced by the part of the alias the wildcard matched.
+    pub upstream_model: String,
+    /// Base URL without a trailing slash; `None` only for the fake provider.
+    pub api_base: Option<String>,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    pub organization: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Deadline for a whole non-streaming call.
+    pub timeout: Duration,
+    /// Deadline for a streaming call's first byte, and for each gap between chunks.
+    pub stream_timeout: Duration,
+    /// Extra attempts on this deployment after a retryable failure.
+    pub max_retries: u32,
+    pub extra_headers: Vec<(String, String)>,
+    /// LiteLLM's `mock_response`: answer with this text instead of calling the provider.
+    pub mock_response: Option<String>,
+    /// `model_info` as written, reported by `/model/info`.
+    pub model_info: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Deployment {
+    /// The provider prefix, as written in `litellm_params.model`.
+    pub fn provider_prefix(&self) -> &str {
+        match &self.provider {
+            ProviderKind::Supported { prefix, .. } => prefix,
+            ProviderKind::NotYetSupported { prefix } => prefix,
+        }
+    }
+
+    /// The wire format, or `None` for a provider this build does not speak.
+    pub fn wire(&self) -> Option<WireFormat> {
+        if self.mock_response.is_some() {
+            return Some(WireFormat::Fake);
+        }
+        match &self.provider {
+            ProviderKind::Supported { wire, .. } => Some(*wire),
+            ProviderKind::NotYetSupported { .. } => None,
+        }
+    }
+
+    /// `litellm_params.model` as the user wrote it (`openai/gpt-4o`).
+    pub fn litellm_model(&self) -> String {
+        format!("{}/{}", self.provider_prefix(), self.upstream_model)
+    }
+}

@@ -1,0 +1,18 @@
+//! Tollgate's pure core: LiteLLM's `config.yaml` read into typed deployments, the provider
+//! catalogue, the one error type every layer speaks, and the JSON surgery the hot path uses
+//! to rewrite a body without re-encoding it.
+//!
+//! This crate performs no I/O: it knows nothing about sockets, files, HTTP or the process
+//! environment (variables come in through [`config::EnvSource`]).
+
+pub mod config;
+pub mod deployment;
+pub mod error;
+pub mod json;
+pub mod provider_catalog;
+pub mod secret;
+
+pub use config::{ConfigError, EnvSource, GatewayConfig};
+pub use deployment::{Deployment, Endpoint, ProviderKind};
+pub use error::{ErrorKind, GatewayError};
+pub use secret::Secret;

@@ -1,0 +1,202 @@
+//! Which `provider/` prefixes Tollgate knows, which wire format each speaks, and where each
+//! lives by default: the facts LiteLLM encodes in its provider list, for the providers this
+//! build can reach.
+
+/// How a provider is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// OpenAI's REST API: `/chat/completions`, `/completions`, `/embeddings`, SSE streaming.
+    OpenAi,
+    /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
+    Fake,
+}
+
+/// One provider prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderSpec {
+    pub prefix: &'static str,
+    pub wire: WireFormat,
+    /// Base URL used when neither `api_base` nor one of `base_env` is set. `None` means the
+    /// deployment must give one.
+    pub default_base: Option<&'static str>,
+    /// Environment variables LiteLLM reads for the base URL, first match wins.
+    pub base_env: &'static [&'static str],
+    /// Environment variables LiteLLM reads for the API key, first match wins.
+    pub key_env: &'static [&'static str],
+}
+
+const fn openai_compatible(
+    prefix: &'static str,
+    default_base: Option<&'static str>,
+    base_env: &'static [&'static str],
+    key_env: &'static [&'static str],
+) -> ProviderSpec {
+    ProviderSpec { prefix, wire: WireFormat::OpenAi, default_base, base_env, key_env }
+}
+
+/// Every provider this build can call, by prefix.
+pub const PROVIDERS: &[ProviderSpec] = &[
+    openai_compatible(
+        "openai",
+        Some("https://api.openai.com/v1"),
+        &["OPENAI_API_BASE", "OPENAI_BASE_URL"],
+        &["OPENAI_API_KEY"],
+    ),
+    openai_compatible("custom_openai", None, &["OPENAI_API_BASE"], &["OPENAI_API_KEY"]),
+    openai_compatible("openai_like", None, &[], &[]),
+    openai_compatible("hosted_vllm", None, &["HOSTED_VLLM_API_BASE"], &["HOSTED_VLLM_API_KEY"]),
+    openai_compatible("litellm_proxy", None, &["LITELLM_PROXY_API_BASE"], &["LITELLM_PROXY_API_KEY"]),
+    // Ollama's OpenAI-compatible route (`/v1`); its native `/api/chat` is not spoken here.
+    openai_compatible("ollama_chat", Some("http://localhost:11434/v1"), &[], &["OLLAMA_API_KEY"]),
+    openai_compatible("ollama", Some("http://localhost:11434/v1"), &[], &["OLLAMA_API_KEY"]),
+    openai_compatible(
+        "lm_studio",
+        Some("http://localhost:1234/v1"),
+        &["LM_STUDIO_API_BASE"],
+        &["LM_STUDIO_API_KEY"],
+    ),
+    openai_compatible("llamafile", Some("http://127.0.0.1:8080/v1"), &["LLAMAFILE_API_BASE"], &[]),
+    openai_compatible("groq", Some("https://api.groq.com/openai/v1"), &["GROQ_API_BASE"], &["GROQ_API_KEY"]),
+    openai_compatible(
+        "mistral",
+        Some("https://api.mistral.ai/v1"),
+        &["MISTRAL_API_BASE"],
+        &["MISTRAL_API_KEY"],
+    ),
+    openai_compatible(
+        "deepseek",
+        Some("https://api.deepseek.com/v1"),
+        &["DEEPSEEK_API_BASE"],
+        &["DEEPSEEK_API_KEY"],
+    ),
+    openai_compatible(
+        "together_ai",
+        Some("https://api.together.xyz/v1"),
+        &["TOGETHER_AI_API_BASE"],
+        &["TOGETHERAI_API_KEY", "TOGETHER_AI_API_KEY", "TOGETHER_API_KEY"],
+    ),
+    openai_compatible(
+        "fireworks_ai",
+        Some("https://api.fireworks.ai/inference/v1"),
+        &["FIREWORKS_API_BASE"],
+        &["FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY", "FIREWORKSAI_API_KEY"],
+    ),
+    openai_compatible(
+        "openrouter",
+        Some("https://openrouter.ai/api/v1"),
+        &["OPENROUTER_API_BASE"],
+        &["OPENROUTER_API_KEY", "OR_API_KEY"],
+    ),
+    openai_compatible(
+        "perplexity",
+        Some("https://api.perplexity.ai"),
+        &["PERPLEXITY_API_BASE"],
+        &["PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"],
+    ),
+    openai_compatible("xai", Some("https://api.x.ai/v1"), &["XAI_API_BASE"], &["XAI_API_KEY"]),
+    openai_compatible(
+        "deepinfra",
+        Some("https://api.deepinfra.com/v1/openai"),
+        &["DEEPINFRA_API_BASE"],
+        &["DEEPINFRA_API_KEY"],
+    ),
+    openai_compatible(
+        "cerebras",
+        Some("https://api.cerebras.ai/v1"),
+        &["CEREBRAS_API_BASE"],
+        &["CEREBRAS_API_KEY"],
+    ),
+    openai_compatible(
+        "nvidia_nim",
+        Some("https://integrate.api.nvidia.com/v1"),
+        &["NVIDIA_NIM_API_BASE"],
+        &["NVIDIA_NIM_API_KEY"],
+    ),
+    openai_compatible(
+        "sambanova",
+        Some("https://api.sambanova.ai/v1"),
+        &["SAMBANOVA_API_BASE"],
+        &["SAMBANOVA_API_KEY"],
+    ),
+    openai_compatible(
+        "moonshot",
+        Some("https://api.moonshot.ai/v1"),
+        &["MOONSHOT_API_BASE"],
+        &["MOONSHOT_API_KEY"],
+    ),
+    openai_compatible(
+        "nebius",
+        Some("https://api.studio.nebius.ai/v1"),
+        &["NEBIUS_API_BASE"],
+        &["NEBIUS_API_KEY"],
+    ),
+    openai_compatible("github", Some("https://models.inference.ai.azure.com"), &[], &["GITHUB_API_KEY"]),
+    ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
+];
+
+/// Prefixes LiteLLM accepts that this build cannot call yet (native wire formats that
+/// arrive with the Providers issue). Named so a config using them gets a precise message.
+pub const NOT_YET_SUPPORTED: &[&str] = &[
+    "anthropic",
+    "azure",
+    "azure_ai",
+    "bedrock",
+    "vertex_ai",
+    "gemini",
+    "cohere",
+    "huggingface",
+    "watsonx",
+    "sagemaker",
+    "databricks",
+    "replicate",
+    "voyage",
+];
+
+pub fn lookup(prefix: &str) -> Option<&'static ProviderSpec> {
+    PROVIDERS.iter().find(|p| p.prefix == prefix)
+}
+
+/// The provider LiteLLM assumes for a model written without a prefix (`gpt-4o`).
+pub fn infer_prefix(model: &str) -> Option<&'static str> {
+    const OPENAI: &[&str] = &[
+        "gpt-",
+        "chatgpt-",
+        "o1",
+        "o3",
+        "o4",
+        "text-embedding-",
+        "davinci",
+        "babbage",
+        "omni-moderation",
+        "text-moderation",
+        "ft:gpt-",
+    ];
+    if OPENAI.iter().any(|p| model.starts_with(p)) {
+        Some("openai")
+    } else if model.starts_with("claude") {
+        Some("anthropic")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_unique_and_disjoint_from_the_unsupported_list() {
+        for (i, p) in PROVIDERS.iter().enumerate() {
+            assert!(PROVIDERS[i + 1..].iter().all(|q| q.prefix != p.prefix), "{}", p.prefix);
+            assert!(!NOT_YET_SUPPORTED.contains(&p.prefix), "{}", p.prefix);
+        }
+    }
+
+    #[test]
+    fn infers_openai_for_bare_openai_names() {
+        assert_eq!(infer_prefix("gpt-4o"), Some("openai"));
+        assert_eq!(infer_prefix("text-embedding-3-small"), Some("openai"));
+        assert_eq!(infer_prefix("claude-3-5-sonnet"), Some("anthropic"));
+        assert_eq!(infer_prefix("llama3"), None);
+    }
+}

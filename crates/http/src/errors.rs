@@ -1,0 +1,39 @@
+//! The one place a [`GatewayError`] becomes an HTTP response: status from the error's kind,
+//! LiteLLM's `{"error": {"message", "type", "param", "code"}}` body, JSON content type.
+
+use http::{HeaderValue, Response, StatusCode};
+use tollgate_domain::GatewayError;
+
+use crate::{ResponseBody, json_response};
+
+pub fn error_response(error: &GatewayError, call_id: Option<&str>) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), call_id, error = %error.message, "request failed");
+    } else {
+        tracing::debug!(status = status.as_u16(), call_id, error = %error.message, "request rejected");
+    }
+    let mut response = json_response(status, error.to_json());
+    if let Some(id) = call_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert("x-litellm-call-id", id);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tollgate_domain::ErrorKind;
+
+    #[tokio::test]
+    async fn upstream_status_outside_the_valid_range_becomes_502() {
+        let response = error_response(&GatewayError::new(ErrorKind::Upstream(1000), "weird"), Some("abc"));
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(response.headers()["x-litellm-call-id"], "abc");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["message"], "weird");
+    }
+}

@@ -1,0 +1,208 @@
+//! Tollgate's HTTP surface: one hyper service, one route table.
+//!
+//! Endpoints (each OpenAI route also answers without the `/v1` prefix):
+//!
+//! | method | path                      | auth | handler                         |
+//! |--------|---------------------------|------|---------------------------------|
+//! | POST   | /v1/chat/completions      | yes  | [`proxy`], chat                 |
+//! | POST   | /v1/completions           | yes  | [`proxy`], legacy completions   |
+//! | POST   | /v1/embeddings            | yes  | [`proxy`], embeddings           |
+//! | GET    | /v1/models                | yes  | [`models`], the aliases         |
+//! | GET    | /model/info, /v1/model/info | yes | [`models`], deployments       |
+//! | GET    | /model_group/info         | yes  | [`models`], groups              |
+//! | GET    | /health/liveliness        | no   | [`health`], process is up       |
+//! | GET    | /health/readiness         | no   | [`health`], ready for traffic   |
+//! | GET    | /health                   | yes  | [`health`], probes each model   |
+//!
+//! The layers a request passes, outermost first: panic guard ([`App::serve`]), route
+//! match, authentication ([`auth`]), handler. Every failure becomes an OpenAI-shaped body
+//! in exactly one place, [`errors::error_response`].
+
+pub mod auth;
+pub mod errors;
+pub mod health;
+pub mod models;
+pub mod proxy;
+mod relay;
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use tollgate_domain::{Endpoint, ErrorKind, GatewayConfig, GatewayError, Secret};
+use tollgate_providers::{HttpClient, Providers};
+use tollgate_router::Router;
+
+/// The error type of request bodies the gateway can read.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the gateway writes. It never fails: a stream that breaks
+/// upstream ends with an error event instead.
+pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Tollgate's version, sent as `x-litellm-version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    pub router: Router,
+    pub providers: Providers,
+    pub master_key: Option<Secret>,
+}
+
+enum Route {
+    Proxy(Endpoint),
+    Models,
+    ModelInfo,
+    ModelGroupInfo,
+    Liveliness,
+    Readiness,
+    Health,
+}
+
+impl Route {
+    /// Matches a path (already without `/v1`) and method. `Err` carries the methods the
+    /// path does accept, for a 405.
+    fn recognize(method: &Method, path: &str) -> Option<Result<Self, &'static str>> {
+        let (route, allowed) = match path {
+            "/chat/completions" => (Self::Proxy(Endpoint::ChatCompletions), "POST"),
+            "/completions" => (Self::Proxy(Endpoint::Completions), "POST"),
+            "/embeddings" => (Self::Proxy(Endpoint::Embeddings), "POST"),
+            "/models" => (Self::Models, "GET"),
+            "/model/info" => (Self::ModelInfo, "GET"),
+            "/model_group/info" => (Self::ModelGroupInfo, "GET"),
+            "/health/liveliness" | "/health/liveness" => (Self::Liveliness, "GET"),
+            "/health/readiness" => (Self::Readiness, "GET"),
+            "/health" => (Self::Health, "GET"),
+            _ => return None,
+        };
+        Some(if method.as_str() == allowed || (allowed == "GET" && *method == Method::HEAD) {
+            Ok(route)
+        } else {
+            Err(allowed)
+        })
+    }
+
+    fn needs_auth(&self) -> bool {
+        !matches!(self, Self::Liveliness | Self::Readiness)
+    }
+}
+
+/// `/v1/x` and `/x` are the same route; a trailing slash is ignored.
+fn normalize(path: &str) -> &str {
+    let path = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    if path.len() > 1 { path.trim_end_matches('/') } else { path }
+}
+
+impl App {
+    pub fn new(config: GatewayConfig, client: HttpClient) -> Self {
+        Self {
+            router: Router::new(config.deployments),
+            providers: Providers::new(client),
+            master_key: config.master_key,
+        }
+    }
+
+    /// Serves one request. Never fails and never unwinds: a panic inside becomes a 500
+    /// with an OpenAI-shaped body, and the connection stays usable.
+    pub async fn serve<B>(self: Arc<Self>, request: Request<B>) -> Result<Response<ResponseBody>, Infallible>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let response = AssertUnwindSafe(self.dispatch(request)).catch_unwind().await;
+        Ok(response.unwrap_or_else(|_| {
+            tracing::error!("request handler panicked");
+            errors::error_response(
+                &GatewayError::internal("internal error: the request handler failed"),
+                None,
+            )
+        }))
+    }
+
+    async fn dispatch<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let route = match Route::recognize(request.method(), normalize(request.uri().path())) {
+            Some(Ok(route)) => route,
+            Some(Err(allowed)) => {
+                let error = GatewayError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!(
+                        "Method Not Allowed: {} {} (use {allowed})",
+                        request.method(),
+                        request.uri().path()
+                    ),
+                );
+                let mut response = errors::error_response(&error, None);
+                if let Ok(value) = http::HeaderValue::from_str(allowed) {
+                    response.headers_mut().insert(http::header::ALLOW, value);
+                }
+                return response;
+            }
+            None => {
+                let error = GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("Not Found: {} {}", request.method(), request.uri().path()),
+                );
+                return errors::error_response(&error, None);
+            }
+        };
+        if route.needs_auth()
+            && let Err(error) = auth::authenticate(request.headers(), self.master_key.as_ref())
+        {
+            return errors::error_response(&error, None);
+        }
+        match route {
+            Route::Proxy(endpoint) => proxy::handle(self, endpoint, request).await,
+            Route::Models => models::list(self),
+            Route::ModelInfo => models::info(self, request.uri().query()),
+            Route::ModelGroupInfo => models::group_info(self, request.uri().query()),
+            Route::Liveliness => health::liveliness(),
+            Route::Readiness => health::readiness(),
+            Route::Health => health::check_all(self).await,
+        }
+    }
+}
+
+/// A complete JSON response.
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    use http_body_util::{BodyExt, Full};
+    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_prefix_and_trailing_slash_are_ignored() {
+        assert_eq!(normalize("/v1/chat/completions"), "/chat/completions");
+        assert_eq!(normalize("/chat/completions/"), "/chat/completions");
+        assert_eq!(normalize("/v1models"), "/v1models");
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize("/v1"), "/v1");
+    }
+
+    #[test]
+    fn routes_know_their_methods() {
+        assert!(matches!(
+            Route::recognize(&Method::POST, "/embeddings"),
+            Some(Ok(Route::Proxy(Endpoint::Embeddings)))
+        ));
+        assert!(matches!(Route::recognize(&Method::GET, "/chat/completions"), Some(Err("POST"))));
+        assert!(matches!(Route::recognize(&Method::HEAD, "/health/readiness"), Some(Ok(Route::Readiness))));
+        assert!(Route::recognize(&Method::GET, "/nope").is_none());
+    }
+}

@@ -1,0 +1,230 @@
+//! The OpenAI endpoints: chat completions, completions, embeddings.
+//!
+//! The request's path through here: read the body (bounded), read the few top-level
+//! fields routing needs, pick a deployment, put the upstream model name into the body
+//! (bytes spliced, the rest untouched), call the provider with retries, put the alias back
+//! into the answer, and send it, streamed frame by frame when the client asked for a stream.
+//! If the client goes away, hyper drops this future or the response body, and with it the
+//! upstream request.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tollgate_domain::json::{TopLevel, quote};
+use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
+use tollgate_providers::{UpstreamBody, UpstreamRequest};
+
+use crate::relay::AliasRelay;
+use crate::{App, BoxError, ResponseBody, VERSION, errors, json_response};
+
+/// The largest request body accepted (images travel inline as base64).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+pub async fn handle<B>(app: &App, endpoint: Endpoint, request: Request<B>) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let call_id = uuid::Uuid::new_v4().to_string();
+    match proxy(app, endpoint, request.into_body(), started, &call_id).await {
+        Ok(response) => response,
+        Err(error) => errors::error_response(&error, Some(&call_id)),
+    }
+}
+
+async fn proxy<B>(
+    app: &App,
+    endpoint: Endpoint,
+    body: B,
+    started: Instant,
+    call_id: &str,
+) -> Result<Response<ResponseBody>, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let body = read_body(body).await?;
+    let top = TopLevel::parse(&body)
+        .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
+    let model: Cow<'_, str> = field(&top, "model")?
+        .ok_or_else(|| GatewayError::bad_request("missing required field `model`").with_param("model"))?;
+    check_required(&top, endpoint)?;
+    let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
+
+    let selection = app.router.select(&model)?;
+    let deployment = &*selection.deployment;
+    let provider = app.providers.for_deployment(deployment)?;
+    let upstream_body = if selection.upstream_model == model {
+        body.clone()
+    } else {
+        Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
+    };
+    drop(top);
+
+    let upstream_started = Instant::now();
+    let body_ref = &upstream_body;
+    let upstream = tollgate_router::with_retries(deployment.max_retries, || async move {
+        let request = UpstreamRequest { endpoint, deployment, body: body_ref.clone(), stream };
+        provider.call(request).await.map_err(GatewayError::from)
+    })
+    .await?;
+    let upstream_time = upstream_started.elapsed();
+
+    let alias_json = quote(&model);
+    let mut response = match upstream.body {
+        UpstreamBody::Complete(bytes) => json_response(StatusCode::OK, with_alias(bytes, &alias_json)),
+        UpstreamBody::Stream(stream) => {
+            let mut response = Response::new(AliasRelay::new(stream, alias_json).boxed_unsync());
+            let headers = response.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    };
+    let timing = Timing { total: started.elapsed(), upstream: upstream_time };
+    add_litellm_headers(response.headers_mut(), call_id, &model, deployment, timing, &upstream.headers);
+    Ok(response)
+}
+
+async fn read_body<B>(body: B) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than {} MiB", MAX_REQUEST_BYTES / (1024 * 1024)),
+        )),
+        Err(error) => Err(GatewayError::bad_request(format!("could not read the request body: {error}"))),
+    }
+}
+
+/// A top-level field decoded as `T`, with a 400 naming the field when it has another type.
+fn field<'a, T: serde::Deserialize<'a>>(top: &TopLevel<'a>, name: &str) -> Result<Option<T>, GatewayError> {
+    top.decode(name)
+        .map_err(|e| GatewayError::bad_request(format!("invalid value for `{name}`: {e}")).with_param(name))
+}
+
+/// The field each endpoint cannot do without, checked here so a client hears about it
+/// from the gateway rather than as an upstream's error after a network round trip.
+fn check_required(top: &TopLevel<'_>, endpoint: Endpoint) -> Result<(), GatewayError> {
+    let (name, want_array) = match endpoint {
+        Endpoint::ChatCompletions => ("messages", true),
+        Endpoint::Completions => ("prompt", false),
+        Endpoint::Embeddings => ("input", false),
+    };
+    match top.get(name).map(|raw| raw.get()) {
+        None | Some("null") => {
+            Err(GatewayError::bad_request(format!("missing required field `{name}`")).with_param(name))
+        }
+        Some(raw) if want_array && !raw.starts_with('[') => {
+            Err(GatewayError::bad_request(format!("`{name}` must be an array")).with_param(name))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The answer with its `model` set to the alias; bytes that are not a JSON object pass
+/// through as they came.
+fn with_alias(bytes: Bytes, alias_json: &str) -> Bytes {
+    match TopLevel::parse(&bytes) {
+        Ok(top) if top.get("model").is_some_and(|raw| raw.get() != alias_json) => {
+            Bytes::from(top.rewrite(&[("model", alias_json)]))
+        }
+        _ => bytes,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    total: Duration,
+    upstream: Duration,
+}
+
+fn millis(duration: Duration) -> HeaderValue {
+    let text = format!("{:.3}", duration.as_secs_f64() * 1000.0);
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// LiteLLM's response headers, and the upstream's own headers under `llm_provider-`.
+fn add_litellm_headers(
+    headers: &mut HeaderMap,
+    call_id: &str,
+    model_group: &str,
+    deployment: &Deployment,
+    timing: Timing,
+    upstream: &HeaderMap,
+) {
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    put("x-litellm-call-id", call_id);
+    put("x-litellm-model-id", &deployment.id);
+    put("x-litellm-model-group", model_group);
+    if let Some(api_base) = &deployment.api_base {
+        put("x-litellm-model-api-base", api_base);
+    }
+    put("x-litellm-version", VERSION);
+    headers.insert("x-litellm-response-duration-ms", millis(timing.total));
+    headers.insert("x-litellm-overhead-duration-ms", millis(timing.total.saturating_sub(timing.upstream)));
+    for (name, value) in upstream {
+        if let Ok(name) = HeaderName::try_from(format!("llm_provider-{name}")) {
+            headers.append(name, value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_fields_are_checked_per_endpoint() {
+        let top = TopLevel::parse(br#"{"model":"m","messages":"hi"}"#).unwrap();
+        let error = check_required(&top, Endpoint::ChatCompletions).unwrap_err();
+        assert_eq!(error.message, "`messages` must be an array");
+        let top = TopLevel::parse(br#"{"model":"m"}"#).unwrap();
+        let error = check_required(&top, Endpoint::Embeddings).unwrap_err();
+        assert_eq!(
+            (error.message.as_str(), error.param.as_deref()),
+            ("missing required field `input`", Some("input"))
+        );
+        let top = TopLevel::parse(br#"{"model":"m","prompt":"x"}"#).unwrap();
+        assert!(check_required(&top, Endpoint::Completions).is_ok());
+    }
+
+    #[test]
+    fn alias_replaces_the_upstream_model_only_when_different() {
+        let out = with_alias(Bytes::from_static(br#"{"id":"x","model":"gpt-4o-2024-08-06"}"#), "\"gp\"");
+        assert_eq!(out, r#"{"id":"x","model":"gp"}"#);
+        let same = Bytes::from_static(br#"{"model":"gp"}"#);
+        assert_eq!(with_alias(same.clone(), "\"gp\"").as_ptr(), same.as_ptr());
+        assert_eq!(with_alias(Bytes::from_static(b"not json"), "\"gp\""), "not json");
+    }
+
+    #[test]
+    fn upstream_headers_are_echoed_with_a_prefix() {
+        let deployment = tollgate_domain::GatewayConfig::demo(&std::collections::HashMap::new())
+            .unwrap()
+            .deployments
+            .remove(0);
+        let mut upstream = HeaderMap::new();
+        upstream.insert("x-request-id", HeaderValue::from_static("req-1"));
+        let mut headers = HeaderMap::new();
+        let timing = Timing { total: Duration::from_micros(1500), upstream: Duration::from_micros(1000) };
+        add_litellm_headers(&mut headers, "call-1", "demo", &deployment, timing, &upstream);
+        assert_eq!(headers["llm_provider-x-request-id"], "req-1");
+        assert_eq!(headers["x-litellm-overhead-duration-ms"], "0.500");
+        assert_eq!(headers["x-litellm-response-duration-ms"], "1.500");
+        assert_eq!(headers["x-litellm-model-group"], "demo");
+        assert!(!headers.contains_key("x-litellm-model-api-base"));
+    }
+}

@@ -1,0 +1,282 @@
+//! A mock OpenAI-compatible upstream for Tollgate's integration tests and load benchmark.
+//!
+//! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
+//! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies) so the gateway
+//! is exercised against what it will meet in production, and it can be scripted per
+//! request with a [`Behavior`] (errors, delays, hangs, stalled or slow streams).
+//!
+//! Endpoints (each also answers without the `/v1` prefix):
+//!
+//! | method | path                   | answer                                        |
+//! |--------|------------------------|-----------------------------------------------|
+//! | POST   | /v1/chat/completions   | `chat.completion`, or SSE `chat.completion.chunk`s |
+//! | POST   | /v1/completions        | `text_completion`, or SSE `text_completion`s  |
+//! | POST   | /v1/embeddings         | `list` of `embedding`s                        |
+//! | GET    | /v1/models             | `list` with one `model`                       |
+//! | GET    | /v1/models/{id}        | that `model`                                  |
+//! | other  |                        | 404, OpenAI-shaped error                      |
+
+mod body;
+mod handler;
+mod wire;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use wire::{
+    COMPLETION_TOKENS, DEFAULT_STREAM_CHUNKS, EMBEDDING_DIMENSIONS, EMBEDDING_TOKENS_PER_INPUT,
+    MAX_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_INPUTS, MOCK_MODEL_ID, PROMPT_TOKENS, REPLY_TEXT,
+};
+
+/// One request as the mock received it, recorded before any [`Behavior`] was applied.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The URI path only (no query string), e.g. `/v1/chat/completions`.
+    pub path: String,
+    pub headers: http::HeaderMap,
+    /// The full request body (empty when it could not be read).
+    pub body: Bytes,
+}
+
+/// What the mock does with one request; queued with [`MockUpstream::push`].
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// A normal successful answer for the endpoint.
+    Normal,
+    /// Answer with this status and this exact body (content-type application/json).
+    /// A status that is not a valid HTTP status code becomes 500.
+    Error { status: u16, body: String },
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Accept the request and never answer (until the client disconnects).
+    Hang,
+    /// For stream=true requests: send the first `after_chunks` SSE events (the role chunk
+    /// counts as one), then stall forever (connection stays open, no more bytes). A count
+    /// covering the whole stream lets it finish. Non-stream requests are answered normally.
+    StallStream { after_chunks: usize },
+    /// For stream=true requests: send each SSE event with this delay between events, using
+    /// `chunks` content chunks. Non-stream requests are answered normally.
+    SlowStream { chunk_delay: Duration, chunks: usize },
+}
+
+/// How a [`MockUpstream`] is run.
+#[derive(Debug, Clone, Copy)]
+pub struct MockOptions {
+    /// Keep every request for [`MockUpstream::requests`]. The benchmark binary turns it off
+    /// so the mock neither grows without bound nor pays for copying headers and bodies.
+    pub record_requests: bool,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions { record_requests: true }
+    }
+}
+
+/// State shared between the handle the test holds and every connection task.
+pub(crate) struct Shared {
+    record_requests: bool,
+    requests: Mutex<Vec<RecordedRequest>>,
+    behaviors: Mutex<VecDeque<Behavior>>,
+    /// Mirror of `behaviors.len()` so the hot path skips the lock when nothing is scripted.
+    queued: AtomicUsize,
+    next_request_id: AtomicU64,
+    streams_cancelled: AtomicUsize,
+    requests_abandoned: AtomicUsize,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it: the data (a queue, a log) stays
+/// consistent after any single push or pop, and the mock must keep serving.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn new(options: MockOptions) -> Self {
+        Shared {
+            record_requests: options.record_requests,
+            requests: Mutex::new(Vec::new()),
+            behaviors: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
+            next_request_id: AtomicU64::new(1),
+            streams_cancelled: AtomicUsize::new(0),
+            requests_abandoned: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn records(&self) -> bool {
+        self.record_requests
+    }
+
+    pub(crate) fn record(&self, request: RecordedRequest) {
+        lock(&self.requests).push(request);
+    }
+
+    pub(crate) fn next_behavior(&self) -> Behavior {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return Behavior::Normal;
+        }
+        let mut queue = lock(&self.behaviors);
+        let next = queue.pop_front();
+        self.queued.store(queue.len(), Ordering::Release);
+        next.unwrap_or(Behavior::Normal)
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn stream_cancelled(&self) {
+        self.streams_cancelled.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn request_abandoned(&self) {
+        self.requests_abandoned.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A running mock server. Dropping it shuts the server down: the accept loop and every
+/// open connection are aborted.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockUpstream").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl MockUpstream {
+    /// Binds 127.0.0.1:0 and serves on a tokio task (HTTP/1.1 keep-alive, via hyper-util
+    /// auto builder so h2c works too), recording every request.
+    pub async fn start() -> MockUpstream {
+        Self::start_with(MockOptions::default()).await
+    }
+
+    /// Like [`MockUpstream::start`], with options.
+    ///
+    /// # Panics
+    /// If no port can be bound on 127.0.0.1, which only a broken test machine causes.
+    pub async fn start_with(options: MockOptions) -> MockUpstream {
+        match Self::bind("127.0.0.1:0", options).await {
+            Ok(mock) => mock,
+            Err(err) => panic!("mock upstream could not bind 127.0.0.1:0: {err}"),
+        }
+    }
+
+    /// Binds the given address and serves on a tokio task; used by the binary, which needs
+    /// a chosen host and port and a bind error it can report instead of a panic.
+    pub async fn bind(addr: impl ToSocketAddrs, options: MockOptions) -> std::io::Result<MockUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(options));
+        let server = tokio::spawn(serve(listener, Arc::clone(&shared)));
+        Ok(MockUpstream { addr, shared, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues a behaviour for the next request that reaches a known endpoint (with or
+    /// without the `/v1` prefix). FIFO; each scripted behaviour is consumed by one request;
+    /// with the queue empty requests get [`Behavior::Normal`]. Unknown paths get their 404
+    /// without consuming anything.
+    pub fn push(&self, behavior: Behavior) {
+        let mut queue = lock(&self.shared.behaviors);
+        queue.push_back(behavior);
+        self.shared.queued.store(queue.len(), Ordering::Release);
+    }
+
+    /// Every request received so far, in order (empty when recording is off).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Number of streaming responses whose body was dropped (connection closed by the
+    /// client) before the stream was finished.
+    pub fn streams_cancelled(&self) -> usize {
+        self.shared.streams_cancelled.load(Ordering::Acquire)
+    }
+
+    /// Number of requests whose handling was abandoned because the client went away while
+    /// the mock was hanging or delaying ([`Behavior::Hang`] / [`Behavior::Delay`]).
+    pub fn requests_abandoned(&self) -> usize {
+        self.shared.requests_abandoned.load(Ordering::Acquire)
+    }
+
+    /// Waits (polling every 10 ms, at most `limit`) until `cond(self)` is true; returns
+    /// whether it became true.
+    pub async fn wait_until(&self, limit: Duration, cond: impl Fn(&MockUpstream) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        // The accept loop owns the connection tasks in a JoinSet, so aborting it also
+        // aborts (and closes) every open connection.
+        self.server.abort();
+    }
+}
+
+/// Accepts connections until aborted; each connection is served on its own task.
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else {
+                    // Accept errors are transient (e.g. out of file descriptors under load);
+                    // back off briefly instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                // SSE chunks and small JSON answers must leave immediately, not wait for
+                // Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                let builder = builder.clone();
+                let shared = Arc::clone(&shared);
+                connections.spawn(async move {
+                    let service = service_fn(move |request| {
+                        handler::handle(Arc::clone(&shared), request)
+                    });
+                    // A connection error only means this client went away or spoke
+                    // garbage; there is nothing to do about it here.
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}

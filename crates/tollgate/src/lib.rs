@@ -1,0 +1,97 @@
+//! Tollgate, an LLM gateway that is a drop-in replacement for LiteLLM's proxy: the facade
+//! a Rust service embeds and the `tollgate` binary runs.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tollgate::Error> {
+//! let config = tollgate::GatewayConfig::from_yaml(
+//!     "model_list: [{model_name: demo, litellm_params: {model: fake/demo}}]",
+//!     &tollgate::ProcessEnv,
+//! )?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+//! let gateway = tollgate::Gateway::from_config(config).await?;
+//! gateway.serve(listener, tollgate::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+mod server;
+mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+pub use tollgate_domain::GatewayConfig;
+pub use tollgate_domain::config::{ConfigError, DEMO_CONFIG, EnvSource, ProcessEnv};
+use tollgate_http::App;
+
+pub use server::shutdown_signal;
+
+/// How long in-flight requests and streams may run on after shutdown begins, by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A configured gateway, ready to serve on a listener.
+pub struct Gateway {
+    app: Arc<App>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown_grace: Duration,
+}
+
+impl Gateway {
+    /// Builds the gateway: deployments, router, the shared upstream client. Logs, once,
+    /// every setting it will not act on and whether the gateway is open to anyone.
+    pub async fn from_config(config: GatewayConfig) -> Result<Self, Error> {
+        if !config.unsupported.is_empty() {
+            tracing::warn!(
+                settings = %config.unsupported.join(", "),
+                "config settings this build of tollgate does not support yet are ignored"
+            );
+        }
+        if config.master_key.is_none() {
+            tracing::warn!(
+                "no master key set (general_settings.master_key or LITELLM_MASTER_KEY): every request is accepted without authentication"
+            );
+        }
+        let app = App::new(config, tollgate_providers::build_http_client());
+        Ok(Self { app: Arc::new(app), tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE })
+    }
+
+    /// Serves HTTPS with the PEM certificate chain and private key at these paths.
+    pub fn with_tls(
+        mut self,
+        cert_path: &std::path::Path,
+        key_path: &std::path::Path,
+    ) -> Result<Self, Error> {
+        self.tls = Some(tls::acceptor(cert_path, key_path)?);
+        Ok(self)
+    }
+
+    /// How long in-flight requests may continue once shutdown begins.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// The request handler, for embedding in a server of one's own.
+    pub fn app(&self) -> Arc<App> {
+        Arc::clone(&self.app)
+    }
+
+    /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
+    /// `shutdown` completes; then stops accepting, lets in-flight requests and streams
+    /// finish for up to the shutdown grace, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        server::serve(self.app, self.tls, listener, shutdown, self.shutdown_grace).await;
+        Ok(())
+    }
+}

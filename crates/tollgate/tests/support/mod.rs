@@ -1,0 +1,162 @@
+//! Test harness: a real gateway on 127.0.0.1:0 and a real HTTP client to call it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate::{Gateway, GatewayConfig};
+
+pub const MASTER_KEY: &str = "sk-test-master";
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret-42";
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<Result<(), tollgate::Error>>>,
+}
+
+impl TestGateway {
+    pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, |g| g).await
+    }
+
+    pub async fn start_with(yaml: &str, adjust: impl FnOnce(Gateway) -> Gateway) -> Self {
+        let config = GatewayConfig::from_yaml(yaml, &HashMap::new()).expect("test config is valid");
+        let gateway = adjust(Gateway::from_config(config).await.expect("gateway builds"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(gateway.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Self { addr, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Begins graceful shutdown and returns the serve task to await.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), tollgate::Error>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("shutdown once")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The config used by most tests: one alias on the mock upstream, a master key.
+pub fn mock_config(base_url: &str, extra_params: &str) -> String {
+    format!(
+        "model_list:
+  - model_name: general-purpose
+    litellm_params:
+      model: openai/mock-model
+      api_base: {base_url}
+      api_key: {UPSTREAM_KEY}
+      {extra_params}
+  - model_name: text-embedding-3-small
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {base_url}
+      api_key: {UPSTREAM_KEY}
+general_settings:
+  master_key: {MASTER_KEY}
+"
+    )
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no header {name}"))
+    }
+
+    /// The `data:` payloads of an SSE body, in order.
+    pub fn events(&self) -> Vec<String> {
+        sse_events(&self.body)
+    }
+}
+
+pub fn sse_events(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|event| event.trim().strip_prefix("data:").map(|d| d.trim().to_owned()))
+        .collect()
+}
+
+pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(10), client().request(request))
+        .await
+        .expect("gateway answered in time")
+        .expect("request sent");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+pub fn post(url: &str, key: Option<&str>, body: impl Into<Bytes>) -> http::Request<Full<Bytes>> {
+    let mut builder = http::Request::post(url).header("content-type", "application/json");
+    if let Some(key) = key {
+        builder = builder.header("authorization", format!("Bearer {key}"));
+    }
+    builder.body(Full::new(body.into())).unwrap()
+}
+
+pub fn get(url: &str, key: Option<&str>) -> http::Request<Full<Bytes>> {
+    let mut builder = http::Request::get(url);
+    if let Some(key) = key {
+        builder = builder.header("authorization", format!("Bearer {key}"));
+    }
+    builder.body(Full::new(Bytes::new())).unwrap()
+}
+
+pub async fn chat(gateway: &TestGateway, body: Value) -> Reply {
+    send(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string())).await
+}
+
+/// Asserts an OpenAI-shaped error body with this status, returning the error object.
+pub fn assert_error(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "body: {}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("content-type"), "application/json");
+    let body = reply.json();
+    let error = body["error"].clone();
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error["code"].is_string(), "code must be a string: {body}");
+    assert!(error.get("type").is_some() && error.get("param").is_some(), "{body}");
+    error
+}

@@ -1,0 +1,218 @@
+"""The official OpenAI Python SDK against a running `tollgate` binary.
+
+The gateway runs with a config whose models live on the workspace's mock OpenAI upstream
+(`tollgate-mock-upstream`), and a second gateway runs the built-in demo config, exactly as
+the README's first command starts it. Binaries come from $CARGO_TARGET_DIR (or ./target),
+debug profile; build them first with `cargo build --bins`.
+"""
+
+import os
+import pathlib
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import openai
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+MASTER_KEY = "sk-sdk-master"
+UPSTREAM_KEY = "sk-sdk-upstream-secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, limit=10.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/readiness", timeout=0.5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("gateway not ready in time")
+
+
+def start_gateway(args, env=None):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(TARGET / "tollgate"), "--host", "127.0.0.1", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    wait_ready(port, proc)
+    return port, proc
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def mock_upstream():
+    proc = subprocess.Popen(
+        [str(TARGET / "tollgate-mock-upstream"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    yield f"http://{line.removeprefix('listening on ')}/v1"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(mock_upstream):
+    config = f"""
+model_list:
+  - model_name: general-purpose
+    litellm_params:
+      model: openai/mock-model
+      api_base: {mock_upstream}
+      api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: text-embedding-3-small
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {mock_upstream}
+      api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: local-vllm
+    litellm_params:
+      model: hosted_vllm/meta-llama/Llama-3.1-8B-Instruct
+      api_base: {mock_upstream}
+general_settings:
+  master_key: os.environ/LITELLM_MASTER_KEY
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(config)
+    port, proc = start_gateway(
+        ["--config", f.name],
+        env={"LITELLM_MASTER_KEY": MASTER_KEY, "SDK_UPSTREAM_KEY": UPSTREAM_KEY},
+    )
+    yield port
+    assert stop(proc) == 0, "SIGTERM exits 0"
+    logs = proc.stderr.read()
+    assert UPSTREAM_KEY not in logs and MASTER_KEY not in logs, "keys never reach the logs"
+    os.unlink(f.name)
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{gateway}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+def test_chat_completion(client):
+    response = client.chat.completions.create(
+        model="general-purpose", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert response.model == "general-purpose"
+    assert response.choices[0].message.role == "assistant"
+    assert response.choices[0].message.content
+    assert response.usage.total_tokens > 0
+
+
+def test_chat_with_raw_headers(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="local-vllm", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["x-litellm-model-group"] == "local-vllm"
+    assert len(raw.headers["x-litellm-call-id"]) == 36
+    assert float(raw.headers["x-litellm-overhead-duration-ms"]) >= 0
+    assert raw.parse().model == "local-vllm"
+
+
+def test_stream_with_usage(client):
+    stream = client.chat.completions.create(
+        model="general-purpose",
+        messages=[{"role": "user", "content": "stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert all(c.model == "general-purpose" for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+
+def test_embeddings(client):
+    response = client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    assert len(response.data) == 2
+    assert len(response.data[0].embedding) > 0
+    assert response.model == "text-embedding-3-small"
+
+
+def test_legacy_completions(client):
+    response = client.completions.create(model="general-purpose", prompt="say hi")
+    assert response.choices[0].text
+    assert response.model == "general-purpose"
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["general-purpose", "text-embedding-3-small", "local-vllm"]
+
+
+def test_wrong_key_is_authentication_error(gateway):
+    bad = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as error:
+        bad.models.list()
+    assert error.value.status_code == 401
+
+
+def test_unknown_model_is_bad_request_naming_valid_models(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert "general-purpose" in str(error.value)
+    assert error.value.body["code"] == "400"
+
+
+def test_demo_config_as_the_readme_runs_it():
+    port, proc = start_gateway([])
+    try:
+        demo = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="anything", max_retries=0)
+        answer = demo.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content.startswith("Hello from Tollgate")
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in demo.chat.completions.create(
+                model="demo", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            if c.choices
+        )
+        assert streamed == answer.choices[0].message.content
+    finally:
+        assert stop(proc) == 0
+
+
+def test_curl_as_the_readme_shows_it():
+    port, proc = start_gateway([])
+    try:
+        out = subprocess.run(
+            [
+                "curl", "-sS", f"http://127.0.0.1:{port}/v1/chat/completions",
+                "-H", "Content-Type: application/json",
+                "-d", '{"model": "demo", "messages": [{"role": "user", "content": "Hello!"}]}',
+            ],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        assert '"content":"Hello from Tollgate' in out
+    finally:
+        stop(proc)
