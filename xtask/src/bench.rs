@@ -111,6 +111,33 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Samples a process's resident memory every 20 ms on its own thread, keeping the peak.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
@@ -143,7 +170,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut rows = Vec::new();
-    let mut peak_rss = idle_rss;
+    let sampler = RssSampler::start(gateway.pid());
     for stream in [false, true] {
         for &connections in &options.connections {
             let mut row = Row { connections, stream, direct: None, gateway: None, nginx: None };
@@ -163,7 +190,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 options.duration,
                 &gateway,
             ))?);
-            peak_rss = peak_rss.max(rss_kib(gateway.pid()));
             if let Some(nginx) = &nginx {
                 let pids = nginx_pids(nginx);
                 row.nginx = Some(runtime.block_on(measure(
@@ -179,6 +205,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             rows.push(row);
         }
     }
+    let peak_rss = sampler.stop().max(idle_rss);
     drop(nginx);
     drop(gateway);
     drop(mock);
