@@ -18,18 +18,70 @@ use tollgate_providers::StreamBody;
 
 /// An event this long without an end is not SSE; stop holding it back and pass it on.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
+/// Ready upstream frames are merged into one client frame up to this size.
+const MAX_BATCH: usize = 64 * 1024;
+/// At most this many self-wakes gather one batch, however fast the upstream trickles.
+const MAX_YIELDS: u8 = 24;
+/// A batch is sent once this many yield rounds in a row bring nothing new: hyper's client
+/// connection task needs about two rounds to hand over each chunk it has already read.
+const IDLE_ROUNDS: u8 = 2;
+
+/// Output gathered in one poll: the first piece is kept as it is (no copy), later ones
+/// are appended to it.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    joined: BytesMut,
+}
+
+impl Batch {
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match &self.first {
+            None if self.joined.is_empty() => self.first = Some(data),
+            _ => {
+                if let Some(first) = self.first.take() {
+                    self.joined.extend_from_slice(&first);
+                }
+                self.joined.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.joined.len(), Bytes::len)
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| (!self.joined.is_empty()).then(|| self.joined.split().freeze()))
+    }
+}
 
 pub(crate) struct AliasRelay {
     upstream: StreamBody,
     /// The alias as a JSON string literal, compared with each chunk's raw `model`.
     alias_json: String,
     pending: BytesMut,
+    /// Output gathered but not yet sent.
+    batch: Batch,
+    yields: u8,
+    idle_rounds: u8,
     done: bool,
 }
 
 impl AliasRelay {
     pub(crate) fn new(upstream: StreamBody, alias_json: String) -> Self {
-        Self { upstream, alias_json, pending: BytesMut::new(), done: false }
+        Self {
+            upstream,
+            alias_json,
+            pending: BytesMut::new(),
+            batch: Batch::default(),
+            yields: 0,
+            idle_rounds: 0,
+            done: false,
+        }
     }
 
     /// Takes a frame of upstream bytes, returns what can be sent now.
@@ -59,22 +111,40 @@ impl Body for AliasRelay {
     type Data = Bytes;
     type Error = Infallible;
 
+    /// Sends whatever the upstream has ready, merged into one frame: events that arrived
+    /// together leave together (one write instead of one per event), and nothing waits for
+    /// events that have not arrived.
+    ///
+    /// hyper's client hands a body over one chunk per poll of its connection task, so an
+    /// upstream read holding eight events looks like eight separate frames here. When the
+    /// upstream is not ready right after a frame, the relay yields (a self-wake, no timer)
+    /// to let that task pass on what it already read, and sends the batch once
+    /// `IDLE_ROUNDS` rounds bring nothing new. A real pause between tokens therefore costs
+    /// a few scheduler rounds (microseconds), while a burst costs one write, not one per event.
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
+        while !this.done && this.batch.len() < MAX_BATCH {
             match Pin::new(&mut this.upstream).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if this.batch.len() == 0 {
+                        return Poll::Pending;
+                    }
+                    if this.idle_rounds < IDLE_ROUNDS && this.yields < MAX_YIELDS {
+                        this.idle_rounds += 1;
+                        this.yields += 1;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    break;
+                }
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    let out = this.process(data);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    if let Ok(data) = frame.into_data() {
+                        let out = this.process(data);
+                        this.batch.push(out);
+                        this.idle_rounds = 0;
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
@@ -88,18 +158,21 @@ impl Body for AliasRelay {
                     out.extend_from_slice(b"data: ");
                     out.extend_from_slice(&error.to_json());
                     out.extend_from_slice(b"\n\n");
-                    return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                    this.batch.push(out.freeze());
                 }
                 Poll::Ready(None) => {
                     this.done = true;
-                    let rest = this.pending.split().freeze();
-                    if rest.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    // An unterminated last event: send it as it came.
-                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    // An unterminated last event goes out as it came.
+                    this.batch.push(this.pending.split().freeze());
                 }
             }
+        }
+        this.yields = 0;
+        this.idle_rounds = 0;
+        match this.batch.take() {
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            None if this.done => Poll::Ready(None),
+            None => Poll::Pending,
         }
     }
 
@@ -164,24 +237,46 @@ mod tests {
     use std::collections::VecDeque;
     use tollgate_providers::ProviderError;
 
-    /// An upstream that yields the given frames, then optionally an error.
-    struct Frames(VecDeque<Result<Bytes, ProviderError>>);
+    /// What the scripted upstream does on each poll.
+    enum Step {
+        Data(&'static str),
+        Fail(ProviderError),
+        /// Not ready yet: wakes itself and returns `Pending` once.
+        Wait,
+        /// `Wait`s for longer than the relay's idle rounds: the upstream has paused.
+        Gap,
+    }
 
-    impl Body for Frames {
+    struct Script(VecDeque<Step>);
+
+    impl Body for Script {
         type Data = Bytes;
         type Error = ProviderError;
         fn poll_frame(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
-            Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::<Bytes>::data)))
+            match self.0.pop_front() {
+                None => Poll::Ready(None),
+                Some(Step::Data(text)) => {
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(text.as_bytes())))))
+                }
+                Some(Step::Fail(error)) => Poll::Ready(Some(Err(error))),
+                Some(Step::Wait | Step::Gap) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            }
         }
     }
 
-    async fn relay(frames: Vec<Result<&'static str, ProviderError>>) -> Vec<Bytes> {
-        let upstream =
-            Frames(frames.into_iter().map(|f| f.map(|s| Bytes::from_static(s.as_bytes()))).collect());
-        let mut relay = AliasRelay::new(upstream.boxed(), "\"alias\"".to_owned());
+    async fn relay(steps: Vec<Step>) -> Vec<Bytes> {
+        // `Gap` is a real pause: still nothing after the relay's yield rounds.
+        let steps = steps.into_iter().flat_map(|s| match s {
+            Gap => std::iter::repeat_with(|| Wait).take(usize::from(IDLE_ROUNDS) + 1).collect(),
+            other => vec![other],
+        });
+        let mut relay = AliasRelay::new(Script(steps.collect()).boxed(), "\"alias\"".to_owned());
         let mut out = Vec::new();
         while let Some(frame) = relay.frame().await {
             out.push(frame.unwrap().into_data().unwrap());
@@ -189,11 +284,20 @@ mod tests {
         out
     }
 
+    use Step::{Data, Fail, Gap, Wait};
+
+    fn events(bytes: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(bytes).split("\n\n").filter(|e| !e.is_empty()).map(str::to_owned).collect()
+    }
+
     #[tokio::test]
-    async fn rewrites_model_in_each_event_frame_by_frame() {
+    async fn rewrites_model_in_each_event_and_sends_what_is_ready() {
         let out = relay(vec![
-            Ok("data: {\"id\":\"1\",\"model\":\"gpt-4o-2024\",\"choices\":[]}\n\n"),
-            Ok("data: {\"id\":\"2\",\"model\":\"gpt-4o-2024\"}\n\ndata: [DONE]\n\n"),
+            Data("data: {\"id\":\"1\",\"model\":\"gpt-4o-2024\",\"choices\":[]}\n\n"),
+            Gap,
+            Data("data: {\"id\":\"2\",\"model\":\"gpt-4o-2024\"}\n\n"),
+            Wait,
+            Data("data: [DONE]\n\n"),
         ])
         .await;
         assert_eq!(
@@ -201,41 +305,51 @@ mod tests {
             [
                 "data: {\"id\":\"1\",\"model\":\"alias\",\"choices\":[]}\n\n",
                 "data: {\"id\":\"2\",\"model\":\"alias\"}\n\ndata: [DONE]\n\n",
-            ]
+            ],
+            "a frame goes out when the upstream pauses; frames a yield round gathers leave together"
         );
     }
 
     #[tokio::test]
     async fn joins_an_event_split_across_frames() {
-        let out =
-            relay(vec![Ok("data: {\"model\":\"x\","), Ok("\"n\":1}\n\n"), Ok("data: [DONE]"), Ok("\n\n")])
-                .await;
+        let out = relay(vec![
+            Data("data: {\"model\":\"x\","),
+            Gap,
+            Data("\"n\":1}\n\n"),
+            Gap,
+            Data("data: [DONE]"),
+            Gap,
+            Data("\n\n"),
+        ])
+        .await;
         assert_eq!(out, ["data: {\"model\":\"alias\",\"n\":1}\n\n", "data: [DONE]\n\n"]);
     }
 
     #[tokio::test]
     async fn leaves_matching_and_foreign_lines_alone() {
         let input = ": keep-alive\n\nevent: ping\ndata: {\"model\":\"alias\"}\n\ndata: not json\n\n";
-        assert_eq!(relay(vec![Ok(input)]).await, [input]);
+        assert_eq!(relay(vec![Data(input)]).await, [input]);
     }
 
     #[tokio::test]
     async fn crlf_events_are_recognised() {
-        let out = relay(vec![Ok("data: {\"model\":\"x\"}\r\n\r\n")]).await;
+        let out = relay(vec![Data("data: {\"model\":\"x\"}\r\n\r\n")]).await;
         assert_eq!(out, ["data: {\"model\":\"alias\"}\r\n\r\n"]);
     }
 
     #[tokio::test]
     async fn an_upstream_failure_ends_with_an_error_event() {
         let out = relay(vec![
-            Ok("data: {\"model\":\"alias\"}\n\n"),
-            Err(ProviderError::Protocol("connection reset".into())),
+            Data("data: {\"model\":\"alias\"}\n\ndata: {\"mod"),
+            Fail(ProviderError::Protocol("connection reset".into())),
         ])
         .await;
-        assert_eq!(out.len(), 2);
-        let event = std::str::from_utf8(&out[1]).unwrap();
+        assert_eq!(out.len(), 1);
+        let events = events(&out[0]);
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[1], "data: {\"mod", "the partial event is flushed, then the error");
         let json: serde_json::Value =
-            serde_json::from_str(event.strip_prefix("data: ").unwrap().trim()).unwrap();
+            serde_json::from_str(events[2].strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(json["error"]["message"], "litellm.APIError: connection reset");
         assert_eq!(json["error"]["code"], "502");
     }
