@@ -42,14 +42,14 @@ pub enum Error {
 
 /// A configured gateway, ready to serve on a listener.
 pub struct Gateway {
-    app: Arc<App>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown_grace: Duration,
+    config: GatewayConfig,
+    options: server::Options,
+    workers: usize,
 }
 
 impl Gateway {
-    /// Builds the gateway: deployments, router, the shared upstream client. Logs, once,
-    /// every setting it will not act on and whether the gateway is open to anyone.
+    /// Builds the gateway: deployments, router, the upstream client. Logs, once, every
+    /// setting it will not act on and whether the gateway is open to anyone.
     pub async fn from_config(config: GatewayConfig) -> Result<Self, Error> {
         if !config.unsupported.is_empty() {
             tracing::warn!(
@@ -62,8 +62,8 @@ impl Gateway {
                 "no master key set (general_settings.master_key or LITELLM_MASTER_KEY): every request is accepted without authentication"
             );
         }
-        let app = App::new(config, tollgate_providers::build_http_client());
-        Ok(Self { app: Arc::new(app), tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE })
+        let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
+        Ok(Self { config, options, workers: 0 })
     }
 
     /// Serves HTTPS with the PEM certificate chain and private key at these paths.
@@ -72,26 +72,41 @@ impl Gateway {
         cert_path: &std::path::Path,
         key_path: &std::path::Path,
     ) -> Result<Self, Error> {
-        self.tls = Some(tls::acceptor(cert_path, key_path)?);
+        self.options.tls = Some(tls::acceptor(cert_path, key_path)?);
         Ok(self)
     }
 
     /// How long in-flight requests may continue once shutdown begins.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace;
+        self.options.shutdown_grace = grace;
         self
     }
 
-    /// The request handler, for embedding in a server of one's own.
+    /// Serves connections on `workers` threads of its own, each a single-threaded runtime
+    /// with its own upstream connection pool, connections dealt to them in turn. A request
+    /// then never crosses threads, which saves the cross-thread wake-ups a work-stealing
+    /// runtime pays on every upstream read. With 0 (the default) connections are served as
+    /// tasks on the caller's runtime.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// A request handler with its own upstream client, for embedding in a server of one's own.
     pub fn app(&self) -> Arc<App> {
-        Arc::clone(&self.app)
+        Arc::new(App::new(self.config.clone(), tollgate_providers::build_http_client()))
     }
 
     /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
     /// `shutdown` completes; then stops accepting, lets in-flight requests and streams
     /// finish for up to the shutdown grace, and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        server::serve(self.app, self.tls, listener, shutdown, self.shutdown_grace).await;
+        if self.workers == 0 {
+            let app = self.app();
+            server::serve_here(app, self.options, listener, shutdown).await;
+        } else {
+            server::serve_on_workers(self.config, self.workers, self.options, listener, shutdown).await?;
+        }
         Ok(())
     }
 }

@@ -455,3 +455,34 @@ async fn demo_config_answers_offline() {
     .await;
     assert_eq!(reply.json()["data"][0]["embedding"].as_array().unwrap().len(), 16);
 }
+
+#[tokio::test]
+async fn worker_threads_serve_and_drain() {
+    let mock = MockUpstream::start().await;
+    let mut gateway =
+        TestGateway::start_with(&mock_config(&mock.base_url(), ""), |g| g.with_workers(2)).await;
+    for _ in 0..4 {
+        let reply = chat(&gateway, hello("general-purpose")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["model"], "general-purpose");
+    }
+    mock.push(Behavior::SlowStream { chunk_delay: Duration::from_millis(100), chunks: 4 });
+    let mut body = hello("general-purpose");
+    body["stream"] = json!(true);
+    let response = client()
+        .request(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string()))
+        .await
+        .unwrap();
+    let mut incoming = response.into_body();
+    let mut bytes = incoming.frame().await.unwrap().unwrap().into_data().unwrap().to_vec();
+    let serving = gateway.begin_shutdown();
+    while let Some(frame) = incoming.frame().await {
+        bytes.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    assert_eq!(sse_events(&bytes).last().unwrap(), "[DONE]", "the stream on a worker finished");
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("workers drain and stop")
+        .unwrap()
+        .unwrap();
+}
