@@ -26,11 +26,17 @@ struct Options {
     connections: Vec<usize>,
     build: bool,
     nginx: bool,
+    gateway_workers: usize,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let mut options =
-        Options { duration: Duration::from_secs(5), connections: vec![1, 32, 256], build: true, nginx: true };
+    let mut options = Options {
+        duration: Duration::from_secs(5),
+        connections: vec![1, 32, 256],
+        build: true,
+        nginx: true,
+        gateway_workers: 2,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -52,6 +58,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                     bail!("connection counts must be between 1 and 1024");
                 }
             }
+            "--gateway-workers" => {
+                options.gateway_workers = args.next().context("--gateway-workers needs a number")?.parse()?;
+            }
             "--no-build" => options.build = false,
             "--no-nginx" => options.nginx = false,
             other => bail!("unknown argument {other}"),
@@ -68,7 +77,16 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so nginx's master takes its workers down with it; SIGKILL after 3 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -164,7 +182,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
 
     let mock = start_mock(&release.join("tollgate-mock-upstream"))?;
-    let (gateway, ready_ms) = start_gateway(&release.join("tollgate"), &work, mock.addr)?;
+    let (gateway, ready_ms) =
+        start_gateway(&release.join("tollgate"), &work, mock.addr, options.gateway_workers)?;
     let idle_rss = rss_kib(gateway.pid());
     let nginx = if options.nginx { start_nginx(&work, mock.addr)? } else { None };
 
@@ -239,7 +258,12 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts the gateway and times exec to its first 200 from /health/readiness.
-fn start_gateway(binary: &Path, work: &Path, mock: SocketAddr) -> anyhow::Result<(Server, f64)> {
+fn start_gateway(
+    binary: &Path,
+    work: &Path,
+    mock: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Server, f64)> {
     let config = work.join("config.yaml");
     std::fs::write(
         &config,
@@ -253,7 +277,7 @@ fn start_gateway(binary: &Path, work: &Path, mock: SocketAddr) -> anyhow::Result
     let child = Command::new(binary)
         .arg("--config")
         .arg(&config)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", "2"])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", &workers.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -297,7 +321,7 @@ fn start_nginx(work: &Path, mock: SocketAddr) -> anyhow::Result<Option<Server>> 
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 2;\ndaemon off;\nmaster_process on;\npid {pid};\nerror_log {work}/nginx-error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {work};\n  proxy_temp_path {work};\n  upstream mock {{ server {mock}; keepalive 512; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+            "worker_processes 2;\ndaemon off;\nmaster_process on;\npid {pid};\nerror_log {work}/nginx-error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {work};\n  proxy_temp_path {work};\n  upstream mock {{ server {mock}; keepalive 512; keepalive_requests 1000000; }}\n  server {{\n    listen 127.0.0.1:{port};\n    keepalive_requests 1000000;\n    location / {{\n      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
             pid = work.join("nginx.pid").display(),
             work = work.display(),
         ),
@@ -422,49 +446,54 @@ async fn drive(
     Ok((requests, errors, total))
 }
 
-/// One keep-alive connection sending requests back to back until the deadline.
+/// One keep-alive connection sending requests back to back until the deadline; a connection
+/// the server closes counts one error and is opened again.
 async fn client(
     addr: SocketAddr,
     body: Bytes,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<(u64, u64, Histogram<u64>)> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(connection);
     let (mut done, mut failed) = (0u64, 0u64);
     while tokio::time::Instant::now() < deadline {
-        sender.ready().await?;
-        let request = http::Request::post("/v1/chat/completions")
-            .header(http::header::HOST, "127.0.0.1")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::AUTHORIZATION, format!("Bearer {MASTER_KEY}"))
-            .body(Full::new(body.clone()))?;
-        let started = Instant::now();
-        let remaining =
-            deadline.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(5);
-        let outcome = tokio::time::timeout(remaining, async {
-            let response = sender.send_request(request).await?;
-            let ok = response.status().is_success();
-            response.into_body().collect().await?;
-            anyhow::Ok(ok)
-        })
-        .await;
-        match outcome {
-            Ok(Ok(true)) => {
-                done += 1;
-                histogram.record(started.elapsed().as_micros().max(1) as u64)?;
-            }
-            Ok(Ok(false)) => failed += 1,
-            Ok(Err(_)) | Err(_) => {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let connection = tokio::spawn(connection);
+        while tokio::time::Instant::now() < deadline {
+            if sender.ready().await.is_err() {
                 failed += 1;
                 break;
             }
+            let request = http::Request::post("/v1/chat/completions")
+                .header(http::header::HOST, "127.0.0.1")
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::AUTHORIZATION, format!("Bearer {MASTER_KEY}"))
+                .body(Full::new(body.clone()))?;
+            let started = Instant::now();
+            let limit =
+                deadline.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(5);
+            let outcome = tokio::time::timeout(limit, async {
+                let response = sender.send_request(request).await?;
+                let ok = response.status().is_success();
+                response.into_body().collect().await?;
+                anyhow::Ok(ok)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(true)) => {
+                    done += 1;
+                    histogram.record(started.elapsed().as_micros().max(1) as u64)?;
+                }
+                Ok(Ok(false)) => failed += 1,
+                Ok(Err(_)) | Err(_) => {
+                    failed += 1;
+                    break;
+                }
+            }
         }
+        connection.abort();
     }
-    drop(sender);
-    connection.abort();
     Ok((done, failed, histogram))
 }
 
@@ -479,8 +508,9 @@ fn print_report(options: &Options, rows: &[Row], ready_ms: f64, idle_rss: u64, p
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## cargo xtask bench, {date}\n");
     println!(
-        "{cpus} CPUs; load generator, mock upstream (1 worker), gateway (2 workers){} on one machine; {:.0} s per run after a {:.0} s warm-up; HTTP/1.1 keep-alive, POST /v1/chat/completions.\n",
-        if rows.iter().any(|r| r.nginx.is_some()) { " and nginx (2 workers)" } else { "" },
+        "{cpus} CPUs; load generator (1 thread), mock upstream (1 worker), gateway ({} workers){} on one machine; {:.0} s per run after a {:.0} s warm-up; HTTP/1.1 keep-alive, POST /v1/chat/completions.\n",
+        options.gateway_workers,
+        if rows.iter().any(|r| r.nginx.is_some()) { " and nginx (2 worker processes)" } else { "" },
         options.duration.as_secs_f64(),
         WARMUP.as_secs_f64()
     );

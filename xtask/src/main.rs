@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask bench [--duration SECS] [--connections 1,32,256] [--no-build] [--no-nginx]"
+                "usage: cargo xtask bench [--duration SECS] [--connections 1,32,256] [--gateway-workers N] [--no-build] [--no-nginx]"
             );
             return ExitCode::from(64);
         }
