@@ -87,6 +87,96 @@ impl<'a> TopLevel<'a> {
     }
 }
 
+/// The byte range of the value of top-level `key` in a JSON object, scanning no further
+/// than that key. Cheaper than [`TopLevel::parse`] for a stream chunk whose `model` comes
+/// fourth of a dozen fields. Keys written with escapes are not matched, and input that is
+/// not a JSON object gives `None`; the input is not validated beyond what the scan needs.
+pub fn top_level_value_span(source: &[u8], key: &str) -> Option<std::ops::Range<usize>> {
+    let mut at = skip_whitespace(source, 0);
+    if source.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        at = skip_whitespace(source, at);
+        if source.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(source, at)?;
+        let this_key = &source[at + 1..key_end - 1];
+        at = skip_whitespace(source, key_end);
+        if source.get(at) != Some(&b':') {
+            return None;
+        }
+        let value_start = skip_whitespace(source, at + 1);
+        let value_end = value_end(source, value_start)?;
+        if this_key == key.as_bytes() {
+            return Some(value_start..value_end);
+        }
+        at = skip_whitespace(source, value_end);
+        match source.get(at) {
+            Some(b',') => at += 1,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_whitespace(source: &[u8], mut at: usize) -> usize {
+    while source.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+        at += 1;
+    }
+    at
+}
+
+/// The offset just past the string literal starting at `start` (which holds `"`).
+fn string_end(source: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        let offset = memchr::memchr2(b'"', b'\\', source.get(at..)?)?;
+        at += offset;
+        if source[at] == b'\\' {
+            at += 2;
+        } else {
+            return Some(at + 1);
+        }
+    }
+}
+
+/// The offset just past the JSON value starting at `start`.
+fn value_end(source: &[u8], start: usize) -> Option<usize> {
+    match source.get(start)? {
+        b'"' => string_end(source, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut at = start;
+            loop {
+                match source.get(at)? {
+                    b'"' => {
+                        at = string_end(source, at)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(at + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                at += 1;
+            }
+        }
+        _ => {
+            let len = source[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
+                .unwrap_or(source.len() - start);
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
 /// A JSON string literal for `text`.
 pub fn quote(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| String::from("\"\""))
@@ -177,6 +267,19 @@ mod tests {
         let top = TopLevel::parse(br#"{"mo\u0064el":"x"}"#).unwrap();
         assert_eq!(top.decode::<String>("model").unwrap().as_deref(), Some("x"));
         assert_eq!(parsed(&top.rewrite(&[("model", "\"y\"")])), json!({"model": "y"}));
+    }
+
+    #[test]
+    fn value_span_finds_top_level_keys_only() {
+        let src = br#"{"id":"x","choices":[{"model":"inner","s":"a\"}"}],"n":{"model":1}, "model" : "gpt-4o","z":1}"#;
+        let span = top_level_value_span(src, "model").unwrap();
+        assert_eq!(&src[span], br#""gpt-4o""#);
+        assert_eq!(&src[top_level_value_span(src, "n").unwrap()], br#"{"model":1}"#);
+        assert_eq!(&src[top_level_value_span(src, "z").unwrap()], b"1");
+        assert_eq!(top_level_value_span(src, "absent"), None);
+        assert_eq!(top_level_value_span(b"[1]", "model"), None);
+        assert_eq!(top_level_value_span(br#"{"model":"#, "model"), None);
+        assert_eq!(top_level_value_span(br#"{"a":"unterminated"#, "model"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use tollgate_domain::json::{TopLevel, quote};
+use tollgate_domain::json::{TopLevel, quote, top_level_value_span};
 use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{UpstreamBody, UpstreamRequest};
 
@@ -134,9 +134,13 @@ fn check_required(top: &TopLevel<'_>, endpoint: Endpoint) -> Result<(), GatewayE
 /// The answer with its `model` set to the alias; bytes that are not a JSON object pass
 /// through as they came.
 fn with_alias(bytes: Bytes, alias_json: &str) -> Bytes {
-    match TopLevel::parse(&bytes) {
-        Ok(top) if top.get("model").is_some_and(|raw| raw.get() != alias_json) => {
-            Bytes::from(top.rewrite(&[("model", alias_json)]))
+    match top_level_value_span(&bytes, "model") {
+        Some(model) if bytes[model.start] == b'"' && &bytes[model.clone()] != alias_json.as_bytes() => {
+            let mut out = Vec::with_capacity(bytes.len() + alias_json.len());
+            out.extend_from_slice(&bytes[..model.start]);
+            out.extend_from_slice(alias_json.as_bytes());
+            out.extend_from_slice(&bytes[model.end..]);
+            Bytes::from(out)
         }
         _ => bytes,
     }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use tollgate_domain::GatewayError;
-use tollgate_domain::json::TopLevel;
+use tollgate_domain::json::top_level_value_span;
 use tollgate_providers::StreamBody;
 
 /// An event this long without an end is not SSE; stop holding it back and pass it on.
@@ -182,21 +182,18 @@ impl Body for AliasRelay {
 }
 
 /// The offset just past the last complete event (`\n\n` or `\r\n\r\n`), if any.
+///
+/// Searched from the end, since upstream frames usually end exactly on an event boundary.
 fn last_event_end(bytes: &[u8]) -> Option<usize> {
-    let mut end = None;
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'\n' && bytes[i + 1] == b'\n' {
-            end = Some(i + 2);
-            i += 2;
-        } else if bytes[i..].starts_with(b"\r\n\r\n") {
-            end = Some(i + 4);
-            i += 4;
-        } else {
-            i += 1;
+    let mut end = bytes.len();
+    while let Some(newline) = memchr::memrchr(b'\n', &bytes[..end]) {
+        let before = &bytes[..newline];
+        if before.ends_with(b"\n") || before.ends_with(b"\r\n\r") {
+            return Some(newline + 1);
         }
+        end = newline;
     }
-    end
+    None
 }
 
 /// The events with every `data:` JSON object's top-level `model` set to `alias_json`, or
@@ -213,14 +210,14 @@ fn rewrite_events(events: &[u8], alias_json: &str) -> Option<Vec<u8>> {
         if let Some(payload) = line.strip_prefix(b"data:") {
             let offset = line_start + 5 + payload.iter().take_while(|b| **b == b' ').count();
             let payload = &events[offset..line_start + line.len()];
-            if payload.first() == Some(&b'{')
-                && let Ok(top) = TopLevel::parse(payload)
-                && top.get("model").is_some_and(|raw| raw.get() != alias_json)
+            if let Some(model) = top_level_value_span(payload, "model")
+                && payload[model.start] == b'"'
+                && &payload[model.clone()] != alias_json.as_bytes()
             {
                 let buffer = out.get_or_insert_with(|| Vec::with_capacity(events.len() + 64));
-                buffer.extend_from_slice(&events[copied_to..offset]);
-                buffer.extend_from_slice(&top.rewrite(&[("model", alias_json)]));
-                copied_to = offset + payload.len();
+                buffer.extend_from_slice(&events[copied_to..offset + model.start]);
+                buffer.extend_from_slice(alias_json.as_bytes());
+                copied_to = offset + model.end;
             }
         }
         line_start = line_end + 1;
@@ -329,6 +326,15 @@ mod tests {
     async fn leaves_matching_and_foreign_lines_alone() {
         let input = ": keep-alive\n\nevent: ping\ndata: {\"model\":\"alias\"}\n\ndata: not json\n\n";
         assert_eq!(relay(vec![Data(input)]).await, [input]);
+    }
+
+    #[test]
+    fn event_ends_are_found_from_the_back() {
+        assert_eq!(last_event_end(b"data: a\n\ndata: b\n\n"), Some(18));
+        assert_eq!(last_event_end(b"data: a\n\ndata: b\n"), Some(9));
+        assert_eq!(last_event_end(b"data: a\r\n\r\ndata: b"), Some(11));
+        assert_eq!(last_event_end(b"data: a\ndata: b\n"), None);
+        assert_eq!(last_event_end(b""), None);
     }
 
     #[tokio::test]
