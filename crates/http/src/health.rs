@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use tollgate_domain::{Deployment, Endpoint, GatewayError};
-use tollgate_providers::{UpstreamBody, UpstreamRequest};
+use tollgate_providers::UpstreamRequest;
 
 use crate::{App, ResponseBody, VERSION, json_response};
 
@@ -81,10 +81,8 @@ async fn check_one(app: &App, deployment: &Deployment) -> Result<(), GatewayErro
     let (endpoint, body) = probe(deployment, &deployment.upstream_model);
     let request =
         UpstreamRequest { endpoint, deployment, body: Bytes::from(body.to_string()), stream: false };
-    let response = tokio::time::timeout(CHECK_TIMEOUT, provider.call(request))
+    tokio::time::timeout(CHECK_TIMEOUT, provider.call(request))
         .await
         .map_err(|_| GatewayError::new(tollgate_domain::ErrorKind::Timeout, "health check timed out"))??;
-    match response.body {
-        UpstreamBody::Complete(_) | UpstreamBody::Stream(_) => Ok(()),
-    }
+    Ok(())
 }

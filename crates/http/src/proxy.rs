@@ -64,7 +64,6 @@ where
     } else {
         Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
     };
-    drop(top);
 
     let upstream_started = Instant::now();
     let body_ref = &upstream_body;

@@ -48,8 +48,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway: deployments, router, the upstream client. Logs, once, every
-    /// setting it will not act on and whether the gateway is open to anyone.
+    /// Builds the gateway from its config. Logs, once, every setting it will not act on and
+    /// whether the gateway is open to anyone. (Async because connecting to the database and
+    /// Redis will happen here once storage lands.)
     pub async fn from_config(config: GatewayConfig) -> Result<Self, Error> {
         if !config.unsupported.is_empty() {
             tracing::warn!(
