@@ -13,6 +13,7 @@ mod client;
 mod error;
 mod fake;
 mod openai;
+mod transport;
 
 use std::sync::Arc;
 

@@ -4,21 +4,12 @@
 //! The canonical request already is OpenAI's JSON, so the body is forwarded as is and the
 //! answer comes back untouched: a complete body, or the SSE stream frame by frame.
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
-use http_body_util::{BodyExt, Full, Limited};
-use tokio::time::{Instant, timeout_at};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http_body_util::Full;
 use tollgate_domain::Deployment;
 
-use crate::body::IdleTimeout;
-use crate::{HttpClient, ProviderError, UpstreamBody, UpstreamRequest, UpstreamResponse};
-
-/// The most a non-streaming answer may weigh; larger is a broken upstream, not an answer.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// How much of a non-JSON error body is quoted back to the client.
-const MAX_QUOTED_ERROR: usize = 1000;
+use crate::{HttpClient, ProviderError, UpstreamRequest, UpstreamResponse, transport};
 
 pub struct OpenAiProvider {
     client: HttpClient,
@@ -33,43 +24,8 @@ impl OpenAiProvider {
 #[async_trait::async_trait]
 impl crate::Provider for OpenAiProvider {
     async fn call(&self, request: UpstreamRequest<'_>) -> Result<UpstreamResponse, ProviderError> {
-        let deployment = request.deployment;
-        let api_base = deployment.api_base.as_deref().unwrap_or_default();
-        let limit = if request.stream { deployment.stream_timeout } else { deployment.timeout };
-        let deadline = Instant::now() + limit;
-        let timed_out = || timeout_error(deployment, limit);
-
-        let upstream = build_request(deployment, request.endpoint.path(), request.body)?;
-        let response = timeout_at(deadline, self.client.request(upstream))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|error| ProviderError::Connect {
-                model: deployment.model_name.clone(),
-                api_base: api_base.to_owned(),
-                reason: error_chain(&error),
-            })?;
-        let (parts, incoming) = response.into_parts();
-        let incoming = incoming.map_err(|e| ProviderError::Protocol(format!("upstream body: {e}")));
-
-        if !parts.status.is_success() {
-            let body = timeout_at(deadline, Limited::new(incoming, MAX_RESPONSE_BYTES).collect())
-                .await
-                .map_err(|_| timed_out())?
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            return Err(upstream_error(parts.status.as_u16(), &body, deployment));
-        }
-
-        let body = if request.stream {
-            UpstreamBody::Stream(IdleTimeout::new(incoming, deployment.stream_timeout, timed_out()).boxed())
-        } else {
-            let collected = timeout_at(deadline, Limited::new(incoming, MAX_RESPONSE_BYTES).collect())
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| ProviderError::Protocol(format!("reading the upstream answer: {e}")))?;
-            UpstreamBody::Complete(collected.to_bytes())
-        };
-        Ok(UpstreamResponse { headers: parts.headers, body })
+        let upstream = build_request(request.deployment, request.endpoint.path(), request.body)?;
+        transport::exchange(&self.client, request.deployment, upstream, request.stream, upstream_error).await
     }
 }
 
@@ -82,55 +38,18 @@ fn build_request(
     let mut builder = http::Request::post(format!("{api_base}{path}"))
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = &deployment.api_key {
-        let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-            ProviderError::BadRequest(format!(
-                "the api_key of model '{}' is not a valid header value",
-                deployment.model_name
-            ))
-        })?;
-        value.set_sensitive(true);
-        builder = builder.header(AUTHORIZATION, value);
+        let bearer = transport::secret_header(&format!("Bearer {}", key.expose()), deployment)?;
+        builder = builder.header(AUTHORIZATION, bearer);
     }
     if let Some(organization) = &deployment.organization {
         builder = builder.header("openai-organization", organization.as_str());
     }
-    for (name, value) in &deployment.extra_headers {
-        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
-            (Ok(name), Ok(value)) => builder = builder.header(name, value),
-            _ => {
-                return Err(ProviderError::BadRequest(format!(
-                    "extra_headers of model '{}' holds an invalid header '{name}'",
-                    deployment.model_name
-                )));
-            }
-        }
-    }
-    builder.body(Full::new(body)).map_err(|e| {
+    transport::with_extra_headers(builder, deployment)?.body(Full::new(body)).map_err(|e| {
         ProviderError::BadRequest(format!(
             "cannot build the upstream request for '{}': {e}",
             deployment.model_name
         ))
     })
-}
-
-fn timeout_error(deployment: &Deployment, timeout: Duration) -> ProviderError {
-    ProviderError::Timeout {
-        model: deployment.model_name.clone(),
-        api_base: deployment.api_base.clone().unwrap_or_default(),
-        timeout,
-    }
-}
-
-/// The error's message and the messages of its sources, joined.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// Reads an upstream error body in the shapes OpenAI-compatible servers use: OpenAI's
@@ -164,20 +83,8 @@ pub(crate) fn upstream_error(status: u16, body: &[u8], deployment: &Deployment) 
         }
         None => (None, None, None, None),
     };
-    let message = message.unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
-        if text.is_empty() {
-            format!("upstream returned status {status} with an empty body")
-        } else {
-            let end = text.char_indices().nth(MAX_QUOTED_ERROR).map_or(text.len(), |(i, _)| i);
-            text[..end].to_owned()
-        }
-    });
-    let redact = |text: String| match &deployment.api_key {
-        Some(key) => key.redact_from(&text),
-        None => text,
-    };
+    let message = message.unwrap_or_else(|| transport::quote_body(status, body));
+    let redact = |text: String| transport::redact(deployment, text);
     ProviderError::Upstream {
         status,
         message: redact(message),
