@@ -6,6 +6,7 @@ the README's first command starts it. Binaries come from $CARGO_TARGET_DIR (or .
 debug profile; build them first with `cargo build --bins`.
 """
 
+import json
 import os
 import pathlib
 import socket
@@ -97,6 +98,11 @@ model_list:
     litellm_params:
       model: hosted_vllm/meta-llama/Llama-3.1-8B-Instruct
       api_base: {mock_upstream}
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: {mock_upstream}
+      api_key: os.environ/SDK_UPSTREAM_KEY
 general_settings:
   master_key: os.environ/LITELLM_MASTER_KEY
 """
@@ -167,7 +173,53 @@ def test_legacy_completions(client):
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["general-purpose", "text-embedding-3-small", "local-vllm"]
+    assert ids == ["general-purpose", "text-embedding-3-small", "local-vllm", "claude"]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    },
+}
+
+
+def test_anthropic_model_through_the_openai_sdk(client):
+    answer = client.chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert answer.model == "claude"
+    assert answer.choices[0].message.content == "mock reply"
+    assert answer.choices[0].finish_reason == "stop"
+
+    called = client.chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER_TOOL]
+    )
+    call = called.choices[0].message.tool_calls[0]
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"location": "Paris"}
+
+
+def test_anthropic_stream_through_the_openai_sdk(client):
+    chunks = list(
+        client.chat.completions.create(
+            model="claude",
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=[WEATHER_TOOL],
+            stream=True,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    arguments = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
+    assert text.startswith("tok0")
+    assert json.loads(arguments) == {"location": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
 def test_wrong_key_is_authentication_error(gateway):

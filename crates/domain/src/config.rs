@@ -303,7 +303,7 @@ impl Reader<'_> {
             if api_key.is_none() {
                 api_key = spec.key_env.iter().find_map(|name| self.env.var(name));
             }
-            if api_base.is_none() && spec.wire == WireFormat::OpenAi {
+            if api_base.is_none() && spec.wire != WireFormat::Fake {
                 return Err(invalid(
                     &format!("{params_path}.api_base"),
                     format!("missing; provider '{}' has no default", spec.prefix),
@@ -574,7 +574,7 @@ general_settings:
             r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: anthropic/claude-sonnet-4, rpm: 10, vertex_project: p}
+    litellm_params: {model: bedrock/anthropic.claude-sonnet-4, rpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
 router_settings: {num_retries: 2, routing_strategy: least-busy}
 general_settings: {master_key: sk-1, database_url: "postgresql://x"}
@@ -590,7 +590,7 @@ include: [other.yaml]
                 "router_settings.routing_strategy=least-busy",
                 "router_settings.num_retries",
                 "model_list[0].litellm_params.vertex_project",
-                "model_list[0].litellm_params.model=anthropic/… (provider not supported yet)",
+                "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
                 "model_list[0].litellm_params.rpm (not enforced yet)",
                 "general_settings.database_url",
             ]

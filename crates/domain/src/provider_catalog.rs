@@ -7,6 +7,8 @@
 pub enum WireFormat {
     /// OpenAI's REST API: `/chat/completions`, `/completions`, `/embeddings`, SSE streaming.
     OpenAi,
+    /// Anthropic's Messages API: `/v1/messages`, named SSE events.
+    Anthropic,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -131,13 +133,19 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         &["NEBIUS_API_KEY"],
     ),
     openai_compatible("github", Some("https://models.inference.ai.azure.com"), &[], &["GITHUB_API_KEY"]),
+    ProviderSpec {
+        prefix: "anthropic",
+        wire: WireFormat::Anthropic,
+        default_base: Some("https://api.anthropic.com"),
+        base_env: &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
+        key_env: &["ANTHROPIC_API_KEY"],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
 /// Prefixes LiteLLM accepts that this build cannot call yet (native wire formats that
 /// arrive with the Providers issue). Named so a config using them gets a precise message.
 pub const NOT_YET_SUPPORTED: &[&str] = &[
-    "anthropic",
     "azure",
     "azure_ai",
     "bedrock",

@@ -37,14 +37,16 @@ pub(crate) struct Pacing {
     pub stall_after: Option<usize>,
 }
 
-/// Pre-built SSE events (the last one is `data: [DONE]`), each sent as its own frame.
+/// Pre-built SSE events (the last one is OpenAI's `data: [DONE]` or Anthropic's
+/// `message_stop`), each sent as its own frame.
 pub(crate) struct SseBody {
     events: std::vec::IntoIter<Bytes>,
     pacing: Pacing,
     sent: usize,
     /// Allocated once, on the first delay, then reset for each later one.
     sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether `[DONE]` went out; a body dropped before that was cancelled by the client.
+    /// Whether the last event went out; a body dropped before that was cancelled by the
+    /// client.
     finished: bool,
     shared: Arc<Shared>,
 }

@@ -1,18 +1,19 @@
 //! Request handling: read and record the request, route it, apply the scripted behaviour,
-//! answer in OpenAI's format. Bad input of any kind is an OpenAI-shaped 4xx, never a panic.
+//! answer in the format of the endpoint's API (OpenAI's, or Anthropic's for `/v1/messages`).
+//! Bad input of any kind is a 4xx shaped like that API's errors, never a panic.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
-use crate::wire;
 use crate::{Behavior, RecordedRequest, Shared};
+use crate::{anthropic, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -22,6 +23,17 @@ static TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-str
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static OPENAI_PROCESSING_MS: HeaderName = HeaderName::from_static("openai-processing-ms");
 static PROCESSING_MS: HeaderValue = HeaderValue::from_static("1");
+static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+/// The API family an endpoint belongs to, which decides the response headers and the
+/// shape of error bodies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    OpenAi,
+    Anthropic,
+}
 
 /// The endpoints the mock knows.
 enum Endpoint<'a> {
@@ -30,16 +42,22 @@ enum Endpoint<'a> {
     Embeddings,
     Models,
     Model(&'a str),
+    Messages,
+}
+
+/// `path` without its `/v1` prefix, if it has one.
+fn unversioned(path: &str) -> &str {
+    path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path)
 }
 
 impl<'a> Endpoint<'a> {
     /// Routes `path` with or without its `/v1` prefix.
     fn route(method: &Method, path: &'a str) -> Option<Self> {
-        let route = path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path);
-        match (method, route) {
+        match (method, unversioned(path)) {
             (&Method::POST, "/chat/completions") => Some(Endpoint::ChatCompletions),
             (&Method::POST, "/completions") => Some(Endpoint::Completions),
             (&Method::POST, "/embeddings") => Some(Endpoint::Embeddings),
+            (&Method::POST, "/messages") => Some(Endpoint::Messages),
             (&Method::GET, "/models") => Some(Endpoint::Models),
             (&Method::GET, other) => other
                 .strip_prefix("/models/")
@@ -48,11 +66,26 @@ impl<'a> Endpoint<'a> {
             _ => None,
         }
     }
+
+    fn api(&self) -> Api {
+        match self {
+            Endpoint::Messages => Api::Anthropic,
+            _ => Api::OpenAi,
+        }
+    }
+}
+
+/// The API an unrouted path belongs to, so a 404 is shaped as its client expects: paths
+/// under Anthropic's `/v1/messages` (e.g. a GET, or `/v1/messages/batches`) are Anthropic's.
+fn api_of_unknown(path: &str) -> Api {
+    let route = unversioned(path);
+    if route == "/messages" || route.starts_with("/messages/") { Api::Anthropic } else { Api::OpenAi }
 }
 
 /// How to answer a request once its behaviour has been applied.
 #[derive(Clone, Copy)]
 struct Answer {
+    api: Api,
     request_id: u64,
     /// Content chunks of a stream.
     chunks: usize,
@@ -106,40 +139,50 @@ pub(crate) async fn handle(
 
     let Some(endpoint) = Endpoint::route(&parts.method, parts.uri.path()) else {
         let message = format!("invalid url ({} {})", parts.method, parts.uri.path());
-        return Ok(error(request_id, StatusCode::NOT_FOUND, &message, "invalid_request_error", None, None));
+        return Ok(match api_of_unknown(parts.uri.path()) {
+            Api::OpenAi => {
+                error(request_id, StatusCode::NOT_FOUND, &message, "invalid_request_error", None, None)
+            }
+            Api::Anthropic => anthropic_error(request_id, StatusCode::NOT_FOUND, "not_found_error", &message),
+        });
     };
+    let api = endpoint.api();
     match read_error {
         Some(true) => {
             let message = format!("request body larger than {MAX_BODY_BYTES} bytes");
-            return Ok(error(
-                request_id,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &message,
-                "invalid_request_error",
-                None,
-                None,
-            ));
+            return Ok(match api {
+                Api::OpenAi => error(
+                    request_id,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &message,
+                    "invalid_request_error",
+                    None,
+                    None,
+                ),
+                Api::Anthropic => {
+                    anthropic_error(request_id, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &message)
+                }
+            });
         }
         Some(false) => {
             let message = "could not read the request body";
-            return Ok(error(
-                request_id,
-                StatusCode::BAD_REQUEST,
-                message,
-                "invalid_request_error",
-                None,
-                None,
-            ));
+            return Ok(match api {
+                Api::OpenAi => {
+                    error(request_id, StatusCode::BAD_REQUEST, message, "invalid_request_error", None, None)
+                }
+                Api::Anthropic => invalid_anthropic(request_id, message),
+            });
         }
         None => {}
     }
 
-    let mut answer = Answer { request_id, chunks: wire::DEFAULT_STREAM_CHUNKS, pacing: Pacing::default() };
+    let mut answer =
+        Answer { api, request_id, chunks: wire::DEFAULT_STREAM_CHUNKS, pacing: Pacing::default() };
     match shared.next_behavior() {
         Behavior::Normal => {}
         Behavior::Error { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Ok(json(request_id, status, Bytes::from(body)));
+            return Ok(json(api, request_id, status, Bytes::from(body)));
         }
         Behavior::Delay(delay) => {
             let guard = AbandonGuard::new(&shared);
@@ -162,8 +205,9 @@ pub(crate) async fn handle(
         Endpoint::ChatCompletions => chat_completions(&shared, &body, answer),
         Endpoint::Completions => completions(&shared, &body, answer),
         Endpoint::Embeddings => embeddings(&body, request_id),
-        Endpoint::Models => serialized(request_id, wire::model_list()),
-        Endpoint::Model(id) => serialized(request_id, wire::model(id)),
+        Endpoint::Models => serialized(api, request_id, wire::model_list()),
+        Endpoint::Model(id) => serialized(api, request_id, wire::model(id)),
+        Endpoint::Messages => messages(&shared, &parts.headers, &body, answer),
     })
 }
 
@@ -182,7 +226,7 @@ fn chat_completions(shared: &Arc<Shared>, body: &[u8], answer: Answer) -> Respon
         let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
         stream(shared, answer, wire::chat_stream_events(&model, include_usage, answer.chunks))
     } else {
-        serialized(answer.request_id, wire::chat_completion(&model))
+        serialized(Api::OpenAi, answer.request_id, wire::chat_completion(&model))
     }
 }
 
@@ -201,7 +245,7 @@ fn completions(shared: &Arc<Shared>, body: &[u8], answer: Answer) -> Response<Mo
         let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
         stream(shared, answer, wire::completion_stream_events(&model, include_usage, answer.chunks))
     } else {
-        serialized(answer.request_id, wire::text_completion(&model))
+        serialized(Api::OpenAi, answer.request_id, wire::text_completion(&model))
     }
 }
 
@@ -245,37 +289,92 @@ fn embeddings(body: &[u8], request_id: u64) -> Response<MockBody> {
             return invalid(request_id, "'encoding_format' must be 'float' or 'base64'", "encoding_format");
         }
     };
-    serialized(request_id, wire::embedding_list(&model, inputs, dimensions, base64))
+    serialized(Api::OpenAi, request_id, wire::embedding_list(&model, inputs, dimensions, base64))
+}
+
+/// Anthropic's Messages API. The key and version headers are checked before the body, as
+/// Anthropic does; the answer calls a tool when [`anthropic::MessagesRequest::tool_to_call`]
+/// says so.
+fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8], answer: Answer) -> Response<MockBody> {
+    let request_id = answer.request_id;
+    if headers.get(&X_API_KEY).is_none_or(HeaderValue::is_empty) {
+        let message = "x-api-key header is required";
+        return anthropic_error(request_id, StatusCode::UNAUTHORIZED, "authentication_error", message);
+    }
+    if headers.get(&ANTHROPIC_VERSION).is_none_or(HeaderValue::is_empty) {
+        return invalid_anthropic(request_id, "anthropic-version: header is required");
+    }
+    let request: anthropic::MessagesRequest<'_> = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => return invalid_anthropic(request_id, &parse_error_message(&err)),
+    };
+    let Some(model) = request.model.as_deref() else {
+        return invalid_anthropic(request_id, "model: field required");
+    };
+    match request.max_tokens {
+        None => return invalid_anthropic(request_id, "max_tokens: field required"),
+        Some(0) => return invalid_anthropic(request_id, "max_tokens: must be greater than or equal to 1"),
+        Some(_) => {}
+    }
+    match &request.messages {
+        None => return invalid_anthropic(request_id, "messages: field required"),
+        Some(messages) if messages.is_empty() => {
+            return invalid_anthropic(request_id, "messages: at least one message is required");
+        }
+        Some(_) => {}
+    }
+    let tool = request.tool_to_call();
+    if request.stream == Some(true) {
+        stream(shared, answer, anthropic::message_stream_events(model, tool, answer.chunks))
+    } else {
+        serialized(Api::Anthropic, request_id, anthropic::message(model, tool))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // responses
 
-/// The headers OpenAI sends on every answer, which the gateway echoes.
-fn with_openai_headers(
+/// Anthropic's request id, sent as the `request-id` header and in error bodies.
+fn anthropic_request_id(request_id: u64) -> String {
+    format!("req_{request_id}")
+}
+
+/// The headers the API sends on every answer, which the gateway echoes: OpenAI's
+/// `x-request-id` and `openai-processing-ms`, or Anthropic's `request-id`.
+fn with_api_headers(
     mut response: Response<MockBody>,
+    api: Api,
     request_id: u64,
     content_type: &HeaderValue,
 ) -> Response<MockBody> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, content_type.clone());
-    if let Ok(id) = HeaderValue::try_from(format!("req-{request_id}")) {
-        headers.insert(X_REQUEST_ID.clone(), id);
+    match api {
+        Api::OpenAi => {
+            if let Ok(id) = HeaderValue::try_from(format!("req-{request_id}")) {
+                headers.insert(X_REQUEST_ID.clone(), id);
+            }
+            headers.insert(OPENAI_PROCESSING_MS.clone(), PROCESSING_MS.clone());
+        }
+        Api::Anthropic => {
+            if let Ok(id) = HeaderValue::try_from(anthropic_request_id(request_id)) {
+                headers.insert(REQUEST_ID.clone(), id);
+            }
+        }
     }
-    headers.insert(OPENAI_PROCESSING_MS.clone(), PROCESSING_MS.clone());
     response
 }
 
-fn json(request_id: u64, status: StatusCode, body: Bytes) -> Response<MockBody> {
+fn json(api: Api, request_id: u64, status: StatusCode, body: Bytes) -> Response<MockBody> {
     let mut response = Response::new(MockBody::full(body));
     *response.status_mut() = status;
-    with_openai_headers(response, request_id, &APPLICATION_JSON)
+    with_api_headers(response, api, request_id, &APPLICATION_JSON)
 }
 
-fn serialized(request_id: u64, body: serde_json::Result<Vec<u8>>) -> Response<MockBody> {
+fn serialized(api: Api, request_id: u64, body: serde_json::Result<Vec<u8>>) -> Response<MockBody> {
     match body {
-        Ok(body) => json(request_id, StatusCode::OK, Bytes::from(body)),
-        Err(err) => server_error(request_id, &err),
+        Ok(body) => json(api, request_id, StatusCode::OK, Bytes::from(body)),
+        Err(err) => server_error(api, request_id, &err),
     }
 }
 
@@ -287,9 +386,10 @@ fn stream(
     match events {
         Ok(events) => {
             let body = SseBody::new(events, answer.pacing, Arc::clone(shared));
-            with_openai_headers(Response::new(MockBody::Sse(body)), answer.request_id, &TEXT_EVENT_STREAM)
+            let response = Response::new(MockBody::Sse(body));
+            with_api_headers(response, answer.api, answer.request_id, &TEXT_EVENT_STREAM)
         }
-        Err(err) => server_error(answer.request_id, &err),
+        Err(err) => server_error(answer.api, answer.request_id, &err),
     }
 }
 
@@ -301,20 +401,41 @@ fn error(
     param: Option<&str>,
     code: Option<&str>,
 ) -> Response<MockBody> {
-    json(request_id, status, wire::error_body(message, kind, param, code))
+    json(Api::OpenAi, request_id, status, wire::error_body(message, kind, param, code))
 }
 
-fn server_error(request_id: u64, err: &serde_json::Error) -> Response<MockBody> {
+/// An Anthropic error, `{"type":"error","error":{...},"request_id":...}`.
+fn anthropic_error(request_id: u64, status: StatusCode, kind: &str, message: &str) -> Response<MockBody> {
+    let id = anthropic_request_id(request_id);
+    json(Api::Anthropic, request_id, status, Bytes::from(anthropic::error_body(kind, message, Some(&id))))
+}
+
+fn invalid_anthropic(request_id: u64, message: &str) -> Response<MockBody> {
+    anthropic_error(request_id, StatusCode::BAD_REQUEST, "invalid_request_error", message)
+}
+
+fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<MockBody> {
     let message = format!("mock could not serialize its answer: {err}");
-    error(request_id, StatusCode::INTERNAL_SERVER_ERROR, &message, "server_error", None, None)
+    match api {
+        Api::OpenAi => {
+            error(request_id, StatusCode::INTERNAL_SERVER_ERROR, &message, "server_error", None, None)
+        }
+        Api::Anthropic => {
+            anthropic_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "api_error", &message)
+        }
+    }
 }
 
-fn bad_json(request_id: u64, err: &serde_json::Error) -> Response<MockBody> {
-    let message = if err.is_data() {
+fn parse_error_message(err: &serde_json::Error) -> String {
+    if err.is_data() {
         format!("invalid request body: {err}")
     } else {
         format!("could not parse the json body of your request: {err}")
-    };
+    }
+}
+
+fn bad_json(request_id: u64, err: &serde_json::Error) -> Response<MockBody> {
+    let message = parse_error_message(err);
     error(request_id, StatusCode::BAD_REQUEST, &message, "invalid_request_error", None, None)
 }
 

@@ -1,7 +1,9 @@
-//! A mock OpenAI-compatible upstream for Tollgate's integration tests and load benchmark.
+//! A mock OpenAI- and Anthropic-compatible upstream for Tollgate's integration tests and
+//! load benchmark.
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
-//! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies) so the gateway
+//! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies) and Anthropic's
+//! Messages API (`message`, named SSE events, `{"type":"error",...}` bodies) so the gateway
 //! is exercised against what it will meet in production, and it can be scripted per
 //! request with a [`Behavior`] (errors, delays, hangs, stalled or slow streams).
 //!
@@ -14,8 +16,39 @@
 //! | POST   | /v1/embeddings         | `list` of `embedding`s                        |
 //! | GET    | /v1/models             | `list` with one `model`                       |
 //! | GET    | /v1/models/{id}        | that `model`                                  |
+//! | POST   | /v1/messages           | Anthropic `message`, or its SSE events        |
+//! | other  | /v1/messages/...       | 404, Anthropic-shaped `not_found_error`       |
 //! | other  |                        | 404, OpenAI-shaped error                      |
+//!
+//! ## Anthropic's `/v1/messages`
+//!
+//! Answers carry a `request-id: req_<n>` header (instead of OpenAI's `x-request-id`), and
+//! the mock's own errors are `{"type":"error","error":{"type","message"},"request_id"}`.
+//! After the scripted behaviour (applied first, as on every endpoint) the request is
+//! checked as Anthropic does: no (or an empty) `x-api-key` header is a 401
+//! `authentication_error`; no `anthropic-version` header, a body that is not JSON, a
+//! missing `model`, `max_tokens` (an integer of at least 1) or `messages` (a non-empty
+//! array of `{role: "user"|"assistant", content: string or blocks}`) is a 400
+//! `invalid_request_error`.
+//!
+//! **Tool-call rule** (the gateway's tests rely on it): when the request has a non-empty
+//! `tools` array and its last message is a `user` message whose content holds no
+//! `tool_result` block, the answer calls the *first* tool: content is a text block
+//! [`TOOL_USE_TEXT`] then `{"type":"tool_use","id":"toolu_...","name":<first tool>,
+//! "input":{"location":"Paris"}}`, and `stop_reason` is `tool_use`. Otherwise (no tools,
+//! or the tool result is being returned) the answer is one text block [`REPLY_TEXT`] with
+//! `stop_reason` `end_turn`. `tool_choice` is not looked at. `usage` is
+//! `{input_tokens: PROMPT_TOKENS, output_tokens: COMPLETION_TOKENS}` plus zero cache counts.
+//!
+//! A stream (`"stream": true`) sends each `event: <name>\ndata: <json>\n\n` as its own
+//! frame: `message_start` (empty content, `output_tokens` 1), `content_block_start` (index
+//! 0, empty text), `ping`, one `content_block_delta` `text_delta` `tok{i} ` per content
+//! chunk, `content_block_stop`; under the tool-call rule then a `tool_use` block at index
+//! 1 (`content_block_start` with `input: {}`, two `input_json_delta`s whose `partial_json`
+//! concatenates to [`TOOL_USE_INPUT_JSON`], `content_block_stop`); then `message_delta`
+//! (stop reason, `output_tokens` = the chunk count) and `message_stop`.
 
+mod anthropic;
 mod body;
 mod handler;
 mod wire;
@@ -33,6 +66,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use anthropic::{TOOL_USE_INPUT_JSON, TOOL_USE_TEXT};
 pub use wire::{
     COMPLETION_TOKENS, DEFAULT_STREAM_CHUNKS, EMBEDDING_DIMENSIONS, EMBEDDING_TOKENS_PER_INPUT,
     MAX_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_INPUTS, MOCK_MODEL_ID, PROMPT_TOKENS, REPLY_TEXT,
@@ -61,13 +95,21 @@ pub enum Behavior {
     Delay(Duration),
     /// Accept the request and never answer (until the client disconnects).
     Hang,
-    /// For stream=true requests: send the first `after_chunks` SSE events (the role chunk
-    /// counts as one), then stall forever (connection stays open, no more bytes). A count
-    /// covering the whole stream lets it finish. Non-stream requests are answered normally.
+    /// For stream=true requests: send the first `after_chunks` SSE events (OpenAI's role
+    /// chunk, or Anthropic's `message_start`, counts as one), then stall forever (connection
+    /// stays open, no more bytes). A count covering the whole stream lets it finish.
+    /// Non-stream requests are answered normally.
     StallStream { after_chunks: usize },
     /// For stream=true requests: send each SSE event with this delay between events, using
     /// `chunks` content chunks. Non-stream requests are answered normally.
     SlowStream { chunk_delay: Duration, chunks: usize },
+}
+
+/// A [`Behavior::Error`] whose body is Anthropic's error shape,
+/// `{"type":"error","error":{"type":<error_type>,"message":<message>}}`, for scripting
+/// `/v1/messages` failures such as `anthropic_error(529, "overloaded_error", "Overloaded")`.
+pub fn anthropic_error(status: u16, error_type: &str, message: &str) -> Behavior {
+    Behavior::Error { status, body: anthropic::error_body(error_type, message, None) }
 }
 
 /// How a [`MockUpstream`] is run.

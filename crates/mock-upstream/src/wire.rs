@@ -181,12 +181,16 @@ fn next_random() -> u64 {
 /// `prefix` followed by 29 base62 characters, the shape of OpenAI's ids
 /// (e.g. `chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT`).
 pub(crate) fn random_id(prefix: &str) -> String {
+    random_id_of(prefix, 29)
+}
+
+/// `prefix` followed by `len` base62 characters.
+pub(crate) fn random_id_of(prefix: &str, len: usize) -> String {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    const LEN: usize = 29;
-    let mut id = String::with_capacity(prefix.len() + LEN);
+    let mut id = String::with_capacity(prefix.len() + len);
     id.push_str(prefix);
     let mut bits = 0u64;
-    for i in 0..LEN {
+    for i in 0..len {
         // 10 base62 digits fit in a u64 with room to spare; draw afresh every 10.
         if i % 10 == 0 {
             bits = next_random();
@@ -326,16 +330,17 @@ impl<'a> StreamHead<'a> {
 
 /// Builds SSE events into one buffer, each split off as its own `Bytes` so the body can
 /// send them as separate frames without copying.
-struct EventWriter {
+pub(crate) struct EventWriter {
     buf: BytesMut,
     events: Vec<Bytes>,
 }
 
 impl EventWriter {
-    fn new(events: usize) -> Self {
+    pub(crate) fn new(events: usize) -> Self {
         EventWriter { buf: BytesMut::with_capacity(events * 320), events: Vec::with_capacity(events) }
     }
 
+    /// An unnamed event, `data: <json>`, as OpenAI sends them.
     fn push_json(&mut self, value: &impl Serialize) -> serde_json::Result<()> {
         self.buf.put_slice(b"data: ");
         serde_json::to_writer((&mut self.buf).writer(), value)?;
@@ -344,9 +349,23 @@ impl EventWriter {
         Ok(())
     }
 
+    /// A named event, `event: <name>` then `data: <json>`, as Anthropic sends them.
+    pub(crate) fn push_named(&mut self, name: &str, value: &impl Serialize) -> serde_json::Result<()> {
+        self.buf.put_slice(b"event: ");
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_slice(b"\n");
+        self.push_json(value)
+    }
+
+    /// The events, ended by OpenAI's `data: [DONE]`.
     fn finish(mut self) -> Vec<Bytes> {
         self.buf.put_slice(b"data: [DONE]\n\n");
         self.events.push(self.buf.split().freeze());
+        self.events
+    }
+
+    /// The events as pushed, for streams (Anthropic's) that end with an ordinary event.
+    pub(crate) fn into_events(self) -> Vec<Bytes> {
         self.events
     }
 }

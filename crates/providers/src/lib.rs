@@ -8,6 +8,7 @@
 //!
 //! Providers never touch the database, the router or the client connection.
 
+mod anthropic;
 mod body;
 mod client;
 mod error;
@@ -23,6 +24,7 @@ use http_body_util::combinators::BoxBody;
 use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::{Deployment, Endpoint};
 
+pub use anthropic::AnthropicProvider;
 pub use client::{HttpClient, build_http_client};
 pub use error::ProviderError;
 pub use fake::FakeProvider;
@@ -65,18 +67,24 @@ pub trait Provider: Send + Sync {
 #[derive(Clone)]
 pub struct Providers {
     openai: Arc<OpenAiProvider>,
+    anthropic: Arc<AnthropicProvider>,
     fake: Arc<FakeProvider>,
 }
 
 impl Providers {
     pub fn new(client: HttpClient) -> Self {
-        Self { openai: Arc::new(OpenAiProvider::new(client)), fake: Arc::new(FakeProvider) }
+        Self {
+            openai: Arc::new(OpenAiProvider::new(client.clone())),
+            anthropic: Arc::new(AnthropicProvider::new(client)),
+            fake: Arc::new(FakeProvider),
+        }
     }
 
     /// The adapter for a deployment, or an error naming a provider this build lacks.
     pub fn for_deployment(&self, deployment: &Deployment) -> Result<&dyn Provider, ProviderError> {
         match deployment.wire() {
             Some(WireFormat::OpenAi) => Ok(self.openai.as_ref()),
+            Some(WireFormat::Anthropic) => Ok(self.anthropic.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),
