@@ -1,123 +1,16 @@
 """The official OpenAI Python SDK against a running `tollgate` binary.
 
-The gateway runs with a config whose models live on the workspace's mock OpenAI upstream
-(`tollgate-mock-upstream`), and a second gateway runs the built-in demo config, exactly as
-the README's first command starts it. Binaries come from $CARGO_TARGET_DIR (or ./target),
-debug profile; build them first with `cargo build --bins`.
+The gateway (fixtures in conftest.py) serves models on the workspace's mock upstream, and a
+second gateway runs the built-in demo config, exactly as the README's first command starts it.
 """
 
 import json
-import os
-import pathlib
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.request
 
 import openai
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
-MASTER_KEY = "sk-sdk-master"
-UPSTREAM_KEY = "sk-sdk-upstream-secret"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port, proc, limit=10.0):
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/readiness", timeout=0.5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("gateway not ready in time")
-
-
-def start_gateway(args, env=None):
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(TARGET / "tollgate"), "--host", "127.0.0.1", "--port", str(port), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    wait_ready(port, proc)
-    return port, proc
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        return proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-
-
-@pytest.fixture(scope="module")
-def mock_upstream():
-    proc = subprocess.Popen(
-        [str(TARGET / "tollgate-mock-upstream"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().strip()
-    assert line.startswith("listening on "), line
-    yield f"http://{line.removeprefix('listening on ')}/v1"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def gateway(mock_upstream):
-    config = f"""
-model_list:
-  - model_name: general-purpose
-    litellm_params:
-      model: openai/mock-model
-      api_base: {mock_upstream}
-      api_key: os.environ/SDK_UPSTREAM_KEY
-  - model_name: text-embedding-3-small
-    litellm_params:
-      model: openai/text-embedding-3-small
-      api_base: {mock_upstream}
-      api_key: os.environ/SDK_UPSTREAM_KEY
-  - model_name: local-vllm
-    litellm_params:
-      model: hosted_vllm/meta-llama/Llama-3.1-8B-Instruct
-      api_base: {mock_upstream}
-  - model_name: claude
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {mock_upstream}
-      api_key: os.environ/SDK_UPSTREAM_KEY
-general_settings:
-  master_key: os.environ/LITELLM_MASTER_KEY
-"""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(config)
-    port, proc = start_gateway(
-        ["--config", f.name],
-        env={"LITELLM_MASTER_KEY": MASTER_KEY, "SDK_UPSTREAM_KEY": UPSTREAM_KEY},
-    )
-    yield port
-    assert stop(proc) == 0, "SIGTERM exits 0"
-    logs = proc.stderr.read()
-    assert UPSTREAM_KEY not in logs and MASTER_KEY not in logs, "keys never reach the logs"
-    os.unlink(f.name)
-
+from conftest import MASTER_KEY, start_gateway, stop
 
 @pytest.fixture
 def client(gateway):

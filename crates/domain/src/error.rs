@@ -130,6 +130,25 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// Anthropic's error body, for clients of the `/v1/messages` front door:
+    /// `{"type": "error", "error": {"type", "message"}}`, the type chosen by status.
+    pub fn to_anthropic_json(&self) -> Vec<u8> {
+        let error_type = match self.status() {
+            400 | 405 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        };
+        let body = json!({"type": "error", "error": {"type": error_type, "message": self.message}});
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +187,22 @@ mod tests {
         let mut e = GatewayError::new(ErrorKind::Upstream(400), "too long");
         e.upstream_code = Some("context_length_exceeded".into());
         assert_eq!(body(&e)["error"]["code"], "context_length_exceeded");
+    }
+
+    #[test]
+    fn anthropic_body_picks_the_type_by_status() {
+        let body: serde_json::Value = serde_json::from_slice(
+            &GatewayError::new(ErrorKind::Authentication, "no key").to_anthropic_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"type": "error", "error": {"type": "authentication_error", "message": "no key"}})
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&GatewayError::new(ErrorKind::Upstream(503), "busy").to_anthropic_json())
+                .unwrap();
+        assert_eq!(body["error"]["type"], "overloaded_error");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one place a [`GatewayError`] becomes an HTTP response: status from the error's kind,
-//! LiteLLM's `{"error": {"message", "type", "param", "code"}}` body, JSON content type.
+//! LiteLLM's `{"error": {"message", "type", "param", "code"}}` body (or Anthropic's error
+//! body on the `/v1/messages` front door), JSON content type.
 
 use http::{HeaderValue, Response, StatusCode};
 use tollgate_domain::GatewayError;
@@ -7,13 +8,22 @@ use tollgate_domain::GatewayError;
 use crate::{ResponseBody, json_response};
 
 pub fn error_response(error: &GatewayError, call_id: Option<&str>) -> Response<ResponseBody> {
+    respond(error, call_id, error.to_json())
+}
+
+/// The same error in Anthropic's shape, for clients of `/v1/messages`.
+pub fn anthropic_error_response(error: &GatewayError, call_id: Option<&str>) -> Response<ResponseBody> {
+    respond(error, call_id, error.to_anthropic_json())
+}
+
+fn respond(error: &GatewayError, call_id: Option<&str>, body: Vec<u8>) -> Response<ResponseBody> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     if status.is_server_error() {
         tracing::warn!(status = status.as_u16(), call_id, error = %error.message, "request failed");
     } else {
         tracing::debug!(status = status.as_u16(), call_id, error = %error.message, "request rejected");
     }
-    let mut response = json_response(status, error.to_json());
+    let mut response = json_response(status, body);
     if let Some(id) = call_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         response.headers_mut().insert("x-litellm-call-id", id);
     }

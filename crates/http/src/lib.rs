@@ -7,6 +7,7 @@
 //! | POST   | /v1/chat/completions      | yes  | [`proxy`], chat                 |
 //! | POST   | /v1/completions           | yes  | [`proxy`], legacy completions   |
 //! | POST   | /v1/embeddings            | yes  | [`proxy`], embeddings           |
+//! | POST   | /v1/messages              | yes  | [`messages`], Anthropic's API   |
 //! | GET    | /v1/models                | yes  | [`models`], the aliases         |
 //! | GET    | /model/info, /v1/model/info | yes | [`models`], deployments       |
 //! | GET    | /model_group/info         | yes  | [`models`], groups              |
@@ -21,6 +22,7 @@
 pub mod auth;
 pub mod errors;
 pub mod health;
+pub mod messages;
 pub mod models;
 pub mod proxy;
 mod relay;
@@ -56,6 +58,7 @@ pub struct App {
 
 enum Route {
     Proxy(Endpoint),
+    Messages,
     Models,
     ModelInfo,
     ModelGroupInfo,
@@ -72,6 +75,7 @@ impl Route {
             "/chat/completions" => (Self::Proxy(Endpoint::ChatCompletions), "POST"),
             "/completions" => (Self::Proxy(Endpoint::Completions), "POST"),
             "/embeddings" => (Self::Proxy(Endpoint::Embeddings), "POST"),
+            "/messages" => (Self::Messages, "POST"),
             "/models" => (Self::Models, "GET"),
             "/model/info" => (Self::ModelInfo, "GET"),
             "/model_group/info" => (Self::ModelGroupInfo, "GET"),
@@ -157,10 +161,14 @@ impl App {
         if route.needs_auth()
             && let Err(error) = auth::authenticate(request.headers(), self.master_key.as_ref())
         {
-            return errors::error_response(&error, None);
+            return match route {
+                Route::Messages => errors::anthropic_error_response(&error, None),
+                _ => errors::error_response(&error, None),
+            };
         }
         match route {
             Route::Proxy(endpoint) => proxy::handle(self, endpoint, request).await,
+            Route::Messages => messages::handle(self, request).await,
             Route::Models => models::list(self),
             Route::ModelInfo => models::info(self, request.uri().query()),
             Route::ModelGroupInfo => models::group_info(self, request.uri().query()),

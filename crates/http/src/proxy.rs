@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tollgate_domain::json::{TopLevel, quote, top_level_value_span};
 use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
-use tollgate_providers::{UpstreamBody, UpstreamRequest};
+use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 use crate::relay::AliasRelay;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, json_response};
@@ -29,12 +29,16 @@ where
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    // A v4 UUID from the thread-local generator: no getrandom syscall per request.
-    let call_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string();
+    let call_id = new_call_id();
     match proxy(app, endpoint, request.into_body(), started, &call_id).await {
         Ok(response) => response,
         Err(error) => errors::error_response(&error, Some(&call_id)),
     }
+}
+
+/// A v4 UUID from the thread-local generator: no getrandom syscall per request.
+pub(crate) fn new_call_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
 async fn proxy<B>(
@@ -58,39 +62,54 @@ where
 
     let selection = app.router.select(&model)?;
     let deployment = &*selection.deployment;
-    let provider = app.providers.for_deployment(deployment)?;
     let upstream_body = if selection.upstream_model == model {
         body.clone()
     } else {
         Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
     };
-
-    let upstream_started = Instant::now();
-    let body_ref = &upstream_body;
-    let upstream = tollgate_router::with_retries(deployment.max_retries, || async move {
-        let request = UpstreamRequest { endpoint, deployment, body: body_ref.clone(), stream };
-        provider.call(request).await.map_err(GatewayError::from)
-    })
-    .await?;
-    let upstream_time = upstream_started.elapsed();
+    let (upstream, upstream_time) = forward(app, endpoint, deployment, upstream_body, stream).await?;
 
     let alias_json = quote(&model);
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => json_response(StatusCode::OK, with_alias(bytes, &alias_json)),
-        UpstreamBody::Stream(stream) => {
-            let mut response = Response::new(AliasRelay::new(stream, alias_json).boxed_unsync());
-            let headers = response.headers_mut();
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            response
-        }
+        UpstreamBody::Stream(stream) => sse_response(AliasRelay::new(stream, alias_json).boxed_unsync()),
     };
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
     add_litellm_headers(response.headers_mut(), call_id, &model, deployment, timing, &upstream.headers);
     Ok(response)
 }
 
-async fn read_body<B>(body: B) -> Result<Bytes, GatewayError>
+/// Calls the deployment's provider with `body` (canonical JSON, upstream model in place),
+/// retrying retryable failures up to its `max_retries`; returns the answer and the time
+/// spent waiting on the upstream.
+pub(crate) async fn forward(
+    app: &App,
+    endpoint: Endpoint,
+    deployment: &Deployment,
+    body: Bytes,
+    stream: bool,
+) -> Result<(UpstreamResponse, Duration), GatewayError> {
+    let provider = app.providers.for_deployment(deployment)?;
+    let started = Instant::now();
+    let body = &body;
+    let upstream = tollgate_router::with_retries(deployment.max_retries, || async move {
+        let request = UpstreamRequest { endpoint, deployment, body: body.clone(), stream };
+        provider.call(request).await.map_err(GatewayError::from)
+    })
+    .await?;
+    Ok((upstream, started.elapsed()))
+}
+
+/// A `text/event-stream` response around `body`.
+pub(crate) fn sse_response(body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+pub(crate) async fn read_body<B>(body: B) -> Result<Bytes, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -146,9 +165,9 @@ fn with_alias(bytes: Bytes, alias_json: &str) -> Bytes {
 }
 
 #[derive(Clone, Copy)]
-struct Timing {
-    total: Duration,
-    upstream: Duration,
+pub(crate) struct Timing {
+    pub(crate) total: Duration,
+    pub(crate) upstream: Duration,
 }
 
 fn millis(duration: Duration) -> HeaderValue {
@@ -157,7 +176,7 @@ fn millis(duration: Duration) -> HeaderValue {
 }
 
 /// LiteLLM's response headers, and the upstream's own headers under `llm_provider-`.
-fn add_litellm_headers(
+pub(crate) fn add_litellm_headers(
     headers: &mut HeaderMap,
     call_id: &str,
     model_group: &str,

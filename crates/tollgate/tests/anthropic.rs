@@ -165,3 +165,39 @@ async fn anthropic_errors_map_to_openai_errors() {
     assert!(assert_error(&reply, 400)["message"].as_str().unwrap().contains("chat completions only"));
     assert_eq!(mock.requests().len(), 1, "rejected requests never reach the upstream");
 }
+
+#[tokio::test]
+async fn messages_front_door_serves_an_openai_upstream() {
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(&mock_config(&mock.base_url(), "")).await;
+    let url = gateway.url("/v1/messages");
+    let request = |key: &str, body: Value| {
+        http::Request::post(&url)
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let hello = json!({"model": "general-purpose", "max_tokens": 32, "system": "terse",
+                       "messages": [{"role": "user", "content": "hello"}]});
+
+    let reply = send(request(MASTER_KEY, hello.clone())).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let message = reply.json();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["model"], "general-purpose");
+    assert_eq!(message["content"], json!([{"type": "text", "text": tollgate_mock_upstream::REPLY_TEXT}]));
+    assert_eq!(message["stop_reason"], "end_turn");
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(sent["model"], "mock-model");
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "terse"}));
+    assert_eq!(sent["max_tokens"], 32);
+
+    let denied = send(request("sk-wrong", hello)).await;
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.json()["type"], "error");
+    assert_eq!(denied.json()["error"]["type"], "authentication_error");
+    let unknown = send(request(MASTER_KEY, json!({"model": "nope", "max_tokens": 8, "messages": []}))).await;
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.json()["error"]["type"], "invalid_request_error");
+}
