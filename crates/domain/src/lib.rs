@@ -11,6 +11,7 @@ pub mod error;
 pub mod json;
 pub mod provider_catalog;
 pub mod secret;
+pub mod sse;
 
 pub use config::{ConfigError, EnvSource, GatewayConfig};
 pub use deployment::{Deployment, Endpoint, ProviderKind};

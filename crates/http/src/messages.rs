@@ -20,6 +20,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tollgate_domain::provider_catalog::WireFormat;
+use tollgate_domain::sse::first_event_end;
 use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
 
@@ -485,7 +486,7 @@ impl EventStream {
 
     /// Translates every complete OpenAI event in the buffer.
     fn drain(&mut self, out: &mut BytesMut) {
-        while let Some(end) = find_event_end(&self.buffer) {
+        while let Some(end) = first_event_end(&self.buffer) {
             let event = self.buffer.split_to(end);
             let Ok(text) = std::str::from_utf8(&event) else { continue };
             for data in text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim) {
@@ -502,15 +503,6 @@ impl EventStream {
                 }
             }
         }
-    }
-}
-
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    let lf = memchr::memmem::find(buffer, b"\n\n").map(|p| p + 2);
-    let crlf = memchr::memmem::find(buffer, b"\r\n\r\n").map(|p| p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use tollgate_domain::GatewayError;
 use tollgate_domain::json::top_level_value_span;
+use tollgate_domain::sse::last_event_end;
 use tollgate_providers::StreamBody;
 
 /// An event this long without an end is not SSE; stop holding it back and pass it on.
@@ -181,21 +182,6 @@ impl Body for AliasRelay {
     }
 }
 
-/// The offset just past the last complete event (`\n\n` or `\r\n\r\n`), if any.
-///
-/// Searched from the end, since upstream frames usually end exactly on an event boundary.
-fn last_event_end(bytes: &[u8]) -> Option<usize> {
-    let mut end = bytes.len();
-    while let Some(newline) = memchr::memrchr(b'\n', &bytes[..end]) {
-        let before = &bytes[..newline];
-        if before.ends_with(b"\n") || before.ends_with(b"\r\n\r") {
-            return Some(newline + 1);
-        }
-        end = newline;
-    }
-    None
-}
-
 /// The events with every `data:` JSON object's top-level `model` set to `alias_json`, or
 /// `None` when nothing needed changing.
 fn rewrite_events(events: &[u8], alias_json: &str) -> Option<Vec<u8>> {
@@ -326,15 +312,6 @@ mod tests {
     async fn leaves_matching_and_foreign_lines_alone() {
         let input = ": keep-alive\n\nevent: ping\ndata: {\"model\":\"alias\"}\n\ndata: not json\n\n";
         assert_eq!(relay(vec![Data(input)]).await, [input]);
-    }
-
-    #[test]
-    fn event_ends_are_found_from_the_back() {
-        assert_eq!(last_event_end(b"data: a\n\ndata: b\n\n"), Some(18));
-        assert_eq!(last_event_end(b"data: a\n\ndata: b\n"), Some(9));
-        assert_eq!(last_event_end(b"data: a\r\n\r\ndata: b"), Some(11));
-        assert_eq!(last_event_end(b"data: a\ndata: b\n"), None);
-        assert_eq!(last_event_end(b""), None);
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
+use tollgate_domain::sse::first_event_end;
 use tollgate_domain::{Deployment, Endpoint};
 
 use crate::{
@@ -479,7 +480,7 @@ impl ChunkStream {
 
     /// Translates every complete event in the buffer.
     fn drain_events(&mut self) {
-        while let Some(end) = find_event_end(&self.buffer) {
+        while let Some(end) = first_event_end(&self.buffer) {
             let event = self.buffer.split_to(end);
             if let Some(out) = self.translator.event(&event) {
                 self.ready.push_back(out);
@@ -526,16 +527,6 @@ impl Body for ChunkStream {
                 }
             }
         }
-    }
-}
-
-/// The end of the first complete SSE event (`\n\n` or `\r\n\r\n`), past its separator.
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
@@ -893,12 +884,5 @@ data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":
         assert_eq!(usage["usage"]["completion_tokens"], 7);
         assert_eq!(usage["usage"]["prompt_tokens"], 10);
         assert_eq!(last[1], "data: [DONE]");
-    }
-
-    #[test]
-    fn events_split_at_awkward_boundaries_are_joined() {
-        assert_eq!(find_event_end(b"event: a\ndata: {}\n\nevent: b"), Some(19));
-        assert_eq!(find_event_end(b"event: a\r\ndata: {}\r\n\r\n"), Some(22));
-        assert_eq!(find_event_end(b"event: a\ndata: {}\n"), None);
     }
 }
