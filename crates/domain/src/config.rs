@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::deployment::{Deployment, ProviderKind};
+use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
 use crate::provider_catalog::{self, WireFormat};
 use crate::secret::Secret;
 
@@ -230,7 +230,20 @@ const LITELLM_PARAMS: &[&str] = &[
     "max_retries",
     "extra_headers",
     "mock_response",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "azure_ad_token",
+    "azure_scope",
 ];
+
+/// The Azure OpenAI data-plane version used when neither `api_version` nor
+/// `AZURE_API_VERSION` gives one (the latest GA version).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// Where Entra ID tokens come from unless `AZURE_AUTHORITY_HOST` says otherwise.
+pub const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// The scope of tokens for Azure OpenAI.
+pub const DEFAULT_AZURE_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
 
 impl Reader<'_> {
     fn deployment(
@@ -360,6 +373,25 @@ impl Reader<'_> {
             Some(_) => return Err(invalid(&format!("{params_path}.mock_response"), "must be a string")),
         };
 
+        let api_key = api_key.filter(|k| !k.is_empty()).map(Secret::new);
+        let mut api_version = self.string(params, "api_version", &params_path)?;
+        let (mut azure_ad_token, mut entra) = (None, None);
+        if spec.is_some_and(|s| s.wire == WireFormat::AzureOpenAi) {
+            api_version = api_version
+                .or_else(|| self.env.var("AZURE_API_VERSION"))
+                .or_else(|| Some(DEFAULT_AZURE_API_VERSION.to_owned()));
+            if api_key.is_none() {
+                azure_ad_token = self
+                    .string(params, "azure_ad_token", &params_path)?
+                    .or_else(|| self.env.var("AZURE_AD_TOKEN"))
+                    .filter(|t| !t.is_empty())
+                    .map(Secret::new);
+            }
+            if api_key.is_none() && azure_ad_token.is_none() {
+                entra = Some(self.entra(params, &params_path)?);
+            }
+        }
+
         let id = match model_info.get("id") {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -372,8 +404,8 @@ impl Reader<'_> {
             provider,
             upstream_model,
             api_base,
-            api_key: api_key.filter(|k| !k.is_empty()).map(Secret::new),
-            api_version: self.string(params, "api_version", &params_path)?,
+            api_key,
+            api_version,
             organization: self.string(params, "organization", &params_path)?,
             rpm,
             tpm,
@@ -383,7 +415,41 @@ impl Reader<'_> {
             extra_headers,
             mock_response,
             model_info,
+            azure_ad_token,
+            entra,
         })
+    }
+
+    /// Entra ID client credentials from the params or Azure's usual environment variables;
+    /// an Azure deployment with no key, no token and no credentials is a config error.
+    fn entra(&self, params: &Map<String, Value>, path: &str) -> Result<EntraCredentials, ConfigError> {
+        let field = |key: &str, env: &str| -> Result<Option<String>, ConfigError> {
+            Ok(self.string(params, key, path)?.or_else(|| self.env.var(env)).filter(|v| !v.is_empty()))
+        };
+        match (
+            field("tenant_id", "AZURE_TENANT_ID")?,
+            field("client_id", "AZURE_CLIENT_ID")?,
+            field("client_secret", "AZURE_CLIENT_SECRET")?,
+        ) {
+            (Some(tenant_id), Some(client_id), Some(client_secret)) => Ok(EntraCredentials {
+                tenant_id,
+                client_id,
+                client_secret: Secret::new(client_secret),
+                scope: self
+                    .string(params, "azure_scope", path)?
+                    .unwrap_or_else(|| DEFAULT_AZURE_SCOPE.to_owned()),
+                authority: self
+                    .env
+                    .var("AZURE_AUTHORITY_HOST")
+                    .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY.to_owned())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            }),
+            _ => Err(invalid(
+                path,
+                "an azure model needs api_key, azure_ad_token, or tenant_id + client_id + client_secret (or AZURE_API_KEY / AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)",
+            )),
+        }
     }
 
     fn flag_unknown(&mut self, map: &Map<String, Value>, path: &str, known: &[&str]) {
@@ -628,6 +694,40 @@ include: [other.yaml]
         assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "gsk");
         assert_eq!(config.deployments[0].api_base.as_deref(), Some("https://api.groq.com/openai/v1"));
         assert_eq!(config.deployments[1].api_base.as_deref(), Some("http://v:8000/v1"));
+    }
+
+    #[test]
+    fn azure_reads_version_and_each_kind_of_credential() {
+        let yaml = |params: &str| {
+            format!(
+                "model_list:\n  - model_name: a\n    litellm_params: {{model: azure/gpt4o-prod, api_base: 'https://r.openai.azure.com/'{params}}}\n"
+            )
+        };
+        let config = load(&yaml(", api_key: k, api_version: 2024-06-01")).unwrap();
+        let d = &config.deployments[0];
+        assert_eq!((d.upstream_model.as_str(), d.api_version.as_deref()), ("gpt4o-prod", Some("2024-06-01")));
+        assert_eq!(d.api_base.as_deref(), Some("https://r.openai.azure.com"));
+        assert!(d.entra.is_none() && d.azure_ad_token.is_none());
+        let config = load(&yaml(", azure_ad_token: tok")).unwrap();
+        assert_eq!(config.deployments[0].azure_ad_token.as_ref().unwrap().expose(), "tok");
+        assert_eq!(config.deployments[0].api_version.as_deref(), Some(DEFAULT_AZURE_API_VERSION));
+        let config = GatewayConfig::from_yaml(
+            &yaml(""),
+            &env(&[
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_CLIENT_ID", "c"),
+                ("AZURE_CLIENT_SECRET", "s"),
+                ("AZURE_AUTHORITY_HOST", "http://idp/"),
+            ]),
+        )
+        .unwrap();
+        let entra = config.deployments[0].entra.as_ref().unwrap();
+        assert_eq!(
+            (entra.tenant_id.as_str(), entra.client_id.as_str(), entra.authority.as_str()),
+            ("t", "c", "http://idp")
+        );
+        assert_eq!(entra.scope, DEFAULT_AZURE_SCOPE);
+        assert!(error_of(&yaml("")).contains("an azure model needs api_key"), "{}", error_of(&yaml("")));
     }
 
     #[test]

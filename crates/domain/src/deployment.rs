@@ -62,6 +62,23 @@ pub struct Deployment {
     pub mock_response: Option<String>,
     /// `model_info` as written, reported by `/model/info`.
     pub model_info: serde_json::Map<String, serde_json::Value>,
+    /// Azure only: a fixed Entra ID bearer token (`azure_ad_token`), used when no `api_key`.
+    pub azure_ad_token: Option<Secret>,
+    /// Azure only: client credentials to obtain Entra ID tokens, used when neither `api_key`
+    /// nor `azure_ad_token` is given.
+    pub entra: Option<EntraCredentials>,
+}
+
+/// Microsoft Entra ID client credentials (`tenant_id`, `client_id`, `client_secret`).
+#[derive(Debug, Clone)]
+pub struct EntraCredentials {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The token's scope; `https://cognitiveservices.azure.com/.default` for Azure OpenAI.
+    pub scope: String,
+    /// The identity platform's base URL (`AZURE_AUTHORITY_HOST`), without a trailing slash.
+    pub authority: String,
 }
 
 impl Deployment {

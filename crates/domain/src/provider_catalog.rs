@@ -7,6 +7,9 @@
 pub enum WireFormat {
     /// OpenAI's REST API: `/chat/completions`, `/completions`, `/embeddings`, SSE streaming.
     OpenAi,
+    /// OpenAI's API as Azure serves it: per-deployment URLs, `api-version`, `api-key` or an
+    /// Entra ID bearer token.
+    AzureOpenAi,
     /// Anthropic's Messages API: `/v1/messages`, named SSE events.
     Anthropic,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
@@ -134,6 +137,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
     ),
     openai_compatible("github", Some("https://models.inference.ai.azure.com"), &[], &["GITHUB_API_KEY"]),
     ProviderSpec {
+        prefix: "azure",
+        wire: WireFormat::AzureOpenAi,
+        default_base: None,
+        base_env: &["AZURE_API_BASE", "AZURE_OPENAI_ENDPOINT"],
+        key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
+    },
+    ProviderSpec {
         prefix: "anthropic",
         wire: WireFormat::Anthropic,
         default_base: Some("https://api.anthropic.com"),
@@ -146,7 +156,6 @@ pub const PROVIDERS: &[ProviderSpec] = &[
 /// Prefixes LiteLLM accepts that this build cannot call yet (native wire formats that
 /// arrive with the Providers issue). Named so a config using them gets a precise message.
 pub const NOT_YET_SUPPORTED: &[&str] = &[
-    "azure",
     "azure_ai",
     "bedrock",
     "vertex_ai",

@@ -1,19 +1,20 @@
 //! Request handling: read and record the request, route it, apply the scripted behaviour,
-//! answer in the format of the endpoint's API (OpenAI's, or Anthropic's for `/v1/messages`).
+//! answer in the format of the endpoint's API (OpenAI's, Azure OpenAI's, Anthropic's for
+//! `/v1/messages`, or Entra ID's for the token endpoint).
 //! Bad input of any kind is a 4xx shaped like that API's errors, never a panic.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
 use crate::{Behavior, RecordedRequest, Shared};
-use crate::{anthropic, wire};
+use crate::{anthropic, azure, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -26,13 +27,19 @@ static PROCESSING_MS: HeaderValue = HeaderValue::from_static("1");
 static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+static API_KEY: HeaderName = HeaderName::from_static("api-key");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store, no-cache");
 
 /// The API family an endpoint belongs to, which decides the response headers and the
 /// shape of error bodies.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Api {
+    /// OpenAI's, and Azure OpenAI's data plane, which answers with the same headers and
+    /// bodies (only its routing and authentication errors differ).
     OpenAi,
     Anthropic,
+    /// Microsoft Entra ID's token endpoint.
+    Entra,
 }
 
 /// The endpoints the mock knows.
@@ -43,6 +50,27 @@ enum Endpoint<'a> {
     Models,
     Model(&'a str),
     Messages,
+    /// Azure OpenAI's `/openai/deployments/{deployment}/...`, answered like `inner` (one of
+    /// the three POST endpoints above) once Azure's own checks pass.
+    Azure {
+        deployment: &'a str,
+        inner: AzureOp,
+    },
+    /// Entra ID's `/{tenant}/oauth2/v2.0/token`.
+    Token,
+}
+
+/// The OpenAI operations Azure's deployment routes expose.
+#[derive(Clone, Copy)]
+enum AzureOp {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+/// A single non-empty path segment (no `/`).
+fn segment(text: &str) -> Option<&str> {
+    Some(text).filter(|text| !text.is_empty() && !text.contains('/'))
 }
 
 /// `path` without its `/v1` prefix, if it has one.
@@ -51,8 +79,24 @@ fn unversioned(path: &str) -> &str {
 }
 
 impl<'a> Endpoint<'a> {
-    /// Routes `path` with or without its `/v1` prefix.
+    /// Routes `path`: Azure's and Entra's paths as they are, OpenAI's and Anthropic's with
+    /// or without their `/v1` prefix.
     fn route(method: &Method, path: &'a str) -> Option<Self> {
+        if method == Method::POST {
+            if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+                let (deployment, op) = rest.split_once('/')?;
+                let inner = match op {
+                    "chat/completions" => AzureOp::ChatCompletions,
+                    "completions" => AzureOp::Completions,
+                    "embeddings" => AzureOp::Embeddings,
+                    _ => return None,
+                };
+                return segment(deployment).map(|deployment| Endpoint::Azure { deployment, inner });
+            }
+            if let Some(tenant) = path.strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/v2.0/token")) {
+                return segment(tenant).map(|_| Endpoint::Token);
+            }
+        }
         match (method, unversioned(path)) {
             (&Method::POST, "/chat/completions") => Some(Endpoint::ChatCompletions),
             (&Method::POST, "/completions") => Some(Endpoint::Completions),
@@ -70,16 +114,30 @@ impl<'a> Endpoint<'a> {
     fn api(&self) -> Api {
         match self {
             Endpoint::Messages => Api::Anthropic,
+            Endpoint::Token => Api::Entra,
             _ => Api::OpenAi,
         }
     }
 }
 
-/// The API an unrouted path belongs to, so a 404 is shaped as its client expects: paths
-/// under Anthropic's `/v1/messages` (e.g. a GET, or `/v1/messages/batches`) are Anthropic's.
-fn api_of_unknown(path: &str) -> Api {
+/// Whose 404 an unrouted path gets, so it is shaped as its client expects.
+enum NotFound {
+    OpenAi,
+    /// Paths under Anthropic's `/v1/messages` (e.g. a GET, or `/v1/messages/batches`).
+    Anthropic,
+    /// Paths under Azure's `/openai/`.
+    Azure,
+}
+
+fn not_found_kind(path: &str) -> NotFound {
     let route = unversioned(path);
-    if route == "/messages" || route.starts_with("/messages/") { Api::Anthropic } else { Api::OpenAi }
+    if route == "/messages" || route.starts_with("/messages/") {
+        NotFound::Anthropic
+    } else if path.starts_with("/openai/") {
+        NotFound::Azure
+    } else {
+        NotFound::OpenAi
+    }
 }
 
 /// How to answer a request once its behaviour has been applied.
@@ -132,6 +190,7 @@ pub(crate) async fn handle(
         shared.record(RecordedRequest {
             method: parts.method.as_str().to_owned(),
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
             headers: parts.headers.clone(),
             body: body.clone(),
         });
@@ -139,13 +198,21 @@ pub(crate) async fn handle(
 
     let Some(endpoint) = Endpoint::route(&parts.method, parts.uri.path()) else {
         let message = format!("invalid url ({} {})", parts.method, parts.uri.path());
-        return Ok(match api_of_unknown(parts.uri.path()) {
-            Api::OpenAi => {
+        return Ok(match not_found_kind(parts.uri.path()) {
+            NotFound::OpenAi => {
                 error(request_id, StatusCode::NOT_FOUND, &message, "invalid_request_error", None, None)
             }
-            Api::Anthropic => anthropic_error(request_id, StatusCode::NOT_FOUND, "not_found_error", &message),
+            NotFound::Anthropic => {
+                anthropic_error(request_id, StatusCode::NOT_FOUND, "not_found_error", &message)
+            }
+            NotFound::Azure => azure_not_found(request_id),
         });
     };
+    // Azure routes by API version too: without one the path does not exist, so it is a
+    // 404 that, like any unknown path, consumes no scripted behaviour.
+    if matches!(endpoint, Endpoint::Azure { .. }) && !azure::has_api_version(parts.uri.query()) {
+        return Ok(azure_not_found(request_id));
+    }
     let api = endpoint.api();
     match read_error {
         Some(true) => {
@@ -162,6 +229,7 @@ pub(crate) async fn handle(
                 Api::Anthropic => {
                     anthropic_error(request_id, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &message)
                 }
+                Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
             });
         }
         Some(false) => {
@@ -171,9 +239,15 @@ pub(crate) async fn handle(
                     error(request_id, StatusCode::BAD_REQUEST, message, "invalid_request_error", None, None)
                 }
                 Api::Anthropic => invalid_anthropic(request_id, message),
+                Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
             });
         }
         None => {}
+    }
+    // The token endpoint is infrastructure a gateway test sets up once, not the upstream
+    // it scripts: it takes no behaviour, so a queued failure still reaches the model call.
+    if let Endpoint::Token = endpoint {
+        return Ok(token(&shared, &body));
     }
 
     let mut answer =
@@ -202,21 +276,70 @@ pub(crate) async fn handle(
     }
 
     Ok(match endpoint {
-        Endpoint::ChatCompletions => chat_completions(&shared, &body, answer),
-        Endpoint::Completions => completions(&shared, &body, answer),
-        Endpoint::Embeddings => embeddings(&body, request_id),
+        Endpoint::ChatCompletions => chat_completions(&shared, &body, answer, None),
+        Endpoint::Completions => completions(&shared, &body, answer, None),
+        Endpoint::Embeddings => embeddings(&body, request_id, None),
         Endpoint::Models => serialized(api, request_id, wire::model_list()),
         Endpoint::Model(id) => serialized(api, request_id, wire::model(id)),
         Endpoint::Messages => messages(&shared, &parts.headers, &body, answer),
+        // Like Anthropic's key check, Azure's comes after the scripted behaviour.
+        Endpoint::Azure { .. } if !azure_authenticated(&parts.headers) => json(
+            api,
+            request_id,
+            StatusCode::UNAUTHORIZED,
+            Bytes::from_static(azure::ACCESS_DENIED_BODY.as_bytes()),
+        ),
+        // Azure does not need `model` in the body: the deployment decides it.
+        Endpoint::Azure { deployment, inner } => match inner {
+            AzureOp::ChatCompletions => chat_completions(&shared, &body, answer, Some(deployment)),
+            AzureOp::Completions => completions(&shared, &body, answer, Some(deployment)),
+            AzureOp::Embeddings => embeddings(&body, request_id, Some(deployment)),
+        },
+        // Answered before the behaviour was taken.
+        Endpoint::Token => token(&shared, &body),
     })
 }
 
-fn chat_completions(shared: &Arc<Shared>, body: &[u8], answer: Answer) -> Response<MockBody> {
+/// Whether an Azure request carries a credential: a non-empty `api-key`, or an
+/// `Authorization: Bearer <token>` (an Entra ID token). Any value is accepted.
+fn azure_authenticated(headers: &HeaderMap) -> bool {
+    let api_key = headers.get(&API_KEY).is_some_and(|key| !key.is_empty());
+    let bearer = headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).is_some_and(|value| {
+        value
+            .split_once(' ')
+            .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+    });
+    api_key || bearer
+}
+
+/// Entra ID's client-credentials token endpoint: a valid form issues the next numbered
+/// token with the configured lifetime.
+fn token(shared: &Shared, body: &[u8]) -> Response<MockBody> {
+    let checked = azure::TokenRequest::parse(body).and_then(|request| request.validate());
+    if let Err(description) = checked {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_request", &description);
+    }
+    let n = shared.issue_token();
+    match azure::token_body(n, shared.token_lifetime()) {
+        Ok(body) => json(Api::Entra, 0, StatusCode::OK, Bytes::from(body)),
+        Err(err) => {
+            let description = format!("mock could not serialize its answer: {err}");
+            token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &description)
+        }
+    }
+}
+
+fn chat_completions(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    answer: Answer,
+    default_model: Option<&str>,
+) -> Response<MockBody> {
     let request: wire::ChatRequest<'_> = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(err) => return bad_json(answer.request_id, &err),
     };
-    let Some(model) = request.model else {
+    let Some(model) = request.model.as_deref().or(default_model) else {
         return missing(answer.request_id, "model");
     };
     if request.messages.is_none() {
@@ -224,18 +347,23 @@ fn chat_completions(shared: &Arc<Shared>, body: &[u8], answer: Answer) -> Respon
     }
     if request.stream == Some(true) {
         let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
-        stream(shared, answer, wire::chat_stream_events(&model, include_usage, answer.chunks))
+        stream(shared, answer, wire::chat_stream_events(model, include_usage, answer.chunks))
     } else {
-        serialized(Api::OpenAi, answer.request_id, wire::chat_completion(&model))
+        serialized(Api::OpenAi, answer.request_id, wire::chat_completion(model))
     }
 }
 
-fn completions(shared: &Arc<Shared>, body: &[u8], answer: Answer) -> Response<MockBody> {
+fn completions(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    answer: Answer,
+    default_model: Option<&str>,
+) -> Response<MockBody> {
     let request: wire::CompletionRequest<'_> = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(err) => return bad_json(answer.request_id, &err),
     };
-    let Some(model) = request.model else {
+    let Some(model) = request.model.as_deref().or(default_model) else {
         return missing(answer.request_id, "model");
     };
     if request.prompt.is_none() {
@@ -243,18 +371,18 @@ fn completions(shared: &Arc<Shared>, body: &[u8], answer: Answer) -> Response<Mo
     }
     if request.stream == Some(true) {
         let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
-        stream(shared, answer, wire::completion_stream_events(&model, include_usage, answer.chunks))
+        stream(shared, answer, wire::completion_stream_events(model, include_usage, answer.chunks))
     } else {
-        serialized(Api::OpenAi, answer.request_id, wire::text_completion(&model))
+        serialized(Api::OpenAi, answer.request_id, wire::text_completion(model))
     }
 }
 
-fn embeddings(body: &[u8], request_id: u64) -> Response<MockBody> {
+fn embeddings(body: &[u8], request_id: u64, default_model: Option<&str>) -> Response<MockBody> {
     let request: wire::EmbeddingRequest<'_> = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(err) => return bad_json(request_id, &err),
     };
-    let Some(model) = request.model else {
+    let Some(model) = request.model.as_deref().or(default_model) else {
         return missing(request_id, "model");
     };
     let inputs = match &request.input {
@@ -289,7 +417,7 @@ fn embeddings(body: &[u8], request_id: u64) -> Response<MockBody> {
             return invalid(request_id, "'encoding_format' must be 'float' or 'base64'", "encoding_format");
         }
     };
-    serialized(Api::OpenAi, request_id, wire::embedding_list(&model, inputs, dimensions, base64))
+    serialized(Api::OpenAi, request_id, wire::embedding_list(model, inputs, dimensions, base64))
 }
 
 /// Anthropic's Messages API. The key and version headers are checked before the body, as
@@ -361,6 +489,10 @@ fn with_api_headers(
                 headers.insert(REQUEST_ID.clone(), id);
             }
         }
+        // Entra forbids caching token answers; it has no request-id header the gateway uses.
+        Api::Entra => {
+            headers.insert(CACHE_CONTROL, NO_STORE.clone());
+        }
     }
     response
 }
@@ -410,6 +542,16 @@ fn anthropic_error(request_id: u64, status: StatusCode, kind: &str, message: &st
     json(Api::Anthropic, request_id, status, Bytes::from(anthropic::error_body(kind, message, Some(&id))))
 }
 
+/// Azure's 404, `{"error":{"code":"404","message":"Resource not found"}}`.
+fn azure_not_found(request_id: u64) -> Response<MockBody> {
+    json(Api::OpenAi, request_id, StatusCode::NOT_FOUND, Bytes::from_static(azure::NOT_FOUND_BODY.as_bytes()))
+}
+
+/// An Entra OAuth error, `{"error":<code>,"error_description":...}`.
+fn token_error(status: StatusCode, code: &str, description: &str) -> Response<MockBody> {
+    json(Api::Entra, 0, status, azure::token_error_body(code, description))
+}
+
 fn invalid_anthropic(request_id: u64, message: &str) -> Response<MockBody> {
     anthropic_error(request_id, StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
@@ -423,6 +565,7 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
         Api::Anthropic => {
             anthropic_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "api_error", &message)
         }
+        Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
     }
 }
 

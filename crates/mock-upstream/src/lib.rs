@@ -3,22 +3,51 @@
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
 //! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies) and Anthropic's
-//! Messages API (`message`, named SSE events, `{"type":"error",...}` bodies) so the gateway
-//! is exercised against what it will meet in production, and it can be scripted per
-//! request with a [`Behavior`] (errors, delays, hangs, stalled or slow streams).
+//! Messages API (`message`, named SSE events, `{"type":"error",...}` bodies), plus Azure
+//! OpenAI's deployment routes and Microsoft Entra ID's token endpoint, so the gateway is
+//! exercised against what it will meet in production, and it can be scripted per request
+//! with a [`Behavior`] (errors, delays, hangs, stalled or slow streams).
 //!
-//! Endpoints (each also answers without the `/v1` prefix):
+//! Endpoints (the `/v1` ones also answer without the `/v1` prefix):
 //!
-//! | method | path                   | answer                                        |
-//! |--------|------------------------|-----------------------------------------------|
-//! | POST   | /v1/chat/completions   | `chat.completion`, or SSE `chat.completion.chunk`s |
-//! | POST   | /v1/completions        | `text_completion`, or SSE `text_completion`s  |
-//! | POST   | /v1/embeddings         | `list` of `embedding`s                        |
-//! | GET    | /v1/models             | `list` with one `model`                       |
-//! | GET    | /v1/models/{id}        | that `model`                                  |
-//! | POST   | /v1/messages           | Anthropic `message`, or its SSE events        |
-//! | other  | /v1/messages/...       | 404, Anthropic-shaped `not_found_error`       |
-//! | other  |                        | 404, OpenAI-shaped error                      |
+//! | method | path                                   | answer                                  |
+//! |--------|----------------------------------------|-----------------------------------------|
+//! | POST   | /v1/chat/completions                   | `chat.completion`, or SSE `chat.completion.chunk`s |
+//! | POST   | /v1/completions                        | `text_completion`, or SSE `text_completion`s |
+//! | POST   | /v1/embeddings                         | `list` of `embedding`s                  |
+//! | GET    | /v1/models                             | `list` with one `model`                 |
+//! | GET    | /v1/models/{id}                        | that `model`                            |
+//! | POST   | /v1/messages                           | Anthropic `message`, or its SSE events  |
+//! | POST   | /openai/deployments/{d}/chat/completions | Azure: as `/v1/chat/completions`      |
+//! | POST   | /openai/deployments/{d}/completions    | Azure: as `/v1/completions`             |
+//! | POST   | /openai/deployments/{d}/embeddings     | Azure: as `/v1/embeddings`              |
+//! | POST   | /{tenant}/oauth2/v2.0/token            | Entra ID client-credentials token       |
+//! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
+//! | other  | /openai/...                            | 404, Azure-shaped error                 |
+//! | other  |                                        | 404, OpenAI-shaped error                |
+//!
+//! ## Azure OpenAI's `/openai/deployments/{deployment}/...`
+//!
+//! Answered exactly as the matching OpenAI endpoint (bodies, streams, headers, behaviours),
+//! except that: without a non-empty `api-version` query parameter the route does not exist,
+//! a 404 `{"error":{"code":"404","message":"Resource not found"}}` that consumes no
+//! behaviour, as an unknown path; after the behaviour (as on `/v1/messages`) a request
+//! with neither a non-empty `api-key` header nor `Authorization: Bearer <token>` is a 401
+//! `{"error":{"code":"401","message":"Access denied due to invalid subscription key..."}}`
+//! (any key or token is accepted); and a body without `model` is answered with the
+//! deployment name as its `model`.
+//!
+//! ## Entra ID's `/{tenant}/oauth2/v2.0/token`
+//!
+//! Takes an `application/x-www-form-urlencoded` body that must hold
+//! `grant_type=client_credentials` and non-empty `client_id`, `client_secret` and `scope`,
+//! and answers `{"token_type":"Bearer","expires_in":L,"ext_expires_in":L,
+//! "access_token":"mock-entra-token-<n>"}` with `n` counting from 1
+//! ([`MockUpstream::tokens_issued`]) and `L` from [`MockUpstream::set_token_lifetime`]
+//! (default [`DEFAULT_TOKEN_LIFETIME_SECS`]); anything else is a 400
+//! `{"error":"invalid_request","error_description":...}`. Behaviours do not apply to it and
+//! it consumes none, so a test can script the model call's failure while the gateway
+//! fetches its token.
 //!
 //! ## Anthropic's `/v1/messages`
 //!
@@ -49,6 +78,7 @@
 //! (stop reason, `output_tokens` = the chunk count) and `message_stop`.
 
 mod anthropic;
+mod azure;
 mod body;
 mod handler;
 mod wire;
@@ -67,6 +97,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use anthropic::{TOOL_USE_INPUT_JSON, TOOL_USE_TEXT};
+pub use azure::{DEFAULT_TOKEN_LIFETIME_SECS, TOKEN_PREFIX};
 pub use wire::{
     COMPLETION_TOKENS, DEFAULT_STREAM_CHUNKS, EMBEDDING_DIMENSIONS, EMBEDDING_TOKENS_PER_INPUT,
     MAX_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_INPUTS, MOCK_MODEL_ID, PROMPT_TOKENS, REPLY_TEXT,
@@ -78,6 +109,9 @@ pub struct RecordedRequest {
     pub method: String,
     /// The URI path only (no query string), e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The raw query string (without `?`), e.g. `api-version=2024-10-21`; `None` when the
+    /// URI had none.
+    pub query: Option<String>,
     pub headers: http::HeaderMap,
     /// The full request body (empty when it could not be read).
     pub body: Bytes,
@@ -136,6 +170,9 @@ pub(crate) struct Shared {
     next_request_id: AtomicU64,
     streams_cancelled: AtomicUsize,
     requests_abandoned: AtomicUsize,
+    tokens_issued: AtomicUsize,
+    /// `expires_in` of the next issued Entra token, in seconds.
+    token_lifetime: AtomicU64,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (a queue, a log) stays
@@ -154,6 +191,8 @@ impl Shared {
             next_request_id: AtomicU64::new(1),
             streams_cancelled: AtomicUsize::new(0),
             requests_abandoned: AtomicUsize::new(0),
+            tokens_issued: AtomicUsize::new(0),
+            token_lifetime: AtomicU64::new(DEFAULT_TOKEN_LIFETIME_SECS),
         }
     }
 
@@ -185,6 +224,15 @@ impl Shared {
 
     pub(crate) fn request_abandoned(&self) {
         self.requests_abandoned.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts an issued token and returns its number, from 1.
+    pub(crate) fn issue_token(&self) -> usize {
+        self.tokens_issued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub(crate) fn token_lifetime(&self) -> u64 {
+        self.token_lifetime.load(Ordering::Acquire)
     }
 }
 
@@ -241,8 +289,9 @@ impl MockUpstream {
 
     /// Queues a behaviour for the next request that reaches a known endpoint (with or
     /// without the `/v1` prefix). FIFO; each scripted behaviour is consumed by one request;
-    /// with the queue empty requests get [`Behavior::Normal`]. Unknown paths get their 404
-    /// without consuming anything.
+    /// with the queue empty requests get [`Behavior::Normal`]. Unknown paths (and Azure
+    /// routes without `api-version`) get their 404 without consuming anything, and the
+    /// Entra token endpoint never consumes a behaviour.
     pub fn push(&self, behavior: Behavior) {
         let mut queue = lock(&self.shared.behaviors);
         queue.push_back(behavior);
@@ -264,6 +313,18 @@ impl MockUpstream {
     /// the mock was hanging or delaying ([`Behavior::Hang`] / [`Behavior::Delay`]).
     pub fn requests_abandoned(&self) -> usize {
         self.shared.requests_abandoned.load(Ordering::Acquire)
+    }
+
+    /// Number of Entra ID tokens issued by `/{tenant}/oauth2/v2.0/token`.
+    pub fn tokens_issued(&self) -> usize {
+        self.shared.tokens_issued.load(Ordering::Acquire)
+    }
+
+    /// Sets the `expires_in` (and `ext_expires_in`) of tokens issued from now on, so a
+    /// gateway test can make its cached token expire quickly. Default
+    /// [`DEFAULT_TOKEN_LIFETIME_SECS`].
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        self.shared.token_lifetime.store(seconds, Ordering::Release);
     }
 
     /// Waits (polling every 10 ms, at most `limit`) until `cond(self)` is true; returns

@@ -11,6 +11,7 @@
 mod anthropic;
 mod body;
 mod client;
+mod entra;
 mod error;
 mod fake;
 mod openai;
@@ -83,7 +84,7 @@ impl Providers {
     /// The adapter for a deployment, or an error naming a provider this build lacks.
     pub fn for_deployment(&self, deployment: &Deployment) -> Result<&dyn Provider, ProviderError> {
         match deployment.wire() {
-            Some(WireFormat::OpenAi) => Ok(self.openai.as_ref()),
+            Some(WireFormat::OpenAi | WireFormat::AzureOpenAi) => Ok(self.openai.as_ref()),
             Some(WireFormat::Anthropic) => Ok(self.anthropic.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {

@@ -3,29 +3,43 @@
 //!
 //! The canonical request already is OpenAI's JSON, so the body is forwarded as is and the
 //! answer comes back untouched: a complete body, or the SSE stream frame by frame.
+//!
+//! Azure OpenAI (`azure/…`) is the same API at another address: the deployment name and
+//! `api-version` go in the URL, and the key in an `api-key` header, or an Entra ID token
+//! (fixed, or obtained with client credentials) as a bearer.
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http_body_util::Full;
-use tollgate_domain::Deployment;
+use tollgate_domain::config::DEFAULT_AZURE_API_VERSION;
+use tollgate_domain::provider_catalog::WireFormat;
+use tollgate_domain::{Deployment, Secret};
 
+use crate::entra::EntraTokens;
 use crate::{HttpClient, ProviderError, UpstreamRequest, UpstreamResponse, transport};
 
 pub struct OpenAiProvider {
     client: HttpClient,
+    entra: EntraTokens,
 }
 
 impl OpenAiProvider {
     pub fn new(client: HttpClient) -> Self {
-        Self { client }
+        Self { entra: EntraTokens::new(client.clone()), client }
     }
 }
 
 #[async_trait::async_trait]
 impl crate::Provider for OpenAiProvider {
     async fn call(&self, request: UpstreamRequest<'_>) -> Result<UpstreamResponse, ProviderError> {
-        let upstream = build_request(request.deployment, request.endpoint.path(), request.body)?;
-        transport::exchange(&self.client, request.deployment, upstream, request.stream, upstream_error).await
+        let deployment = request.deployment;
+        let entra_token = match &deployment.entra {
+            Some(credentials) if deployment.api_key.is_none() => Some(self.entra.token(credentials).await?),
+            _ => None,
+        };
+        let upstream =
+            build_request(deployment, request.endpoint.path(), request.body, entra_token.as_ref())?;
+        transport::exchange(&self.client, deployment, upstream, request.stream, upstream_error).await
     }
 }
 
@@ -33,13 +47,32 @@ fn build_request(
     deployment: &Deployment,
     path: &str,
     body: Bytes,
+    entra_token: Option<&Secret>,
 ) -> Result<http::Request<Full<Bytes>>, ProviderError> {
     let api_base = deployment.api_base.as_deref().unwrap_or_default();
-    let mut builder = http::Request::post(format!("{api_base}{path}"))
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(key) = &deployment.api_key {
-        let bearer = transport::secret_header(&format!("Bearer {}", key.expose()), deployment)?;
-        builder = builder.header(AUTHORIZATION, bearer);
+    let azure = deployment.wire() == Some(WireFormat::AzureOpenAi);
+    let url = if azure {
+        format!(
+            "{api_base}/openai/deployments/{}{path}?api-version={}",
+            deployment.upstream_model,
+            deployment.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION)
+        )
+    } else {
+        format!("{api_base}{path}")
+    };
+    let mut builder =
+        http::Request::post(url).header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let bearer = |token: &str| transport::secret_header(&format!("Bearer {token}"), deployment);
+    match (&deployment.api_key, azure) {
+        (Some(key), true) => {
+            builder = builder.header("api-key", transport::secret_header(key.expose(), deployment)?)
+        }
+        (Some(key), false) => builder = builder.header(AUTHORIZATION, bearer(key.expose())?),
+        (None, _) => {
+            if let Some(token) = deployment.azure_ad_token.as_ref().or(entra_token) {
+                builder = builder.header(AUTHORIZATION, bearer(token.expose())?);
+            }
+        }
     }
     if let Some(organization) = &deployment.organization {
         builder = builder.header("openai-organization", organization.as_str());
@@ -112,12 +145,41 @@ mod tests {
 
     #[test]
     fn request_carries_key_organization_and_extra_headers() {
-        let request = build_request(&deployment(), "/chat/completions", Bytes::from_static(b"{}")).unwrap();
+        let request =
+            build_request(&deployment(), "/chat/completions", Bytes::from_static(b"{}"), None).unwrap();
         assert_eq!(request.uri(), "http://127.0.0.1:9/v1/chat/completions");
         assert_eq!(request.headers()["authorization"], "Bearer sk-secret-123");
         assert!(request.headers()["authorization"].is_sensitive());
         assert_eq!(request.headers()["openai-organization"], "org-1");
         assert_eq!(request.headers()["x-team"], "a");
+    }
+
+    #[test]
+    fn azure_puts_deployment_and_version_in_the_url_and_the_key_in_api_key() {
+        let config = |params: &str| {
+            GatewayConfig::from_yaml(
+                &format!("model_list:\n  - model_name: gp\n    litellm_params: {{model: azure/prod-4o, api_base: 'https://r.openai.azure.com', api_version: 2024-06-01{params}}}\n"),
+                &HashMap::new(),
+            )
+            .unwrap()
+            .deployments
+            .remove(0)
+        };
+        let request = build_request(&config(", api_key: az-key"), "/embeddings", Bytes::new(), None).unwrap();
+        assert_eq!(
+            request.uri(),
+            "https://r.openai.azure.com/openai/deployments/prod-4o/embeddings?api-version=2024-06-01"
+        );
+        assert_eq!(request.headers()["api-key"], "az-key");
+        assert!(!request.headers().contains_key("authorization"));
+        let request =
+            build_request(&config(", azure_ad_token: ad-tok"), "/chat/completions", Bytes::new(), None)
+                .unwrap();
+        assert_eq!(request.headers()["authorization"], "Bearer ad-tok");
+        let entra = config(", tenant_id: t, client_id: c, client_secret: s");
+        let token = Secret::new("fetched");
+        let request = build_request(&entra, "/chat/completions", Bytes::new(), Some(&token)).unwrap();
+        assert_eq!(request.headers()["authorization"], "Bearer fetched");
     }
 
     #[test]
