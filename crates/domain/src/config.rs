@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
 use crate::provider_catalog::{self, WireFormat};
+use crate::routing::{ModelGroupAlias, RouterSettings};
 use crate::secret::Secret;
 
 /// LiteLLM's default `request_timeout`, in seconds.
@@ -70,6 +71,8 @@ pub struct GatewayConfig {
     pub deployments: Vec<Deployment>,
     /// `general_settings.master_key`, else `LITELLM_MASTER_KEY`, else `TOLLGATE_MASTER_KEY`.
     pub master_key: Option<Secret>,
+    /// Retries, fallbacks, cooldowns and aliases (`router_settings`, `litellm_settings`).
+    pub router: RouterSettings,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache`), in the order met.
     pub unsupported: Vec<String>,
@@ -129,17 +132,18 @@ impl GatewayConfig {
         let request_timeout = reader.seconds(litellm_settings, "request_timeout", "litellm_settings")?;
         let router_timeout = reader.seconds(router_settings, "timeout", "router_settings")?;
         let router_stream_timeout = reader.seconds(router_settings, "stream_timeout", "router_settings")?;
-        reader.flag_unknown(litellm_settings, "litellm_settings", &["request_timeout"]);
+        let router = reader.router_settings(router_settings, litellm_settings)?;
+        let mut litellm_known = vec!["request_timeout"];
+        litellm_known.extend_from_slice(ROUTER_KEYS);
+        reader.flag_unknown(litellm_settings, "litellm_settings", &litellm_known);
         if let Some(strategy) = reader.string(router_settings, "routing_strategy", "router_settings")?
             && strategy != "simple-shuffle"
         {
             reader.unsupported.push(format!("router_settings.routing_strategy={strategy}"));
         }
-        reader.flag_unknown(
-            router_settings,
-            "router_settings",
-            &["timeout", "stream_timeout", "routing_strategy"],
-        );
+        let mut router_known = vec!["timeout", "stream_timeout", "routing_strategy", "model_group_alias"];
+        router_known.extend_from_slice(ROUTER_KEYS);
+        reader.flag_unknown(router_settings, "router_settings", &router_known);
 
         let default_timeout =
             router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
@@ -178,7 +182,20 @@ impl GatewayConfig {
             }
         }
 
-        Ok(Self { deployments, master_key, unsupported: reader.unsupported })
+        for (path, groups) in router
+            .fallbacks
+            .iter()
+            .chain(&router.context_window_fallbacks)
+            .chain(&router.content_policy_fallbacks)
+        {
+            for group in std::iter::once(path).chain(groups) {
+                if !deployments.iter().any(|d| &d.model_name == group) {
+                    reader.unsupported.push(format!("fallbacks: '{group}' is no model_name in model_list"));
+                }
+            }
+        }
+
+        Ok(Self { deployments, master_key, router, unsupported: reader.unsupported })
     }
 
     /// The aliases clients may ask for, in config order, without duplicates.
@@ -235,6 +252,21 @@ const LITELLM_PARAMS: &[&str] = &[
     "client_secret",
     "azure_ad_token",
     "azure_scope",
+    "weight",
+    "order",
+];
+
+/// Router keys read from `router_settings`, or from `litellm_settings` when the router
+/// section does not set them.
+const ROUTER_KEYS: &[&str] = &[
+    "num_retries",
+    "allowed_fails",
+    "cooldown_time",
+    "max_fallbacks",
+    "fallbacks",
+    "context_window_fallbacks",
+    "content_policy_fallbacks",
+    "default_fallbacks",
 ];
 
 /// The Azure OpenAI data-plane version used when neither `api_version` nor
@@ -345,11 +377,16 @@ impl Reader<'_> {
         let tpm = self.unsigned(params, "tpm", &params_path)?;
         for (name, value) in [("rpm", rpm), ("tpm", tpm)] {
             if value.is_some() {
-                // Parsed and reported by /model/info, but nothing enforces them until the
-                // router's per-deployment accounting lands.
-                self.unsupported.push(format!("{params_path}.{name} (not enforced yet)"));
+                // Used as shuffle weights and reported by /model/info, but nothing enforces
+                // them as limits until the router's per-deployment accounting lands.
+                self.unsupported.push(format!("{params_path}.{name} (not enforced as a limit yet)"));
             }
         }
+        let weight = self.number(params, "weight", &params_path)?;
+        let order = self
+            .unsigned(params, "order", &params_path)?
+            .map(|o| u32::try_from(o).map_err(|_| invalid(&format!("{params_path}.order"), "too large")))
+            .transpose()?;
         let max_retries = self.unsigned(params, "max_retries", &params_path)?.unwrap_or(0);
         let max_retries = u32::try_from(max_retries)
             .map_err(|_| invalid(&format!("{params_path}.max_retries"), "too large"))?;
@@ -412,6 +449,8 @@ impl Reader<'_> {
             timeout,
             stream_timeout,
             max_retries,
+            weight,
+            order,
             extra_headers,
             mock_response,
             model_info,
@@ -450,6 +489,70 @@ impl Reader<'_> {
                 "an azure model needs api_key, azure_ad_token, or tenant_id + client_id + client_secret (or AZURE_API_KEY / AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)",
             )),
         }
+    }
+
+    fn router_settings(
+        &self,
+        router: &Map<String, Value>,
+        litellm: &Map<String, Value>,
+    ) -> Result<RouterSettings, ConfigError> {
+        // router_settings wins over litellm_settings for the keys both may hold.
+        let source = |key: &str| {
+            if router.contains_key(key) { (router, "router_settings") } else { (litellm, "litellm_settings") }
+        };
+        let mut settings = RouterSettings::default();
+        let (map, path) = source("num_retries");
+        if let Some(n) = self.unsigned(map, "num_retries", path)? {
+            settings.num_retries =
+                u32::try_from(n).map_err(|_| invalid(&format!("{path}.num_retries"), "too large"))?;
+        }
+        let (map, path) = source("allowed_fails");
+        if let Some(n) = self.unsigned(map, "allowed_fails", path)? {
+            settings.allowed_fails =
+                u32::try_from(n).map_err(|_| invalid(&format!("{path}.allowed_fails"), "too large"))?;
+        }
+        let (map, path) = source("cooldown_time");
+        if let Some(secs) = self.number(map, "cooldown_time", path)? {
+            settings.cooldown_time = Duration::try_from_secs_f64(secs)
+                .map_err(|_| invalid(&format!("{path}.cooldown_time"), "too large"))?;
+        }
+        let (map, path) = source("max_fallbacks");
+        if let Some(n) = self.unsigned(map, "max_fallbacks", path)? {
+            settings.max_fallbacks = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let (map, path) = source("fallbacks");
+        settings.fallbacks = fallback_lists(map.get("fallbacks"), &format!("{path}.fallbacks"))?;
+        let (map, path) = source("context_window_fallbacks");
+        settings.context_window_fallbacks =
+            fallback_lists(map.get("context_window_fallbacks"), &format!("{path}.context_window_fallbacks"))?;
+        let (map, path) = source("content_policy_fallbacks");
+        settings.content_policy_fallbacks =
+            fallback_lists(map.get("content_policy_fallbacks"), &format!("{path}.content_policy_fallbacks"))?;
+        let (map, path) = source("default_fallbacks");
+        settings.default_fallbacks = match map.get("default_fallbacks") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => string_list(value, &format!("{path}.default_fallbacks"))?,
+        };
+        if let Some(aliases) = router.get("model_group_alias").filter(|v| !v.is_null()) {
+            let aliases = as_object(aliases, "router_settings.model_group_alias")?;
+            for (alias, target) in aliases {
+                let at = format!("router_settings.model_group_alias.{alias}");
+                let (group, hidden) = match target {
+                    Value::String(group) => (group.clone(), false),
+                    Value::Object(object) => (
+                        object
+                            .get("model")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| invalid(&at, "needs `model`"))?
+                            .to_owned(),
+                        object.get("hidden").and_then(Value::as_bool).unwrap_or(false),
+                    ),
+                    _ => return Err(invalid(&at, "must be a model name or {model, hidden}")),
+                };
+                settings.model_group_alias.push(ModelGroupAlias { alias: alias.clone(), group, hidden });
+            }
+        }
+        Ok(settings)
     }
 
     fn flag_unknown(&mut self, map: &Map<String, Value>, path: &str, known: &[&str]) {
@@ -514,6 +617,36 @@ impl Reader<'_> {
             Some(_) => Err(invalid(&format!("{path}.{key}"), "must be a whole number")),
             None => Ok(None),
         }
+    }
+}
+
+/// LiteLLM's fallback lists: `[{group: [fallback, …]}, …]`.
+fn fallback_lists(value: Option<&Value>, path: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let entries = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(invalid(path, "must be a list of {model_name: [fallbacks]}")),
+    };
+    let mut lists = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        for (group, targets) in as_object(entry, &at)? {
+            lists.push((group.clone(), string_list(targets, &format!("{at}.{group}"))?));
+        }
+    }
+    Ok(lists)
+}
+
+fn string_list(value: &Value, path: &str) -> Result<Vec<String>, ConfigError> {
+    match value {
+        Value::String(one) => Ok(vec![one.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_str().map(str::to_owned).ok_or_else(|| invalid(path, "must hold model names"))
+            })
+            .collect(),
+        _ => Err(invalid(path, "must be a list of model names")),
     }
 }
 
@@ -642,7 +775,7 @@ model_list:
   - model_name: claude
     litellm_params: {model: bedrock/anthropic.claude-sonnet-4, rpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
-router_settings: {num_retries: 2, routing_strategy: least-busy}
+router_settings: {num_retries: 2, routing_strategy: least-busy, redis_host: r}
 general_settings: {master_key: sk-1, database_url: "postgresql://x"}
 include: [other.yaml]
 "#,
@@ -654,10 +787,10 @@ include: [other.yaml]
                 "include",
                 "litellm_settings.cache",
                 "router_settings.routing_strategy=least-busy",
-                "router_settings.num_retries",
+                "router_settings.redis_host",
                 "model_list[0].litellm_params.vertex_project",
                 "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
-                "model_list[0].litellm_params.rpm (not enforced yet)",
+                "model_list[0].litellm_params.rpm (not enforced as a limit yet)",
                 "general_settings.database_url",
             ]
         );
@@ -728,6 +861,48 @@ include: [other.yaml]
         );
         assert_eq!(entra.scope, DEFAULT_AZURE_SCOPE);
         assert!(error_of(&yaml("")).contains("an azure model needs api_key"), "{}", error_of(&yaml("")));
+    }
+
+    #[test]
+    fn router_settings_come_from_either_section() {
+        let config = load(
+            r#"
+model_list:
+  - {model_name: gp, litellm_params: {model: fake/a, weight: 3, order: 1}}
+  - {model_name: backup, litellm_params: {model: fake/b}}
+  - {model_name: long, litellm_params: {model: fake/c}}
+litellm_settings:
+  num_retries: 1
+  fallbacks: [{gp: [backup]}]
+router_settings:
+  num_retries: 2
+  allowed_fails: 1
+  cooldown_time: 30
+  context_window_fallbacks: [{gp: long}]
+  default_fallbacks: [backup]
+  model_group_alias: {gpt-4: gp, old: {model: backup, hidden: true}}
+"#,
+        )
+        .unwrap();
+        let router = &config.router;
+        assert_eq!(router.num_retries, 2, "router_settings wins");
+        assert_eq!(router.allowed_fails, 1);
+        assert_eq!(router.cooldown_time, Duration::from_secs(30));
+        assert_eq!(router.fallbacks, [("gp".to_string(), vec!["backup".to_string()])]);
+        assert_eq!(router.context_window_fallbacks, [("gp".to_string(), vec!["long".to_string()])]);
+        assert_eq!(router.default_fallbacks, ["backup"]);
+        assert_eq!(
+            router.model_group_alias[1],
+            ModelGroupAlias { alias: "old".into(), group: "backup".into(), hidden: true }
+        );
+        assert_eq!((config.deployments[0].weight, config.deployments[0].order), (Some(3.0), Some(1)));
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+        assert_eq!(
+            error_of("router_settings: {fallbacks: {gp: backup}}\n"),
+            "router_settings.fallbacks: must be a list of {model_name: [fallbacks]}"
+        );
+        let unknown = load("model_list:\n  - {model_name: gp, litellm_params: {model: fake/a}}\nrouter_settings: {fallbacks: [{gp: [nope]}]}\n").unwrap();
+        assert_eq!(unknown.unsupported, ["fallbacks: 'nope' is no model_name in model_list"]);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Deployment {
     pub stream_timeout: Duration,
     /// Extra attempts on this deployment after a retryable failure.
     pub max_retries: u32,
+    /// Share of the group's traffic under simple-shuffle (`weight`, else `rpm`, else `tpm`).
+    pub weight: Option<f64>,
+    /// Priority within the group: the lowest `order` with an available deployment serves.
+    pub order: Option<u32>,
     pub extra_headers: Vec<(String, String)>,
     /// LiteLLM's `mock_response`: answer with this text instead of calling the provider.
     pub mock_response: Option<String>,

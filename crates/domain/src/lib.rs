@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod error;
 pub mod json;
 pub mod provider_catalog;
+pub mod routing;
 pub mod secret;
 pub mod sse;
 

@@ -37,7 +37,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use tollgate_domain::{Endpoint, ErrorKind, GatewayConfig, GatewayError, Secret};
 use tollgate_providers::{HttpClient, Providers};
-use tollgate_router::Router;
+use tollgate_router::{HealthBoard, Router};
 
 /// The error type of request bodies the gateway can read.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,9 +103,10 @@ fn normalize(path: &str) -> &str {
 }
 
 impl App {
-    pub fn new(config: GatewayConfig, client: HttpClient) -> Self {
+    /// `health` holds deployment cooldowns; every `App` of one process shares it.
+    pub fn new(config: GatewayConfig, client: HttpClient, health: Arc<HealthBoard>) -> Self {
         Self {
-            router: Router::new(config.deployments),
+            router: Router::new(config.deployments, config.router, health),
             providers: Providers::new(client),
             master_key: config.master_key,
         }

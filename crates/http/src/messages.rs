@@ -24,7 +24,7 @@ use tollgate_domain::sse::first_event_end;
 use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
 
-use crate::proxy::{Timing, add_litellm_headers, forward, new_call_id, read_body, sse_response};
+use crate::proxy::{Attempts, Timing, add_litellm_headers, forward, new_call_id, read_body, sse_response};
 use crate::{App, BoxError, ResponseBody, errors, json_response};
 
 pub async fn handle<B>(app: &App, request: Request<B>) -> Response<ResponseBody>
@@ -59,14 +59,20 @@ where
         .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
 
-    let selection = app.router.select(model)?;
-    let deployment = &*selection.deployment;
-    let to_anthropic = deployment.wire() == Some(WireFormat::Anthropic);
-    let mut canonical = to_chat_request(&request, to_anthropic)?;
-    canonical["model"] = json!(selection.upstream_model);
-    let canonical = Bytes::from(canonical.to_string());
-    let (upstream, upstream_time) =
-        forward(app, Endpoint::ChatCompletions, deployment, canonical, stream).await?;
+    let routed =
+        app.router
+            .route(model, |selection| {
+                let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
+                let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
+                    canonical["model"] = json!(selection.upstream_model);
+                    Bytes::from(canonical.to_string())
+                });
+                async move {
+                    forward(app, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream).await
+                }
+            })
+            .await?;
+    let (upstream, upstream_time) = routed.value;
 
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
@@ -81,7 +87,16 @@ where
         UpstreamBody::Stream(chunks) => sse_response(EventStream::new(chunks, model).boxed_unsync()),
     };
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
-    add_litellm_headers(response.headers_mut(), call_id, model, deployment, timing, &upstream.headers);
+    let attempts = Attempts { retries: routed.retries, fallbacks: routed.fallbacks };
+    add_litellm_headers(
+        response.headers_mut(),
+        call_id,
+        model,
+        &routed.deployment,
+        timing,
+        attempts,
+        &upstream.headers,
+    );
     Ok(response)
 }
 

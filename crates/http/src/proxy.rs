@@ -60,14 +60,18 @@ where
     check_required(&top, endpoint)?;
     let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
 
-    let selection = app.router.select(&model)?;
-    let deployment = &*selection.deployment;
-    let upstream_body = if selection.upstream_model == model {
-        body.clone()
-    } else {
-        Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
-    };
-    let (upstream, upstream_time) = forward(app, endpoint, deployment, upstream_body, stream).await?;
+    let routed = app
+        .router
+        .route(&model, |selection| {
+            let body = if selection.upstream_model == model {
+                body.clone()
+            } else {
+                Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
+            };
+            async move { forward(app, endpoint, &selection.deployment, body, stream).await }
+        })
+        .await?;
+    let (upstream, upstream_time) = routed.value;
 
     let alias_json = quote(&model);
     let mut response = match upstream.body {
@@ -75,7 +79,16 @@ where
         UpstreamBody::Stream(stream) => sse_response(AliasRelay::new(stream, alias_json).boxed_unsync()),
     };
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
-    add_litellm_headers(response.headers_mut(), call_id, &model, deployment, timing, &upstream.headers);
+    let attempts = Attempts { retries: routed.retries, fallbacks: routed.fallbacks };
+    add_litellm_headers(
+        response.headers_mut(),
+        call_id,
+        &model,
+        &routed.deployment,
+        timing,
+        attempts,
+        &upstream.headers,
+    );
     Ok(response)
 }
 
@@ -164,6 +177,13 @@ fn with_alias(bytes: Bytes, alias_json: &str) -> Bytes {
     }
 }
 
+/// How many retries and fallbacks a request took, for `x-litellm-attempted-*`.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Attempts {
+    pub(crate) retries: u32,
+    pub(crate) fallbacks: u32,
+}
+
 #[derive(Clone, Copy)]
 pub(crate) struct Timing {
     pub(crate) total: Duration,
@@ -182,6 +202,7 @@ pub(crate) fn add_litellm_headers(
     model_group: &str,
     deployment: &Deployment,
     timing: Timing,
+    attempts: Attempts,
     upstream: &HeaderMap,
 ) {
     let mut put = |name: &'static str, value: &str| {
@@ -196,6 +217,8 @@ pub(crate) fn add_litellm_headers(
         put("x-litellm-model-api-base", api_base);
     }
     put("x-litellm-version", VERSION);
+    headers.insert("x-litellm-attempted-retries", HeaderValue::from(attempts.retries));
+    headers.insert("x-litellm-attempted-fallbacks", HeaderValue::from(attempts.fallbacks));
     headers.insert("x-litellm-response-duration-ms", millis(timing.total));
     headers.insert("x-litellm-overhead-duration-ms", millis(timing.total.saturating_sub(timing.upstream)));
     for (name, value) in upstream {
@@ -243,7 +266,15 @@ mod tests {
         upstream.insert("x-request-id", HeaderValue::from_static("req-1"));
         let mut headers = HeaderMap::new();
         let timing = Timing { total: Duration::from_micros(1500), upstream: Duration::from_micros(1000) };
-        add_litellm_headers(&mut headers, "call-1", "demo", &deployment, timing, &upstream);
+        add_litellm_headers(
+            &mut headers,
+            "call-1",
+            "demo",
+            &deployment,
+            timing,
+            Attempts::default(),
+            &upstream,
+        );
         assert_eq!(headers["llm_provider-x-request-id"], "req-1");
         assert_eq!(headers["x-litellm-overhead-duration-ms"], "0.500");
         assert_eq!(headers["x-litellm-response-duration-ms"], "1.500");

@@ -1,20 +1,37 @@
-//! Routing: from the model a client asked for to the deployment that serves it.
+//! Routing: from the model a client asked for to the deployment that answers, and what
+//! happens when one fails.
 //!
-//! A model group is every deployment sharing a `model_name`; a `model_name` holding `*` is a
-//! wildcard group (`openai/*`) whose matched part fills the `*` of the upstream model. The
-//! router picks one deployment of the group (LiteLLM's default `simple-shuffle`) and retries
-//! retryable failures on it up to its `max_retries`.
+//! A model group is every deployment sharing a `model_name`; `model_group_alias` adds other
+//! names for a group; a `model_name` holding `*` is a wildcard group (`openai/*`) whose
+//! matched part fills the `*` of the upstream model.
 //!
-//! Still to come with the Router issue: weights and the other strategies, fallbacks across
-//! groups, cooldowns, and rpm/tpm accounting.
+//! For each request [`Router::route`] picks a deployment (the lowest `order` that has one
+//! available, then a shuffle weighted by `weight`, else `rpm`, else `tpm`), calls it, and on
+//! a retryable failure tries again up to `num_retries` times, on another deployment of the
+//! group when there is one. When the group is exhausted, the fallback groups for that kind
+//! of failure (`fallbacks`, `context_window_fallbacks`, `content_policy_fallbacks`,
+//! `default_fallbacks`) are tried in order, at most `max_fallbacks` of them. A deployment
+//! that fails more than `allowed_fails` times within a minute, or answers 401, 404 or 429,
+//! cools down for `cooldown_time` unless it is the only one in its group; when every
+//! deployment of a group is cooling, the group answers 429 saying when the first returns.
+//!
+//! Cooldowns live in a [`HealthBoard`] shared by every worker of the process. Still to come
+//! with the Router issue: the other routing strategies, rpm/tpm enforcement, Retry-After,
+//! per-error retry policies, pre-call context checks, and sharing the board through Redis.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::RngExt;
+use tokio::time::Instant;
+use tollgate_domain::routing::{FallbackKind, RouterSettings};
 use tollgate_domain::{Deployment, ErrorKind, GatewayError};
+
+/// Failures are counted per deployment within windows of this length.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
@@ -23,8 +40,8 @@ pub enum RouterError {
         available.join(", ")
     )]
     UnknownModel { requested: String, available: Vec<String> },
-    #[error("No deployments available for selected model={0}")]
-    NoDeployments(String),
+    #[error("No deployments available for selected model, Try again in {} seconds. Passed model={model}", retry_in.as_secs().max(1))]
+    NoDeployments { model: String, retry_in: Duration },
 }
 
 impl From<RouterError> for GatewayError {
@@ -33,7 +50,7 @@ impl From<RouterError> for GatewayError {
             RouterError::UnknownModel { .. } => {
                 GatewayError::bad_request(error.to_string()).with_param("model")
             }
-            RouterError::NoDeployments(_) => {
+            RouterError::NoDeployments { .. } => {
                 GatewayError::new(ErrorKind::NoDeploymentsAvailable, error.to_string())
             }
         }
@@ -45,7 +62,7 @@ struct ModelGroup {
     deployments: Vec<Arc<Deployment>>,
 }
 
-/// The deployment chosen for one request.
+/// The deployment chosen for one attempt.
 #[derive(Debug, Clone)]
 pub struct Selection<'r> {
     pub deployment: Arc<Deployment>,
@@ -53,12 +70,78 @@ pub struct Selection<'r> {
     pub upstream_model: Cow<'r, str>,
 }
 
+/// A successful call and how it was reached.
+#[derive(Debug)]
+pub struct Routed<T> {
+    pub value: T,
+    pub deployment: Arc<Deployment>,
+    /// Attempts after the first, within groups.
+    pub retries: u32,
+    /// Fallback groups tried.
+    pub fallbacks: u32,
+}
+
+/// Cooldowns and failure counts of every deployment, shared by all workers of a process.
+#[derive(Debug, Default)]
+pub struct HealthBoard {
+    deployments: Mutex<HashMap<String, Health>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    window_start: Instant,
+    failures: u32,
+    cooldown_until: Option<Instant>,
+}
+
+impl HealthBoard {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// When the deployment's cooldown ends, if it is cooling at `now`.
+    fn cooling_until(&self, id: &str, now: Instant) -> Option<Instant> {
+        let board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
+        board.get(id).and_then(|h| h.cooldown_until).filter(|until| *until > now)
+    }
+
+    fn record_failure(&self, id: &str, immediate: bool, settings: &RouterSettings, may_cool: bool) {
+        let now = Instant::now();
+        let mut board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
+        let health = board.entry(id.to_owned()).or_insert(Health {
+            window_start: now,
+            failures: 0,
+            cooldown_until: None,
+        });
+        if now.duration_since(health.window_start) >= FAILURE_WINDOW {
+            health.window_start = now;
+            health.failures = 0;
+        }
+        health.failures += 1;
+        if may_cool && (immediate || health.failures > settings.allowed_fails) {
+            health.cooldown_until = Some(now + settings.cooldown_time);
+            health.failures = 0;
+            tracing::warn!(
+                deployment = id,
+                cooldown_secs = settings.cooldown_time.as_secs_f64(),
+                "deployment cooling down"
+            );
+        }
+    }
+}
+
 pub struct Router {
     groups: Vec<ModelGroup>,
+    settings: RouterSettings,
+    health: Arc<HealthBoard>,
 }
 
 impl Router {
-    pub fn new(deployments: impl IntoIterator<Item = Deployment>) -> Self {
+    pub fn new(
+        deployments: impl IntoIterator<Item = Deployment>,
+        settings: RouterSettings,
+        health: Arc<HealthBoard>,
+    ) -> Self {
         let mut groups: Vec<ModelGroup> = Vec::new();
         for deployment in deployments {
             let deployment = Arc::new(deployment);
@@ -68,12 +151,13 @@ impl Router {
                     .push(ModelGroup { name: deployment.model_name.clone(), deployments: vec![deployment] }),
             }
         }
-        Self { groups }
+        Self { groups, settings, health }
     }
 
-    /// Every group name, in config order: what `/v1/models` lists.
+    /// What `/v1/models` lists: every group, then every alias not marked hidden.
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.groups.iter().map(|g| g.name.as_str())
+        let aliases = self.settings.model_group_alias.iter().filter(|a| !a.hidden).map(|a| a.alias.as_str());
+        self.groups.iter().map(|g| g.name.as_str()).chain(aliases)
     }
 
     /// Every deployment of every group, in config order.
@@ -81,37 +165,179 @@ impl Router {
         self.groups.iter().flat_map(|g| g.deployments.iter())
     }
 
-    /// The deployments of the group serving `model`: the exact name first, else the first
-    /// wildcard that matches.
+    /// The deployments of the group serving `model`.
     pub fn group(&self, model: &str) -> Option<&[Arc<Deployment>]> {
         self.find(model).map(|(group, _)| group.deployments.as_slice())
     }
 
+    /// The group for `model`: an alias, the exact name, else the first wildcard that matches.
     fn find<'m>(&self, model: &'m str) -> Option<(&ModelGroup, Option<&'m str>)> {
-        if let Some(group) = self.groups.iter().find(|g| g.name == model) {
+        let name = self
+            .settings
+            .model_group_alias
+            .iter()
+            .find(|a| a.alias == model)
+            .map_or(model, |a| a.group.as_str());
+        if let Some(group) = self.groups.iter().find(|g| g.name == name) {
             return Some((group, None));
         }
         self.groups.iter().find_map(|g| wildcard_match(&g.name, model).map(|captured| (g, Some(captured))))
     }
 
-    /// Picks the deployment for `model`, uniformly at random within its group.
-    pub fn select(&self, model: &str) -> Result<Selection<'_>, RouterError> {
-        let (group, captured) = self.find(model).ok_or_else(|| RouterError::UnknownModel {
+    fn unknown(&self, model: &str) -> RouterError {
+        RouterError::UnknownModel {
             requested: model.to_owned(),
             available: self.model_names().map(str::to_owned).collect(),
-        })?;
-        let deployment = match group.deployments.len() {
-            0 => return Err(RouterError::NoDeployments(model.to_owned())),
-            1 => &group.deployments[0],
-            n => &group.deployments[rand::rng().random_range(0..n)],
-        };
-        let upstream_model = match captured {
-            Some(captured) if deployment.upstream_model.contains('*') => {
-                Cow::Owned(deployment.upstream_model.replacen('*', captured, 1))
+        }
+    }
+
+    /// Picks a deployment of `model`'s group as [`Router::route`] would for a first attempt.
+    pub fn select(&self, model: &str) -> Result<Selection<'_>, RouterError> {
+        let (group, captured) = self.find(model).ok_or_else(|| self.unknown(model))?;
+        self.pick(group, captured, model, &[])
+    }
+
+    fn pick<'r>(
+        &'r self,
+        group: &'r ModelGroup,
+        captured: Option<&str>,
+        model: &str,
+        exclude: &[String],
+    ) -> Result<Selection<'r>, RouterError> {
+        let now = Instant::now();
+        let mut first_back: Option<Instant> = None;
+        let mut available: Vec<&Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
+        for deployment in &group.deployments {
+            match self.health.cooling_until(&deployment.id, now) {
+                Some(until) => first_back = Some(first_back.map_or(until, |t| t.min(until))),
+                None => available.push(deployment),
             }
-            _ => Cow::Borrowed(deployment.upstream_model.as_str()),
+        }
+        if available.is_empty() {
+            let retry_in = first_back.map_or(self.settings.cooldown_time, |t| t.duration_since(now));
+            return Err(RouterError::NoDeployments { model: model.to_owned(), retry_in });
+        }
+        // Prefer deployments this request has not failed on yet.
+        if available.iter().any(|d| !exclude.contains(&d.id)) {
+            available.retain(|d| !exclude.contains(&d.id));
+        }
+        let best_order = available.iter().map(|d| d.order.unwrap_or(u32::MAX)).min().unwrap_or(u32::MAX);
+        available.retain(|d| d.order.unwrap_or(u32::MAX) == best_order);
+        let chosen: &'r Arc<Deployment> = weighted_choice(&available);
+        let upstream_model = match captured {
+            Some(captured) if chosen.upstream_model.contains('*') => {
+                Cow::Owned(chosen.upstream_model.replacen('*', captured, 1))
+            }
+            _ => Cow::Borrowed(chosen.upstream_model.as_str()),
         };
-        Ok(Selection { deployment: Arc::clone(deployment), upstream_model })
+        Ok(Selection { deployment: Arc::clone(chosen), upstream_model })
+    }
+
+    /// Calls `call` with a deployment of `model`'s group, retrying and falling back as the
+    /// settings say, and returns the first success or the last failure.
+    pub async fn route<T, F, Fut>(&self, model: &str, mut call: F) -> Result<Routed<T>, GatewayError>
+    where
+        F: FnMut(Selection<'_>) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let (group, captured) = self.find(model).ok_or_else(|| self.unknown(model))?;
+        let mut retries = 0;
+        let error = match self.try_group(group, captured, model, &mut call, &mut retries).await {
+            Ok((value, deployment)) => return Ok(Routed { value, deployment, retries, fallbacks: 0 }),
+            Err(error) => error,
+        };
+        let Some(kind) = fallback_kind(&error) else { return Err(error) };
+        let mut last = error;
+        let mut fallbacks = 0;
+        for target in self.settings.fallbacks_for(&group.name, kind).iter().take(self.settings.max_fallbacks)
+        {
+            let Some(fallback) = self.groups.iter().find(|g| &g.name == target) else { continue };
+            fallbacks += 1;
+            tracing::info!(from = %group.name, to = %fallback.name, error = %last.message, "falling back");
+            match self.try_group(fallback, None, target, &mut call, &mut retries).await {
+                Ok((value, deployment)) => return Ok(Routed { value, deployment, retries, fallbacks }),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    async fn try_group<T, F, Fut>(
+        &self,
+        group: &ModelGroup,
+        captured: Option<&str>,
+        model: &str,
+        call: &mut F,
+        retries: &mut u32,
+    ) -> Result<(T, Arc<Deployment>), GatewayError>
+    where
+        F: FnMut(Selection<'_>) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let mut failed: Vec<String> = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let selection = self.pick(group, captured, model, &failed)?;
+            let deployment = Arc::clone(&selection.deployment);
+            match call(selection).await {
+                Ok(value) => return Ok((value, deployment)),
+                Err(error) => {
+                    if counts_against_deployment(&error) {
+                        let immediate = matches!(error.kind, ErrorKind::Upstream(401 | 404 | 429));
+                        let may_cool = group.deployments.len() > 1;
+                        self.health.record_failure(&deployment.id, immediate, &self.settings, may_cool);
+                    }
+                    if !error.retryable || attempt >= self.settings.num_retries {
+                        return Err(error);
+                    }
+                    attempt += 1;
+                    *retries += 1;
+                    failed.push(deployment.id.clone());
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Failures that say something about the deployment (not about the request).
+fn counts_against_deployment(error: &GatewayError) -> bool {
+    error.retryable || matches!(error.kind, ErrorKind::Upstream(401 | 403 | 404))
+}
+
+/// Which fallback list a group's final failure calls for, if any.
+fn fallback_kind(error: &GatewayError) -> Option<FallbackKind> {
+    match error.upstream_code.as_deref() {
+        Some("context_length_exceeded") => Some(FallbackKind::ContextWindow),
+        Some("content_filter" | "content_policy_violation") => Some(FallbackKind::ContentPolicy),
+        _ if counts_against_deployment(error) => Some(FallbackKind::General),
+        _ => None,
+    }
+}
+
+/// Picks by `weight`, else `rpm`, else `tpm` when every candidate has one; else uniformly.
+fn weighted_choice<'d>(candidates: &[&'d Arc<Deployment>]) -> &'d Arc<Deployment> {
+    if candidates.len() == 1 {
+        return candidates[0];
+    }
+    let weights: Option<Vec<f64>> = candidates
+        .iter()
+        .map(|d| d.weight.or(d.rpm.map(|r| r as f64)).or(d.tpm.map(|t| t as f64)).filter(|w| *w > 0.0))
+        .collect();
+    let mut rng = rand::rng();
+    match weights {
+        Some(weights) => {
+            let total: f64 = weights.iter().sum();
+            let mut point = rng.random_range(0.0..total);
+            for (candidate, weight) in candidates.iter().zip(&weights) {
+                if point < *weight {
+                    return candidate;
+                }
+                point -= weight;
+            }
+            candidates[candidates.len() - 1]
+        }
+        None => candidates[rng.random_range(0..candidates.len())],
     }
 }
 
@@ -134,7 +360,7 @@ pub fn retry_delay(attempt: u32) -> Duration {
 }
 
 /// Runs `call` once, then again while it fails with a retryable error, up to `max_retries`
-/// extra times.
+/// extra times: a deployment's own `max_retries`, within one routing attempt.
 pub async fn with_retries<T, F, Fut>(max_retries: u32, mut call: F) -> Result<T, GatewayError>
 where
     F: FnMut() -> Fut,
@@ -153,94 +379,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use tollgate_domain::GatewayConfig;
-
-    fn router(yaml: &str) -> Router {
-        Router::new(GatewayConfig::from_yaml(yaml, &HashMap::new()).unwrap().deployments)
-    }
-
-    const CONFIG: &str = "model_list:
-  - {model_name: gp, litellm_params: {model: fake/a}, model_info: {id: a}}
-  - {model_name: gp, litellm_params: {model: fake/b}, model_info: {id: b}}
-  - {model_name: embed, litellm_params: {model: fake/e}}
-  - {model_name: 'openai/*', litellm_params: {model: 'fake/*'}}
-";
-
-    #[test]
-    fn selects_within_the_group_and_spreads_load() {
-        let router = router(CONFIG);
-        let mut seen = HashMap::new();
-        for _ in 0..200 {
-            *seen.entry(router.select("gp").unwrap().deployment.id.clone()).or_insert(0) += 1;
-        }
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert!(seen.values().all(|&n| n > 40), "{seen:?}");
-        assert_eq!(router.select("embed").unwrap().upstream_model, "e");
-    }
-
-    #[test]
-    fn wildcard_fills_the_upstream_model() {
-        let router = router(CONFIG);
-        assert_eq!(router.select("openai/gpt-4o").unwrap().upstream_model, "gpt-4o");
-        assert!(router.select("openai/").is_err());
-        assert_eq!(wildcard_match("a*z", "abcz"), Some("bc"));
-        assert_eq!(wildcard_match("a*z", "az"), None);
-        assert_eq!(wildcard_match("exact", "exact"), None);
-    }
-
-    #[test]
-    fn unknown_model_names_the_valid_ones() {
-        let error = router(CONFIG).select("gpt-5").unwrap_err();
-        let error = GatewayError::from(error);
-        assert_eq!(error.status(), 400);
-        assert_eq!(
-            error.message,
-            "Invalid model name passed in model=gpt-5. Call `/v1/models` to view available models for your key. Available models: gp, embed, openai/*"
-        );
-        assert_eq!(router(CONFIG).model_names().collect::<Vec<_>>(), ["gp", "embed", "openai/*"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_only_retryable_errors_up_to_the_limit() {
-        let calls = AtomicU32::new(0);
-        let result: Result<(), _> = with_retries(2, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(GatewayError::new(ErrorKind::Upstream(503), "down"))
-        })
-        .await;
-        assert_eq!(result.unwrap_err().status(), 503);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-        calls.store(0, Ordering::SeqCst);
-        let result: Result<(), _> = with_retries(2, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(GatewayError::bad_request("no"))
-        })
-        .await;
-        assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-        calls.store(0, Ordering::SeqCst);
-        let result = with_retries(3, || async {
-            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(GatewayError::new(ErrorKind::Timeout, "slow"))
-            } else {
-                Ok(7)
-            }
-        })
-        .await;
-        assert_eq!(result.unwrap(), 7);
-    }
-
-    #[test]
-    fn retry_delay_grows_and_is_capped() {
-        assert!(retry_delay(1) >= Duration::from_millis(100));
-        assert!(retry_delay(1) <= Duration::from_millis(125));
-        assert!(retry_delay(3) >= Duration::from_millis(400));
-        assert!(retry_delay(30) <= Duration::from_millis(2_500));
-    }
-}
+mod tests;

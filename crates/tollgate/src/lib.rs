@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 pub use tollgate_domain::GatewayConfig;
 pub use tollgate_domain::config::{ConfigError, DEMO_CONFIG, EnvSource, ProcessEnv};
 use tollgate_http::App;
+use tollgate_router::HealthBoard;
 
 pub use server::shutdown_signal;
 
@@ -45,6 +46,8 @@ pub struct Gateway {
     config: GatewayConfig,
     options: server::Options,
     workers: usize,
+    /// Deployment cooldowns, shared by every worker and every `app()`.
+    health: Arc<HealthBoard>,
 }
 
 impl Gateway {
@@ -64,7 +67,7 @@ impl Gateway {
             );
         }
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
-        Ok(Self { config, options, workers: 0 })
+        Ok(Self { config, options, workers: 0, health: HealthBoard::new() })
     }
 
     /// Serves HTTPS with the PEM certificate chain and private key at these paths.
@@ -95,7 +98,8 @@ impl Gateway {
 
     /// A request handler with its own upstream client, for embedding in a server of one's own.
     pub fn app(&self) -> Arc<App> {
-        Arc::new(App::new(self.config.clone(), tollgate_providers::build_http_client()))
+        let client = tollgate_providers::build_http_client();
+        Arc::new(App::new(self.config.clone(), client, Arc::clone(&self.health)))
     }
 
     /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
@@ -106,7 +110,12 @@ impl Gateway {
             let app = self.app();
             server::serve_here(app, self.options, listener, shutdown).await;
         } else {
-            server::serve_on_workers(self.config, self.workers, self.options, listener, shutdown).await?;
+            let apps = (0..self.workers).map(|_| {
+                let (config, health) = (self.config.clone(), Arc::clone(&self.health));
+                // Built on the worker's own runtime: the client's pool lives there.
+                move || Arc::new(App::new(config, tollgate_providers::build_http_client(), health))
+            });
+            server::serve_on_workers(apps.collect(), self.options, listener, shutdown).await?;
         }
         Ok(())
     }

@@ -15,7 +15,6 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tollgate_domain::GatewayConfig;
 use tollgate_http::App;
 
 /// A TLS handshake that takes longer than this is abandoned.
@@ -66,23 +65,26 @@ pub(crate) async fn serve_here(
     tracing::info!("all connections closed");
 }
 
-/// Serves connections on `workers` threads, each a single-threaded runtime of its own.
-pub(crate) async fn serve_on_workers(
-    config: GatewayConfig,
-    workers: usize,
+/// Serves connections on one thread per `apps` entry, each a single-threaded runtime of its
+/// own running the `App` that entry builds.
+pub(crate) async fn serve_on_workers<A>(
+    apps: Vec<A>,
     options: Options,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let mut queues = Vec::with_capacity(workers);
-    let mut finished = Vec::with_capacity(workers);
-    for index in 0..workers {
+) -> std::io::Result<()>
+where
+    A: FnOnce() -> Arc<App> + Send + 'static,
+{
+    let mut queues = Vec::with_capacity(apps.len());
+    let mut finished = Vec::with_capacity(apps.len());
+    for (index, app) in apps.into_iter().enumerate() {
         let (queue, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
         let (done, done_rx) = oneshot::channel::<()>();
-        let (config, options) = (config.clone(), options.clone());
+        let options = options.clone();
         std::thread::Builder::new().name(format!("tollgate-worker-{index}")).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(worker(config, options, incoming)),
+                Ok(runtime) => runtime.block_on(worker(app, options, incoming)),
                 Err(error) => tracing::error!(%error, worker = index, "cannot start a worker runtime"),
             }
             let _ = done.send(());
@@ -118,11 +120,11 @@ pub(crate) async fn serve_on_workers(
 }
 
 async fn worker(
-    config: GatewayConfig,
+    app: impl FnOnce() -> Arc<App>,
     options: Options,
     mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
 ) {
-    let app = Arc::new(App::new(config, tollgate_providers::build_http_client()));
+    let app = app();
     let connections = Connections::new(app, options.tls.clone());
     while let Some(stream) = incoming.recv().await {
         match TcpStream::from_std(stream) {
