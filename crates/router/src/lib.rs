@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -70,6 +71,19 @@ pub struct Selection<'r> {
     pub upstream_model: Cow<'r, str>,
 }
 
+impl<'r> Selection<'r> {
+    /// `deployment`, with the part of the alias a wildcard `captured` filled in.
+    fn of(deployment: &'r Arc<Deployment>, captured: Option<&str>) -> Self {
+        let upstream_model = match captured {
+            Some(captured) if deployment.upstream_model.contains('*') => {
+                Cow::Owned(deployment.upstream_model.replacen('*', captured, 1))
+            }
+            _ => Cow::Borrowed(deployment.upstream_model.as_str()),
+        };
+        Selection { deployment: Arc::clone(deployment), upstream_model }
+    }
+}
+
 /// A successful call and how it was reached.
 #[derive(Debug)]
 pub struct Routed<T> {
@@ -85,6 +99,8 @@ pub struct Routed<T> {
 #[derive(Debug, Default)]
 pub struct HealthBoard {
     deployments: Mutex<HashMap<String, Health>>,
+    /// Whether any deployment ever cooled down: until then, picking needs no lock.
+    ever_cooled: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +117,9 @@ impl HealthBoard {
 
     /// When the deployment's cooldown ends, if it is cooling at `now`.
     fn cooling_until(&self, id: &str, now: Instant) -> Option<Instant> {
+        if !self.ever_cooled.load(Ordering::Relaxed) {
+            return None;
+        }
         let board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
         board.get(id).and_then(|h| h.cooldown_until).filter(|until| *until > now)
     }
@@ -121,6 +140,7 @@ impl HealthBoard {
         if may_cool && (immediate || health.failures > settings.allowed_fails) {
             health.cooldown_until = Some(now + settings.cooldown_time);
             health.failures = 0;
+            self.ever_cooled.store(true, Ordering::Relaxed);
             tracing::warn!(
                 deployment = id,
                 cooldown_secs = settings.cooldown_time.as_secs_f64(),
@@ -206,6 +226,10 @@ impl Router {
     ) -> Result<Selection<'r>, RouterError> {
         let now = Instant::now();
         let mut first_back: Option<Instant> = None;
+        // The only deployment of a group never cools down: no need to look.
+        if let [only] = group.deployments.as_slice() {
+            return Ok(Selection::of(only, captured));
+        }
         let mut available: Vec<&Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
         for deployment in &group.deployments {
             match self.health.cooling_until(&deployment.id, now) {
@@ -223,14 +247,7 @@ impl Router {
         }
         let best_order = available.iter().map(|d| d.order.unwrap_or(u32::MAX)).min().unwrap_or(u32::MAX);
         available.retain(|d| d.order.unwrap_or(u32::MAX) == best_order);
-        let chosen: &'r Arc<Deployment> = weighted_choice(&available);
-        let upstream_model = match captured {
-            Some(captured) if chosen.upstream_model.contains('*') => {
-                Cow::Owned(chosen.upstream_model.replacen('*', captured, 1))
-            }
-            _ => Cow::Borrowed(chosen.upstream_model.as_str()),
-        };
-        Ok(Selection { deployment: Arc::clone(chosen), upstream_model })
+        Ok(Selection::of(weighted_choice(&available), captured))
     }
 
     /// Calls `call` with a deployment of `model`'s group, retrying and falling back as the
