@@ -59,6 +59,7 @@ where
         .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
 
+    let routing_started = Instant::now();
     let routed =
         app.router
             .route(model, |selection| {
@@ -72,7 +73,8 @@ where
                 }
             })
             .await?;
-    let (upstream, upstream_time) = routed.value;
+    let upstream_time = routing_started.elapsed();
+    let upstream = routed.value;
 
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {

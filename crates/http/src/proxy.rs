@@ -60,6 +60,9 @@ where
     check_required(&top, endpoint)?;
     let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
 
+    // Everything inside routing (attempts, backoff between them) is the upstream's time;
+    // what is left of the total is the gateway's own overhead.
+    let routing_started = Instant::now();
     let routed = app
         .router
         .route(&model, |selection| {
@@ -71,7 +74,8 @@ where
             async move { forward(app, endpoint, &selection.deployment, body, stream).await }
         })
         .await?;
-    let (upstream, upstream_time) = routed.value;
+    let upstream_time = routing_started.elapsed();
+    let upstream = routed.value;
 
     let alias_json = quote(&model);
     let mut response = match upstream.body {
@@ -93,24 +97,21 @@ where
 }
 
 /// Calls the deployment's provider with `body` (canonical JSON, upstream model in place),
-/// retrying retryable failures up to its `max_retries`; returns the answer and the time
-/// spent waiting on the upstream.
+/// retrying retryable failures up to its `max_retries`.
 pub(crate) async fn forward(
     app: &App,
     endpoint: Endpoint,
     deployment: &Deployment,
     body: Bytes,
     stream: bool,
-) -> Result<(UpstreamResponse, Duration), GatewayError> {
+) -> Result<UpstreamResponse, GatewayError> {
     let provider = app.providers.for_deployment(deployment)?;
-    let started = Instant::now();
     let body = &body;
-    let upstream = tollgate_router::with_retries(deployment.max_retries, || async move {
+    tollgate_router::with_retries(deployment.max_retries, || async move {
         let request = UpstreamRequest { endpoint, deployment, body: body.clone(), stream };
         provider.call(request).await.map_err(GatewayError::from)
     })
-    .await?;
-    Ok((upstream, started.elapsed()))
+    .await
 }
 
 /// A `text/event-stream` response around `body`.
