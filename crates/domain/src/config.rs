@@ -375,12 +375,10 @@ impl Reader<'_> {
             .unwrap_or(timeout);
         let rpm = self.unsigned(params, "rpm", &params_path)?;
         let tpm = self.unsigned(params, "tpm", &params_path)?;
-        for (name, value) in [("rpm", rpm), ("tpm", tpm)] {
-            if value.is_some() {
-                // Used as shuffle weights and reported by /model/info, but nothing enforces
-                // them as limits until the router's per-deployment accounting lands.
-                self.unsupported.push(format!("{params_path}.{name} (not enforced as a limit yet)"));
-            }
+        if tpm.is_some() {
+            // A shuffle weight and reported by /model/info, but not enforced as a limit until
+            // the router counts tokens per deployment.
+            self.unsupported.push(format!("{params_path}.tpm (not enforced as a limit yet)"));
         }
         let weight = self.number(params, "weight", &params_path)?;
         let order = self
@@ -773,7 +771,7 @@ general_settings:
             r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: bedrock/anthropic.claude-sonnet-4, rpm: 10, vertex_project: p}
+    litellm_params: {model: bedrock/anthropic.claude-sonnet-4, tpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
 router_settings: {num_retries: 2, routing_strategy: least-busy, redis_host: r}
 general_settings: {master_key: sk-1, database_url: "postgresql://x"}
@@ -790,7 +788,7 @@ include: [other.yaml]
                 "router_settings.redis_host",
                 "model_list[0].litellm_params.vertex_project",
                 "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
-                "model_list[0].litellm_params.rpm (not enforced as a limit yet)",
+                "model_list[0].litellm_params.tpm (not enforced as a limit yet)",
                 "general_settings.database_url",
             ]
         );

@@ -15,9 +15,13 @@
 //! cools down for `cooldown_time` unless it is the only one in its group; when every
 //! deployment of a group is cooling, the group answers 429 saying when the first returns.
 //!
-//! Cooldowns live in a [`HealthBoard`] shared by every worker of the process. Still to come
-//! with the Router issue: the other routing strategies, rpm/tpm enforcement, Retry-After,
-//! per-error retry policies, pre-call context checks, and sharing the board through Redis.
+//! A deployment with an `rpm` limit takes no more requests in a minute than that; when none
+//! of a group can, the group answers 429 like a cooled one.
+//!
+//! Cooldowns and rpm usage live in a [`HealthBoard`] shared by every worker of the process.
+//! Still to come with the Router issue: the other routing strategies, tpm enforcement,
+//! Retry-After, per-error retry policies, pre-call context checks, and sharing the board
+//! between replicas through Redis.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,6 +37,8 @@ use tollgate_domain::{Deployment, ErrorKind, GatewayError};
 
 /// Failures are counted per deployment within windows of this length.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// `rpm` limits count requests within windows of this length.
+const RPM_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
@@ -95,10 +101,13 @@ pub struct Routed<T> {
     pub fallbacks: u32,
 }
 
-/// Cooldowns and failure counts of every deployment, shared by all workers of a process.
+/// Cooldowns, failure counts and rpm usage of every deployment, shared by all workers of a
+/// process.
 #[derive(Debug, Default)]
 pub struct HealthBoard {
     deployments: Mutex<HashMap<String, Health>>,
+    /// Requests per deployment in the current minute, for deployments with an `rpm` limit.
+    minute_usage: Mutex<HashMap<String, (Instant, u64)>>,
     /// Whether any deployment ever cooled down: until then, picking needs no lock.
     ever_cooled: AtomicBool,
 }
@@ -122,6 +131,22 @@ impl HealthBoard {
         }
         let board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
         board.get(id).and_then(|h| h.cooldown_until).filter(|until| *until > now)
+    }
+
+    /// Counts one request against `rpm`, or says when the deployment's minute ends if it
+    /// has none left.
+    fn take_rpm_slot(&self, id: &str, rpm: u64, now: Instant) -> Result<(), Instant> {
+        let mut usage = self.minute_usage.lock().unwrap_or_else(PoisonError::into_inner);
+        let (window_start, count) = usage.entry(id.to_owned()).or_insert((now, 0));
+        if now.duration_since(*window_start) >= RPM_WINDOW {
+            *window_start = now;
+            *count = 0;
+        }
+        if *count >= rpm {
+            return Err(*window_start + RPM_WINDOW);
+        }
+        *count += 1;
+        Ok(())
     }
 
     fn record_failure(&self, id: &str, immediate: bool, settings: &RouterSettings, may_cool: bool) {
@@ -224,30 +249,44 @@ impl Router {
         model: &str,
         exclude: &[String],
     ) -> Result<Selection<'r>, RouterError> {
-        let now = Instant::now();
-        let mut first_back: Option<Instant> = None;
-        // The only deployment of a group never cools down: no need to look.
-        if let [only] = group.deployments.as_slice() {
+        // The only deployment of a group never cools down, and without an rpm limit there
+        // is nothing to look up.
+        if let [only] = group.deployments.as_slice()
+            && only.rpm.is_none()
+        {
             return Ok(Selection::of(only, captured));
         }
+        let now = Instant::now();
+        let mut first_back: Option<Instant> = None;
+        let mut note_back =
+            |until: Instant| first_back = Some(first_back.map_or(until, |t: Instant| t.min(until)));
         let mut available: Vec<&Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
         for deployment in &group.deployments {
             match self.health.cooling_until(&deployment.id, now) {
-                Some(until) => first_back = Some(first_back.map_or(until, |t| t.min(until))),
+                Some(until) => note_back(until),
                 None => available.push(deployment),
             }
-        }
-        if available.is_empty() {
-            let retry_in = first_back.map_or(self.settings.cooldown_time, |t| t.duration_since(now));
-            return Err(RouterError::NoDeployments { model: model.to_owned(), retry_in });
         }
         // Prefer deployments this request has not failed on yet.
         if available.iter().any(|d| !exclude.contains(&d.id)) {
             available.retain(|d| !exclude.contains(&d.id));
         }
-        let best_order = available.iter().map(|d| d.order.unwrap_or(u32::MAX)).min().unwrap_or(u32::MAX);
-        available.retain(|d| d.order.unwrap_or(u32::MAX) == best_order);
-        Ok(Selection::of(weighted_choice(&available), captured))
+        while !available.is_empty() {
+            let best_order = available.iter().map(|d| d.order.unwrap_or(u32::MAX)).min().unwrap_or(u32::MAX);
+            let tier: Vec<&Arc<Deployment>> =
+                available.iter().copied().filter(|d| d.order.unwrap_or(u32::MAX) == best_order).collect();
+            let chosen = weighted_choice(&tier);
+            match chosen.rpm.map(|rpm| self.health.take_rpm_slot(&chosen.id, rpm, now)) {
+                None | Some(Ok(())) => return Ok(Selection::of(chosen, captured)),
+                // Out of requests for this minute: try the others.
+                Some(Err(until)) => {
+                    note_back(until);
+                    available.retain(|d| d.id != chosen.id);
+                }
+            }
+        }
+        let retry_in = first_back.map_or(self.settings.cooldown_time, |t| t.duration_since(now));
+        Err(RouterError::NoDeployments { model: model.to_owned(), retry_in })
     }
 
     /// Calls `call` with a deployment of `model`'s group, retrying and falling back as the

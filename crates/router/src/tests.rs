@@ -222,6 +222,27 @@ async fn deployment_retries_only_retryable_errors_up_to_the_limit() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn rpm_limits_move_traffic_and_then_refuse_it() {
+    let router = router(
+        "model_list:
+  - {model_name: gp, litellm_params: {model: fake/a, rpm: 2, order: 1}, model_info: {id: a}}
+  - {model_name: gp, litellm_params: {model: fake/b, order: 2}, model_info: {id: b}}
+  - {model_name: solo, litellm_params: {model: fake/s, rpm: 1}, model_info: {id: s}}
+",
+    );
+    let picks: Vec<String> = (0..3).map(|_| router.select("gp").unwrap().deployment.id.clone()).collect();
+    assert_eq!(picks, ["a", "a", "b"], "a takes two a minute, then b serves");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(router.select("gp").unwrap().deployment.id, "a", "a new minute, a new allowance");
+
+    assert_eq!(router.select("solo").unwrap().deployment.id, "s");
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let error = GatewayError::from(router.select("solo").unwrap_err());
+    assert_eq!(error.status(), 429);
+    assert!(error.message.contains("Try again in 45 seconds"), "{}", error.message);
+}
+
 #[test]
 fn retry_delay_grows_and_is_capped() {
     assert!(retry_delay(1) >= Duration::from_millis(100));
