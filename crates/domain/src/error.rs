@@ -74,6 +74,8 @@ pub struct GatewayError {
     pub upstream_code: Option<String>,
     /// Whether the same request may succeed if tried again.
     pub retryable: bool,
+    /// How long the upstream asked callers to wait (its `Retry-After`), when it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl GatewayError {
@@ -89,6 +91,7 @@ impl GatewayError {
             upstream_type: None,
             upstream_code: None,
             retryable,
+            retry_after: None,
         }
     }
 

@@ -27,6 +27,11 @@ fn respond(error: &GatewayError, call_id: Option<&str>, body: Vec<u8>) -> Respon
     if let Some(id) = call_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         response.headers_mut().insert("x-litellm-call-id", id);
     }
+    if let Some(after) = error.retry_after {
+        // Whole seconds, rounded up: a client that waits that long will not be early.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response
 }
 

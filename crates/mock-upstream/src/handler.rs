@@ -258,6 +258,15 @@ pub(crate) async fn handle(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(json(api, request_id, status, Bytes::from(body)));
         }
+        Behavior::RateLimited { retry_after_secs } => {
+            let body = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+            let mut response =
+                json(api, request_id, StatusCode::TOO_MANY_REQUESTS, Bytes::from_static(body.as_bytes()));
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after_secs));
+            return Ok(response);
+        }
         Behavior::Delay(delay) => {
             let guard = AbandonGuard::new(&shared);
             tokio::time::sleep(delay).await;

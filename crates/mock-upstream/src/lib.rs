@@ -125,6 +125,9 @@ pub enum Behavior {
     /// Answer with this status and this exact body (content-type application/json).
     /// A status that is not a valid HTTP status code becomes 500.
     Error { status: u16, body: String },
+    /// Answer 429 with OpenAI's rate-limit error body and `retry-after: <seconds>`, as
+    /// OpenAI does when a key is over its limit.
+    RateLimited { retry_after_secs: u64 },
     /// Wait this long, then answer normally.
     Delay(Duration),
     /// Accept the request and never answer (until the client disconnects).

@@ -689,6 +689,7 @@ fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderErro
         error_type,
         param: None,
         code,
+        retry_after: None,
     }
 }
 

@@ -72,6 +72,7 @@ impl EntraTokens {
             error_type: Some("authentication_error".to_owned()),
             param: None,
             code: None,
+            retry_after: None,
         };
         let form = format!(
             "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",

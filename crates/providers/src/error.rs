@@ -19,6 +19,8 @@ pub enum ProviderError {
         error_type: Option<String>,
         param: Option<String>,
         code: Option<String>,
+        /// The upstream's `Retry-After` (or `retry-after-ms`), when it sent one.
+        retry_after: Option<Duration>,
     },
     /// The upstream's answer could not be read (broken stream, invalid body).
     #[error("litellm.APIError: {0}")]
@@ -42,10 +44,11 @@ impl From<ProviderError> for GatewayError {
             ProviderError::Unsupported { .. } | ProviderError::BadRequest(_) => ErrorKind::BadRequest,
         };
         let mut gateway = GatewayError::new(kind, error.to_string());
-        if let ProviderError::Upstream { error_type, param, code, .. } = error {
+        if let ProviderError::Upstream { error_type, param, code, retry_after, .. } = error {
             gateway.upstream_type = error_type;
             gateway.param = param;
             gateway.upstream_code = code;
+            gateway.retry_after = retry_after;
         }
         gateway
     }

@@ -124,6 +124,7 @@ pub(crate) fn upstream_error(status: u16, body: &[u8], deployment: &Deployment) 
         error_type,
         param: param.map(redact),
         code: code.filter(|c| c.parse::<u16>().is_err() || c != &status.to_string()).map(redact),
+        retry_after: None,
     }
 }
 

@@ -52,7 +52,11 @@ pub(crate) async fn exchange(
             .map_err(|_| timed_out())?
             .map(|collected| collected.to_bytes())
             .unwrap_or_default();
-        return Err(read_error(parts.status.as_u16(), &body, deployment));
+        let mut error = read_error(parts.status.as_u16(), &body, deployment);
+        if let ProviderError::Upstream { retry_after, .. } = &mut error {
+            *retry_after = parse_retry_after(&parts.headers);
+        }
+        return Err(error);
     }
 
     let body = if stream {
@@ -118,6 +122,16 @@ pub(crate) fn quote_body(status: u16, body: &[u8]) -> String {
     }
 }
 
+/// `retry-after-ms` (OpenAI's) or `retry-after` in seconds; an HTTP date is not read.
+fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)
+    };
+    number("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+}
+
 fn timeout_error(deployment: &Deployment, timeout: Duration) -> ProviderError {
     ProviderError::Timeout {
         model: deployment.model_name.clone(),
@@ -136,4 +150,23 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_milliseconds_then_seconds() {
+        let headers = |pairs: &[(&'static str, &'static str)]| -> http::HeaderMap {
+            pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+        };
+        assert_eq!(parse_retry_after(&headers(&[("retry-after", "7")])), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(&headers(&[("retry-after", "7"), ("retry-after-ms", "1500")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])), None);
+        assert_eq!(parse_retry_after(&headers(&[])), None);
+    }
 }

@@ -19,8 +19,11 @@
 //! of a group can, the group answers 429 like a cooled one.
 //!
 //! Cooldowns and rpm usage live in a [`HealthBoard`] shared by every worker of the process.
+//! An upstream's Retry-After lengthens the cooldown it causes and, when the group has no
+//! other deployment, the wait before a retry (at most ten seconds).
+//!
 //! Still to come with the Router issue: the other routing strategies, tpm enforcement,
-//! Retry-After, per-error retry policies, pre-call context checks, and sharing the board
+//! per-error retry policies, pre-call context checks, and sharing the board
 //! between replicas through Redis.
 
 use std::borrow::Cow;
@@ -37,6 +40,9 @@ use tollgate_domain::{Deployment, ErrorKind, GatewayError};
 
 /// Failures are counted per deployment within windows of this length.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// The longest a retry waits on an upstream's Retry-After; longer waits fail the attempt
+/// instead of holding the client.
+const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(10);
 /// `rpm` limits count requests within windows of this length.
 const RPM_WINDOW: Duration = Duration::from_secs(60);
 
@@ -57,8 +63,10 @@ impl From<RouterError> for GatewayError {
             RouterError::UnknownModel { .. } => {
                 GatewayError::bad_request(error.to_string()).with_param("model")
             }
-            RouterError::NoDeployments { .. } => {
-                GatewayError::new(ErrorKind::NoDeploymentsAvailable, error.to_string())
+            RouterError::NoDeployments { retry_in, .. } => {
+                let mut gateway = GatewayError::new(ErrorKind::NoDeploymentsAvailable, error.to_string());
+                gateway.retry_after = Some(*retry_in);
+                gateway
             }
         }
     }
@@ -149,7 +157,16 @@ impl HealthBoard {
         Ok(())
     }
 
-    fn record_failure(&self, id: &str, immediate: bool, settings: &RouterSettings, may_cool: bool) {
+    /// Counts a failure; cools the deployment down for `cooldown_time` (or the upstream's
+    /// longer `retry_after`) when it is `immediate` or one failure too many.
+    fn record_failure(
+        &self,
+        id: &str,
+        immediate: bool,
+        retry_after: Option<Duration>,
+        settings: &RouterSettings,
+        may_cool: bool,
+    ) {
         let now = Instant::now();
         let mut board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
         let health = board.entry(id.to_owned()).or_insert(Health {
@@ -163,12 +180,14 @@ impl HealthBoard {
         }
         health.failures += 1;
         if may_cool && (immediate || health.failures > settings.allowed_fails) {
-            health.cooldown_until = Some(now + settings.cooldown_time);
+            let cooldown =
+                retry_after.map_or(settings.cooldown_time, |after| after.max(settings.cooldown_time));
+            health.cooldown_until = Some(now + cooldown);
             health.failures = 0;
             self.ever_cooled.store(true, Ordering::Relaxed);
             tracing::warn!(
                 deployment = id,
-                cooldown_secs = settings.cooldown_time.as_secs_f64(),
+                cooldown_secs = cooldown.as_secs_f64(),
                 "deployment cooling down"
             );
         }
@@ -341,7 +360,13 @@ impl Router {
                     if counts_against_deployment(&error) {
                         let immediate = matches!(error.kind, ErrorKind::Upstream(401 | 404 | 429));
                         let may_cool = group.deployments.len() > 1;
-                        self.health.record_failure(&deployment.id, immediate, &self.settings, may_cool);
+                        self.health.record_failure(
+                            &deployment.id,
+                            immediate,
+                            error.retry_after,
+                            &self.settings,
+                            may_cool,
+                        );
                     }
                     if !error.retryable || attempt >= self.settings.num_retries {
                         return Err(error);
@@ -349,7 +374,14 @@ impl Router {
                     attempt += 1;
                     *retries += 1;
                     failed.push(deployment.id.clone());
-                    tokio::time::sleep(retry_delay(attempt)).await;
+                    // With nowhere else to go, honour the upstream's Retry-After (up to a bound).
+                    let wait = match error.retry_after {
+                        Some(after) if group.deployments.len() == 1 => {
+                            retry_delay(attempt).max(after.min(MAX_RETRY_AFTER_WAIT))
+                        }
+                        _ => retry_delay(attempt),
+                    };
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

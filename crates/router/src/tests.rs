@@ -163,6 +163,36 @@ async fn rate_limits_cool_down_at_once_and_a_cooled_group_says_when() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retry_after_lengthens_the_cooldown_and_the_wait() {
+    let router = ordered("{cooldown_time: 5, num_retries: 1}");
+    let calls = Mutex::new(Vec::new());
+    let limited = || {
+        let mut error = upstream(429);
+        error.retry_after = Some(Duration::from_secs(40));
+        error
+    };
+    let _ = run(&router, "gp", &calls, |id| if id == "a" { Err(limited()) } else { Ok(()) }).await;
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(
+        router.select("gp").unwrap().deployment.id,
+        "b",
+        "still cooling after 30 s of a 40 s Retry-After"
+    );
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(router.select("gp").unwrap().deployment.id, "a");
+
+    // A lone deployment waits (up to ten seconds) before its retry.
+    let started = Instant::now();
+    let _ = run(&router, "solo", &calls, |_| Err(limited())).await;
+    assert!(started.elapsed() >= MAX_RETRY_AFTER_WAIT, "{:?}", started.elapsed());
+    let error = GatewayError::from(RouterError::NoDeployments {
+        model: "m".into(),
+        retry_in: Duration::from_secs(3),
+    });
+    assert_eq!(error.retry_after, Some(Duration::from_secs(3)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_only_deployment_of_a_group_never_cools() {
     let router = ordered("{allowed_fails: 0}");
     let calls = Mutex::new(Vec::new());

@@ -93,3 +93,18 @@ async fn cooldowns_are_shared_by_every_worker() {
         assert_eq!(reply.header("x-litellm-model-id"), "gp-b");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_retry_after_reaches_the_client_and_sets_the_cooldown() {
+    let (primary, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gateway = TestGateway::start(&config(&primary, &backup, "{cooldown_time: 1}")).await;
+    primary.push(Behavior::RateLimited { retry_after_secs: 120 });
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello().to_string())).await;
+    let error = assert_error(&reply, 429);
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert_eq!(reply.header("retry-after"), "120");
+    // The 120 s Retry-After outlasts cooldown_time: gp-a stays out of rotation.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello().to_string())).await;
+    assert_eq!(reply.header("x-litellm-model-id"), "gp-b");
+}
