@@ -43,6 +43,22 @@ impl<'a> TopLevel<'a> {
         self.get(key).is_some()
     }
 
+    /// The object without the fields named in `drop`, the others copied as they were.
+    pub fn without(&self, drop: &[&str]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.source.len());
+        out.push(b'{');
+        for (key, value) in self.fields.iter().filter(|(key, _)| !drop.contains(&key.as_ref())) {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(quote(key).as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+
     /// The object with each `(key, raw JSON)` replacement applied: an existing key keeps its
     /// place and gets the new value, a missing key is appended. Everything else is copied.
     pub fn rewrite(&self, replacements: &[(&str, &str)]) -> Vec<u8> {
@@ -260,6 +276,14 @@ mod tests {
         assert_eq!(parsed(&out), json!({"a": 2, "b": true}));
         let empty = TopLevel::parse(b"{ }").unwrap();
         assert_eq!(parsed(&empty.rewrite(&[("x", "null")])), json!({"x": null}));
+    }
+
+    #[test]
+    fn without_drops_the_named_fields_only() {
+        let top = TopLevel::parse(br#"{"model":"m", "fallbacks":["b"],"messages":[{"fallbacks":1}],"n":1}"#)
+            .unwrap();
+        assert_eq!(top.without(&["fallbacks", "n"]), br#"{"model":"m","messages":[{"fallbacks":1}]}"#);
+        assert_eq!(TopLevel::parse(br#"{"a":1}"#).unwrap().without(&["a"]), b"{}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::sse::first_event_end;
 use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
+use tollgate_router::RequestOptions;
 
 use crate::proxy::{Attempts, Timing, add_litellm_headers, forward, new_call_id, read_body, sse_response};
 use crate::{App, BoxError, ResponseBody, errors, json_response};
@@ -62,7 +63,7 @@ where
     let routing_started = Instant::now();
     let routed =
         app.router
-            .route(model, |selection| {
+            .route(model, &RequestOptions::default(), |selection| {
                 let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
                 let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
                     canonical["model"] = json!(selection.upstream_model);

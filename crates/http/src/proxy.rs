@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use tollgate_domain::json::{TopLevel, quote, top_level_value_span};
 use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
+use tollgate_router::RequestOptions;
 
 use crate::relay::AliasRelay;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, json_response};
@@ -59,19 +60,41 @@ where
         .ok_or_else(|| GatewayError::bad_request("missing required field `model`").with_param("model"))?;
     check_required(&top, endpoint)?;
     let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
+    let gateway = GatewayParams::read(&top)?;
+    // Parameters meant for the gateway never reach the upstream (OpenAI rejects unknown ones).
+    let stripped;
+    let (body, top) = if gateway.present {
+        stripped = Bytes::from(top.without(GATEWAY_PARAMS));
+        let top = TopLevel::parse(&stripped).map_err(|e| GatewayError::internal(e.to_string()))?;
+        (&stripped, top)
+    } else {
+        (&body, top)
+    };
 
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
     let routing_started = Instant::now();
     let routed = app
         .router
-        .route(&model, |selection| {
+        .route(&model, &gateway.options, |selection| {
             let body = if selection.upstream_model == model {
                 body.clone()
             } else {
                 Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
             };
-            async move { forward(app, endpoint, &selection.deployment, body, stream).await }
+            let mock_response = gateway.mock_response.as_deref();
+            async move {
+                // A per-request mock_response answers offline in place of the deployment.
+                let deployment = match mock_response {
+                    Some(text) => {
+                        let mut mocked = Deployment::clone(&selection.deployment);
+                        mocked.mock_response = Some(text.to_owned());
+                        Cow::Owned(mocked)
+                    }
+                    None => Cow::Borrowed(&*selection.deployment),
+                };
+                forward(app, endpoint, &deployment, body, stream).await
+            }
         })
         .await?;
     let upstream_time = routing_started.elapsed();
@@ -112,6 +135,30 @@ pub(crate) async fn forward(
         provider.call(request).await.map_err(GatewayError::from)
     })
     .await
+}
+
+/// Request fields that steer the gateway (LiteLLM's per-request parameters) rather than
+/// the model; they are taken out of the body before it goes upstream.
+const GATEWAY_PARAMS: &[&str] = &["fallbacks", "num_retries", "mock_testing_fallbacks", "mock_response"];
+
+struct GatewayParams {
+    present: bool,
+    options: RequestOptions,
+    mock_response: Option<String>,
+}
+
+impl GatewayParams {
+    fn read(top: &TopLevel<'_>) -> Result<Self, GatewayError> {
+        if !GATEWAY_PARAMS.iter().any(|name| top.contains(name)) {
+            return Ok(Self { present: false, options: RequestOptions::default(), mock_response: None });
+        }
+        let options = RequestOptions {
+            fallbacks: field::<Vec<String>>(top, "fallbacks")?,
+            num_retries: field::<u32>(top, "num_retries")?,
+            mock_testing_fallbacks: field::<bool>(top, "mock_testing_fallbacks")?.unwrap_or(false),
+        };
+        Ok(Self { present: true, options, mock_response: field::<String>(top, "mock_response")? })
+    }
 }
 
 /// A `text/event-stream` response around `body`.

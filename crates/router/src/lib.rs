@@ -109,6 +109,17 @@ pub struct Routed<T> {
     pub fallbacks: u32,
 }
 
+/// What a single request may change about its routing (LiteLLM's per-request parameters).
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// `fallbacks`: groups to try after this one, instead of the configured ones.
+    pub fallbacks: Option<Vec<String>>,
+    /// `num_retries`: instead of the configured number.
+    pub num_retries: Option<u32>,
+    /// `mock_testing_fallbacks`: fail the requested group on purpose, to exercise fallbacks.
+    pub mock_testing_fallbacks: bool,
+}
+
 /// Cooldowns, failure counts and rpm usage of every deployment, shared by all workers of a
 /// process.
 #[derive(Debug, Default)]
@@ -309,27 +320,45 @@ impl Router {
     }
 
     /// Calls `call` with a deployment of `model`'s group, retrying and falling back as the
-    /// settings say, and returns the first success or the last failure.
-    pub async fn route<T, F, Fut>(&self, model: &str, mut call: F) -> Result<Routed<T>, GatewayError>
+    /// settings (and the request's `options`) say, and returns the first success or the last
+    /// failure.
+    pub async fn route<T, F, Fut>(
+        &self,
+        model: &str,
+        options: &RequestOptions,
+        mut call: F,
+    ) -> Result<Routed<T>, GatewayError>
     where
         F: FnMut(Selection<'_>) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
         let (group, captured) = self.find(model).ok_or_else(|| self.unknown(model))?;
+        let num_retries = options.num_retries.unwrap_or(self.settings.num_retries);
         let mut retries = 0;
-        let error = match self.try_group(group, captured, model, &mut call, &mut retries).await {
+        let first = if options.mock_testing_fallbacks {
+            Err(GatewayError::new(
+                ErrorKind::Upstream(500),
+                format!("mock_testing_fallbacks=true: model group {} failed on purpose", group.name),
+            ))
+        } else {
+            self.try_group(group, captured, model, num_retries, &mut call, &mut retries).await
+        };
+        let error = match first {
             Ok((value, deployment)) => return Ok(Routed { value, deployment, retries, fallbacks: 0 }),
             Err(error) => error,
         };
         let Some(kind) = fallback_kind(&error) else { return Err(error) };
+        let targets = match &options.fallbacks {
+            Some(targets) => targets.as_slice(),
+            None => self.settings.fallbacks_for(&group.name, kind),
+        };
         let mut last = error;
         let mut fallbacks = 0;
-        for target in self.settings.fallbacks_for(&group.name, kind).iter().take(self.settings.max_fallbacks)
-        {
+        for target in targets.iter().take(self.settings.max_fallbacks) {
             let Some(fallback) = self.groups.iter().find(|g| &g.name == target) else { continue };
             fallbacks += 1;
             tracing::info!(from = %group.name, to = %fallback.name, error = %last.message, "falling back");
-            match self.try_group(fallback, None, target, &mut call, &mut retries).await {
+            match self.try_group(fallback, None, target, num_retries, &mut call, &mut retries).await {
                 Ok((value, deployment)) => return Ok(Routed { value, deployment, retries, fallbacks }),
                 Err(error) => last = error,
             }
@@ -342,6 +371,7 @@ impl Router {
         group: &ModelGroup,
         captured: Option<&str>,
         model: &str,
+        num_retries: u32,
         call: &mut F,
         retries: &mut u32,
     ) -> Result<(T, Arc<Deployment>), GatewayError>
@@ -368,7 +398,7 @@ impl Router {
                             may_cool,
                         );
                     }
-                    if !error.retryable || attempt >= self.settings.num_retries {
+                    if !error.retryable || attempt >= num_retries {
                         return Err(error);
                     }
                     attempt += 1;

@@ -42,8 +42,18 @@ async fn run(
     calls: &Mutex<Vec<String>>,
     script: impl Fn(&str) -> Result<(), GatewayError>,
 ) -> Result<Routed<()>, GatewayError> {
+    run_with(router, model, &RequestOptions::default(), calls, script).await
+}
+
+async fn run_with(
+    router: &Router,
+    model: &str,
+    options: &RequestOptions,
+    calls: &Mutex<Vec<String>>,
+    script: impl Fn(&str) -> Result<(), GatewayError>,
+) -> Result<Routed<()>, GatewayError> {
     router
-        .route(model, |selection| {
+        .route(model, options, |selection| {
             let id = selection.deployment.id.clone();
             calls.lock().unwrap().push(id.clone());
             let result = script(&id);
@@ -220,6 +230,28 @@ async fn fallbacks_follow_the_kind_of_failure() {
         run(&router, "gp", &calls, |id| if id == "d" { Ok(()) } else { Err(too_long()) }).await.unwrap();
     assert_eq!(routed.deployment.id, "d");
     assert_eq!(calls.lock().unwrap().len(), 2, "no retry of a context-window error, then its own fallback");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_can_bring_its_own_fallbacks_retries_and_a_forced_failure() {
+    let router = ordered("{fallbacks: [{gp: [backup]}]}");
+    let calls = Mutex::new(Vec::new());
+    let options = RequestOptions {
+        fallbacks: Some(vec!["long".into()]),
+        mock_testing_fallbacks: true,
+        num_retries: None,
+    };
+    let routed = run_with(&router, "gp", &options, &calls, |_| Ok(())).await.unwrap();
+    assert_eq!(routed.deployment.id, "d", "the request's fallbacks replace the configured ones");
+    assert_eq!(*calls.lock().unwrap(), ["d"], "the forced failure calls nothing");
+
+    calls.lock().unwrap().clear();
+    let options = RequestOptions { num_retries: Some(1), ..RequestOptions::default() };
+    let routed =
+        run_with(&router, "gp", &options, &calls, |id| if id == "a" { Err(upstream(503)) } else { Ok(()) })
+            .await
+            .unwrap();
+    assert_eq!((routed.deployment.id.as_str(), routed.retries), ("b", 1));
 }
 
 #[tokio::test(start_paused = true)]

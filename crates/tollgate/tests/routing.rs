@@ -108,3 +108,40 @@ async fn the_upstream_retry_after_reaches_the_client_and_sets_the_cooldown() {
     let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello().to_string())).await;
     assert_eq!(reply.header("x-litellm-model-id"), "gp-b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_request_parameters_steer_routing_and_never_reach_the_upstream() {
+    let (primary, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    let gateway = TestGateway::start(&config(&primary, &backup, "{}")).await;
+    let mut body = hello();
+    body["fallbacks"] = json!(["backup"]);
+    body["mock_testing_fallbacks"] = json!(true);
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, body.to_string())).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("x-litellm-model-id"), "backup-1");
+    assert!(primary.requests().is_empty(), "the forced failure calls nothing");
+    let sent: serde_json::Value = serde_json::from_slice(&backup.requests()[0].body).unwrap();
+    assert_eq!(sent["model"], "backup");
+    assert!(sent.get("fallbacks").is_none() && sent.get("mock_testing_fallbacks").is_none(), "{sent}");
+    assert_eq!(sent["messages"], hello()["messages"]);
+
+    let mut body = hello();
+    body["num_retries"] = json!(1);
+    primary.push(Behavior::Error { status: 503, body: "{}".into() });
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, body.to_string())).await;
+    assert_eq!(reply.header("x-litellm-attempted-retries"), "1");
+    assert!(primary.requests().iter().all(|r| !String::from_utf8_lossy(&r.body).contains("num_retries")));
+
+    let mut body = hello();
+    body["mock_response"] = json!("canned answer");
+    let before = primary.requests().len();
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, body.to_string())).await;
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], "canned answer");
+    assert_eq!(reply.json()["model"], "gp");
+    assert_eq!(primary.requests().len(), before, "a mock_response answers offline");
+
+    let mut body = hello();
+    body["fallbacks"] = json!("backup");
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, body.to_string())).await;
+    assert_eq!(assert_error(&reply, 400)["param"], "fallbacks");
+}
