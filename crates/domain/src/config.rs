@@ -73,6 +73,8 @@ pub struct GatewayConfig {
     pub master_key: Option<Secret>,
     /// Retries, fallbacks, cooldowns and aliases (`router_settings`, `litellm_settings`).
     pub router: RouterSettings,
+    /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` asks for a key.
+    pub metrics_require_auth: bool,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache`), in the order met.
     pub unsupported: Vec<String>,
@@ -133,7 +135,34 @@ impl GatewayConfig {
         let router_timeout = reader.seconds(router_settings, "timeout", "router_settings")?;
         let router_stream_timeout = reader.seconds(router_settings, "stream_timeout", "router_settings")?;
         let router = reader.router_settings(router_settings, litellm_settings)?;
-        let mut litellm_known = vec!["request_timeout"];
+        let metrics_require_auth = match litellm_settings.get("require_auth_for_metrics_endpoint") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(required)) => *required,
+            Some(_) => {
+                return Err(invalid(
+                    "litellm_settings.require_auth_for_metrics_endpoint",
+                    "must be true or false",
+                ));
+            }
+        };
+        // Prometheus is always on; any other callback (langfuse, otel, …) is named as unsupported.
+        for key in ["callbacks", "success_callback", "failure_callback"] {
+            let path = format!("litellm_settings.{key}");
+            if let Some(value) = litellm_settings.get(key).filter(|v| !v.is_null()) {
+                for name in string_list(value, &path)? {
+                    if name != "prometheus" {
+                        reader.unsupported.push(format!("{path}={name}"));
+                    }
+                }
+            }
+        }
+        let mut litellm_known = vec![
+            "request_timeout",
+            "require_auth_for_metrics_endpoint",
+            "callbacks",
+            "success_callback",
+            "failure_callback",
+        ];
         litellm_known.extend_from_slice(ROUTER_KEYS);
         reader.flag_unknown(litellm_settings, "litellm_settings", &litellm_known);
         if let Some(strategy) = reader.string(router_settings, "routing_strategy", "router_settings")?
@@ -195,7 +224,7 @@ impl GatewayConfig {
             }
         }
 
-        Ok(Self { deployments, master_key, router, unsupported: reader.unsupported })
+        Ok(Self { deployments, master_key, router, metrics_require_auth, unsupported: reader.unsupported })
     }
 
     /// The aliases clients may ask for, in config order, without duplicates.
@@ -901,6 +930,17 @@ router_settings:
         );
         let unknown = load("model_list:\n  - {model_name: gp, litellm_params: {model: fake/a}}\nrouter_settings: {fallbacks: [{gp: [nope]}]}\n").unwrap();
         assert_eq!(unknown.unsupported, ["fallbacks: 'nope' is no model_name in model_list"]);
+    }
+
+    #[test]
+    fn prometheus_callback_is_accepted_and_others_are_named() {
+        let config = load(
+            "litellm_settings:\n  callbacks: [prometheus]\n  success_callback: [langfuse]\n  require_auth_for_metrics_endpoint: true\n",
+        )
+        .unwrap();
+        assert!(config.metrics_require_auth);
+        assert_eq!(config.unsupported, ["litellm_settings.success_callback=langfuse"]);
+        assert!(!load("").unwrap().metrics_require_auth);
     }
 
     #[test]

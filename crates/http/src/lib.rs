@@ -14,6 +14,7 @@
 //! | GET    | /health/liveliness        | no   | [`health`], process is up       |
 //! | GET    | /health/readiness         | no   | [`health`], ready for traffic   |
 //! | GET    | /health                   | yes  | [`health`], probes each model   |
+//! | GET    | /metrics                  | opt. | [`metrics`], Prometheus text    |
 //!
 //! The layers a request passes, outermost first: panic guard ([`App::serve`]), route
 //! match, authentication ([`auth`]), handler. Every failure becomes an OpenAI-shaped body
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod errors;
 pub mod health;
 pub mod messages;
+pub mod metrics;
 pub mod models;
 pub mod proxy;
 mod relay;
@@ -39,6 +41,8 @@ use tollgate_domain::{Endpoint, ErrorKind, GatewayConfig, GatewayError, Secret};
 use tollgate_providers::{HttpClient, Providers};
 use tollgate_router::{HealthBoard, Router};
 
+use crate::metrics::Metrics;
+
 /// The error type of request bodies the gateway can read.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -54,6 +58,17 @@ pub struct App {
     pub router: Router,
     pub providers: Providers,
     pub master_key: Option<Secret>,
+    pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` asks for a key (`require_auth_for_metrics_endpoint`).
+    pub metrics_require_auth: bool,
+}
+
+/// State every `App` of one process shares, whichever worker runs it.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// Deployment cooldowns and rpm usage.
+    pub health: Arc<HealthBoard>,
+    pub metrics: Arc<Metrics>,
 }
 
 enum Route {
@@ -65,6 +80,7 @@ enum Route {
     Liveliness,
     Readiness,
     Health,
+    Metrics,
 }
 
 impl Route {
@@ -82,6 +98,7 @@ impl Route {
             "/health/liveliness" | "/health/liveness" => (Self::Liveliness, "GET"),
             "/health/readiness" => (Self::Readiness, "GET"),
             "/health" => (Self::Health, "GET"),
+            "/metrics" => (Self::Metrics, "GET"),
             _ => return None,
         };
         Some(if method.as_str() == allowed || (allowed == "GET" && *method == Method::HEAD) {
@@ -91,8 +108,12 @@ impl Route {
         })
     }
 
-    fn needs_auth(&self) -> bool {
-        !matches!(self, Self::Liveliness | Self::Readiness)
+    fn needs_auth(&self, app: &App) -> bool {
+        match self {
+            Self::Liveliness | Self::Readiness => false,
+            Self::Metrics => app.metrics_require_auth,
+            _ => true,
+        }
     }
 }
 
@@ -103,12 +124,13 @@ fn normalize(path: &str) -> &str {
 }
 
 impl App {
-    /// `health` holds deployment cooldowns; every `App` of one process shares it.
-    pub fn new(config: GatewayConfig, client: HttpClient, health: Arc<HealthBoard>) -> Self {
+    pub fn new(config: GatewayConfig, client: HttpClient, shared: &Shared) -> Self {
         Self {
-            router: Router::new(config.deployments, config.router, health),
+            router: Router::new(config.deployments, config.router, Arc::clone(&shared.health)),
             providers: Providers::new(client),
             master_key: config.master_key,
+            metrics: Arc::clone(&shared.metrics),
+            metrics_require_auth: config.metrics_require_auth,
         }
     }
 
@@ -159,7 +181,7 @@ impl App {
                 return errors::error_response(&error, None);
             }
         };
-        if route.needs_auth()
+        if route.needs_auth(self)
             && let Err(error) = auth::authenticate(request.headers(), self.master_key.as_ref())
         {
             return match route {
@@ -176,6 +198,16 @@ impl App {
             Route::Liveliness => health::liveliness(),
             Route::Readiness => health::readiness(),
             Route::Health => health::check_all(self).await,
+            Route::Metrics => {
+                let mut response = json_response(StatusCode::OK, self.metrics.encode());
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
         }
     }
 }

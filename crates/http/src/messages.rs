@@ -25,7 +25,10 @@ use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
 use tollgate_router::RequestOptions;
 
-use crate::proxy::{Attempts, Timing, add_litellm_headers, forward, new_call_id, read_body, sse_response};
+use crate::metrics::UNKNOWN_MODEL;
+use crate::proxy::{
+    Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, sse_response,
+};
 use crate::{App, BoxError, ResponseBody, errors, json_response};
 
 pub async fn handle<B>(app: &App, request: Request<B>) -> Response<ResponseBody>
@@ -35,17 +38,21 @@ where
 {
     let started = Instant::now();
     let call_id = new_call_id();
-    match front_door(app, request.into_body(), started, &call_id).await {
+    let mut report = Report::default();
+    let response = match front_door(app, request.into_body(), started, &call_id, &mut report).await {
         Ok(response) => response,
         Err(error) => errors::anthropic_error_response(&error, Some(&call_id)),
-    }
+    };
+    report.record(app, response.status(), started);
+    response
 }
 
-async fn front_door<B>(
-    app: &App,
+async fn front_door<'a, B>(
+    app: &'a App,
     body: B,
     started: Instant,
     call_id: &str,
+    report: &mut Report<'a>,
 ) -> Result<Response<ResponseBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -60,21 +67,29 @@ where
         .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
 
+    report.group = app.router.group_name(model);
+    let label = report.group.unwrap_or(UNKNOWN_MODEL);
     let routing_started = Instant::now();
-    let routed =
-        app.router
-            .route(model, &RequestOptions::default(), |selection| {
-                let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
-                let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
-                    canonical["model"] = json!(selection.upstream_model);
-                    Bytes::from(canonical.to_string())
-                });
-                async move {
-                    forward(app, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream).await
-                }
-            })
-            .await?;
-    let upstream_time = routing_started.elapsed();
+    let routed = app
+        .router
+        .route(model, &RequestOptions::default(), |selection| {
+            let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
+            let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
+                canonical["model"] = json!(selection.upstream_model);
+                Bytes::from(canonical.to_string())
+            });
+            async move {
+                forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream)
+                    .await
+            }
+        })
+        .await;
+    report.routed(&routed, routing_started);
+    let routed = routed?;
+    if routed.fallbacks > 0 {
+        report.fallback = app.router.group_name(&routed.deployment.model_name);
+    }
+    let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
     let mut response = match upstream.body {

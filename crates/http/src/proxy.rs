@@ -16,8 +16,9 @@ use http_body_util::{BodyExt, Limited};
 use tollgate_domain::json::{TopLevel, quote, top_level_value_span};
 use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
-use tollgate_router::RequestOptions;
+use tollgate_router::{RequestOptions, Routed};
 
+use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, json_response};
 
@@ -31,9 +32,44 @@ where
 {
     let started = Instant::now();
     let call_id = new_call_id();
-    match proxy(app, endpoint, request.into_body(), started, &call_id).await {
+    let mut report = Report::default();
+    let response = match proxy(app, endpoint, request.into_body(), started, &call_id, &mut report).await {
         Ok(response) => response,
         Err(error) => errors::error_response(&error, Some(&call_id)),
+    };
+    report.record(app, response.status(), started);
+    response
+}
+
+/// What a handler learned about a request, for the metrics.
+#[derive(Default)]
+pub(crate) struct Report<'a> {
+    /// The model group the request named, when the gateway serves it.
+    pub(crate) group: Option<&'a str>,
+    pub(crate) upstream: Option<Duration>,
+    pub(crate) retries: u32,
+    /// The group that answered, when it was a fallback.
+    pub(crate) fallback: Option<&'a str>,
+}
+
+impl Report<'_> {
+    pub(crate) fn record(&self, app: &App, status: StatusCode, started: Instant) {
+        app.metrics.record_request(&RequestOutcome {
+            requested_model: self.group.unwrap_or(UNKNOWN_MODEL),
+            status: status.as_u16(),
+            total: started.elapsed(),
+            upstream: self.upstream,
+            retries: self.retries,
+            fallback_model: self.fallback,
+        });
+    }
+
+    /// Notes how routing went, whether it succeeded or not.
+    pub(crate) fn routed<T>(&mut self, result: &Result<Routed<T>, GatewayError>, started: Instant) {
+        self.upstream = Some(started.elapsed());
+        if let Ok(routed) = result {
+            self.retries = routed.retries;
+        }
     }
 }
 
@@ -42,12 +78,13 @@ pub(crate) fn new_call_id() -> String {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
-async fn proxy<B>(
-    app: &App,
+async fn proxy<'a, B>(
+    app: &'a App,
     endpoint: Endpoint,
     body: B,
     started: Instant,
     call_id: &str,
+    report: &mut Report<'a>,
 ) -> Result<Response<ResponseBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -73,6 +110,8 @@ where
 
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
+    report.group = app.router.group_name(&model);
+    let label = report.group.unwrap_or(UNKNOWN_MODEL);
     let routing_started = Instant::now();
     let routed = app
         .router
@@ -93,11 +132,16 @@ where
                     }
                     None => Cow::Borrowed(&*selection.deployment),
                 };
-                forward(app, endpoint, &deployment, body, stream).await
+                forward(app, label, endpoint, &deployment, body, stream).await
             }
         })
-        .await?;
-    let upstream_time = routing_started.elapsed();
+        .await;
+    report.routed(&routed, routing_started);
+    let routed = routed?;
+    if routed.fallbacks > 0 {
+        report.fallback = app.router.group_name(&routed.deployment.model_name);
+    }
+    let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
     let alias_json = quote(&model);
@@ -120,9 +164,11 @@ where
 }
 
 /// Calls the deployment's provider with `body` (canonical JSON, upstream model in place),
-/// retrying retryable failures up to its `max_retries`.
+/// retrying retryable failures up to its `max_retries`, and counts the outcome against the
+/// deployment under the `group` label.
 pub(crate) async fn forward(
     app: &App,
+    group: &str,
     endpoint: Endpoint,
     deployment: &Deployment,
     body: Bytes,
@@ -130,11 +176,13 @@ pub(crate) async fn forward(
 ) -> Result<UpstreamResponse, GatewayError> {
     let provider = app.providers.for_deployment(deployment)?;
     let body = &body;
-    tollgate_router::with_retries(deployment.max_retries, || async move {
+    let result = tollgate_router::with_retries(deployment.max_retries, || async move {
         let request = UpstreamRequest { endpoint, deployment, body: body.clone(), stream };
         provider.call(request).await.map_err(GatewayError::from)
     })
-    .await
+    .await;
+    app.metrics.record_attempt(group, deployment, result.as_ref().err().map(GatewayError::status));
+    result
 }
 
 /// Request fields that steer the gateway (LiteLLM's per-request parameters) rather than

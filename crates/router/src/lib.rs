@@ -240,6 +240,11 @@ impl Router {
         self.groups.iter().flat_map(|g| g.deployments.iter())
     }
 
+    /// The name of the group serving `model` (an alias or wildcard resolved), if any.
+    pub fn group_name(&self, model: &str) -> Option<&str> {
+        self.find(model).map(|(group, _)| group.name.as_str())
+    }
+
     /// The deployments of the group serving `model`.
     pub fn group(&self, model: &str) -> Option<&[Arc<Deployment>]> {
         self.find(model).map(|(group, _)| group.deployments.as_slice())

@@ -23,8 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 pub use tollgate_domain::GatewayConfig;
 pub use tollgate_domain::config::{ConfigError, DEMO_CONFIG, EnvSource, ProcessEnv};
-use tollgate_http::App;
-use tollgate_router::HealthBoard;
+use tollgate_http::{App, Shared};
 
 pub use server::shutdown_signal;
 
@@ -46,8 +45,8 @@ pub struct Gateway {
     config: GatewayConfig,
     options: server::Options,
     workers: usize,
-    /// Deployment cooldowns, shared by every worker and every `app()`.
-    health: Arc<HealthBoard>,
+    /// Cooldowns, rpm usage and metrics, shared by every worker and every `app()`.
+    shared: Shared,
 }
 
 impl Gateway {
@@ -67,7 +66,7 @@ impl Gateway {
             );
         }
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
-        Ok(Self { config, options, workers: 0, health: HealthBoard::new() })
+        Ok(Self { config, options, workers: 0, shared: Shared::default() })
     }
 
     /// Serves HTTPS with the PEM certificate chain and private key at these paths.
@@ -99,7 +98,7 @@ impl Gateway {
     /// A request handler with its own upstream client, for embedding in a server of one's own.
     pub fn app(&self) -> Arc<App> {
         let client = tollgate_providers::build_http_client();
-        Arc::new(App::new(self.config.clone(), client, Arc::clone(&self.health)))
+        Arc::new(App::new(self.config.clone(), client, &self.shared))
     }
 
     /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
@@ -111,9 +110,9 @@ impl Gateway {
             server::serve_here(app, self.options, listener, shutdown).await;
         } else {
             let apps = (0..self.workers).map(|_| {
-                let (config, health) = (self.config.clone(), Arc::clone(&self.health));
+                let (config, shared) = (self.config.clone(), self.shared.clone());
                 // Built on the worker's own runtime: the client's pool lives there.
-                move || Arc::new(App::new(config, tollgate_providers::build_http_client(), health))
+                move || Arc::new(App::new(config, tollgate_providers::build_http_client(), &shared))
             });
             server::serve_on_workers(apps.collect(), self.options, listener, shutdown).await?;
         }
