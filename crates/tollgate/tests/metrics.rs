@@ -54,7 +54,8 @@ async fn counters_match_the_traffic() {
 #[tokio::test]
 async fn metrics_can_require_a_key() {
     let mock = MockUpstream::start().await;
-    let yaml = mock_config(&mock.base_url(), "") + "litellm_settings: {require_auth_for_metrics_endpoint: true}\n";
+    let yaml =
+        mock_config(&mock.base_url(), "") + "litellm_settings: {require_auth_for_metrics_endpoint: true}\n";
     let gateway = TestGateway::start(&yaml).await;
     assert_eq!(send(get(&gateway.url("/metrics"), None)).await.status, 401);
     assert_eq!(send(get(&gateway.url("/metrics"), Some(MASTER_KEY))).await.status, 200);
