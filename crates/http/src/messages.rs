@@ -25,9 +25,8 @@ use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
 use tollgate_router::RequestOptions;
 
-use crate::metrics::UNKNOWN_MODEL;
 use crate::proxy::{
-    Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, sse_response,
+    Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
 };
 use crate::{App, BoxError, ResponseBody, errors, json_response};
 
@@ -67,28 +66,17 @@ where
         .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
 
-    report.group = app.router.group_name(model);
-    let label = report.group.unwrap_or(UNKNOWN_MODEL);
-    let routing_started = Instant::now();
-    let routed = app
-        .router
-        .route(model, &RequestOptions::default(), |selection| {
-            let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
-            let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
-                canonical["model"] = json!(selection.upstream_model);
-                Bytes::from(canonical.to_string())
-            });
-            async move {
-                forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream)
-                    .await
-            }
-        })
-        .await;
-    report.routed(&routed, routing_started);
-    let routed = routed?;
-    if routed.fallbacks > 0 {
-        report.fallback = app.router.group_name(&routed.deployment.model_name);
-    }
+    let routed = route(app, model, &RequestOptions::default(), report, |selection, label| {
+        let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
+        let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
+            canonical["model"] = json!(selection.upstream_model);
+            Bytes::from(canonical.to_string())
+        });
+        async move {
+            forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream).await
+        }
+    })
+    .await?;
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use std::future::Future;
 use tollgate_domain::json::{TopLevel, quote, top_level_value_span};
 use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
-use tollgate_router::{RequestOptions, Routed};
+
+use tollgate_router::{RequestOptions, Routed, Selection};
 
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
@@ -63,14 +65,6 @@ impl Report<'_> {
             fallback_model: self.fallback,
         });
     }
-
-    /// Notes how routing went, whether it succeeded or not.
-    pub(crate) fn routed<T>(&mut self, result: &Result<Routed<T>, GatewayError>, started: Instant) {
-        self.upstream = Some(started.elapsed());
-        if let Ok(routed) = result {
-            self.retries = routed.retries;
-        }
-    }
 }
 
 /// A v4 UUID from the thread-local generator: no getrandom syscall per request.
@@ -110,37 +104,27 @@ where
 
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
-    report.group = app.router.group_name(&model);
-    let label = report.group.unwrap_or(UNKNOWN_MODEL);
-    let routing_started = Instant::now();
-    let routed = app
-        .router
-        .route(&model, &gateway.options, |selection| {
-            let body = if selection.upstream_model == model {
-                body.clone()
-            } else {
-                Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
+    let routed = route(app, &model, &gateway.options, report, |selection, label| {
+        let body = if selection.upstream_model == model {
+            body.clone()
+        } else {
+            Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
+        };
+        let mock_response = gateway.mock_response.as_deref();
+        async move {
+            // A per-request mock_response answers offline in place of the deployment.
+            let deployment = match mock_response {
+                Some(text) => {
+                    let mut mocked = Deployment::clone(&selection.deployment);
+                    mocked.mock_response = Some(text.to_owned());
+                    Cow::Owned(mocked)
+                }
+                None => Cow::Borrowed(&*selection.deployment),
             };
-            let mock_response = gateway.mock_response.as_deref();
-            async move {
-                // A per-request mock_response answers offline in place of the deployment.
-                let deployment = match mock_response {
-                    Some(text) => {
-                        let mut mocked = Deployment::clone(&selection.deployment);
-                        mocked.mock_response = Some(text.to_owned());
-                        Cow::Owned(mocked)
-                    }
-                    None => Cow::Borrowed(&*selection.deployment),
-                };
-                forward(app, label, endpoint, &deployment, body, stream).await
-            }
-        })
-        .await;
-    report.routed(&routed, routing_started);
-    let routed = routed?;
-    if routed.fallbacks > 0 {
-        report.fallback = app.router.group_name(&routed.deployment.model_name);
-    }
+            forward(app, label, endpoint, &deployment, body, stream).await
+        }
+    })
+    .await?;
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
@@ -161,6 +145,32 @@ where
         &upstream.headers,
     );
     Ok(response)
+}
+
+/// Routes `model` with `call` (which gets each attempt's deployment and the metrics label of
+/// the group), noting in `report` the group, the time spent routing, retries and fallback.
+pub(crate) async fn route<'a, F, Fut>(
+    app: &'a App,
+    model: &str,
+    options: &RequestOptions,
+    report: &mut Report<'a>,
+    mut call: F,
+) -> Result<Routed<UpstreamResponse>, GatewayError>
+where
+    F: FnMut(Selection<'_>, &'a str) -> Fut,
+    Fut: Future<Output = Result<UpstreamResponse, GatewayError>>,
+{
+    report.group = app.router.group_name(model);
+    let label = report.group.unwrap_or(UNKNOWN_MODEL);
+    let started = Instant::now();
+    let routed = app.router.route(model, options, |selection| call(selection, label)).await;
+    report.upstream = Some(started.elapsed());
+    let routed = routed?;
+    report.retries = routed.retries;
+    if routed.fallbacks > 0 {
+        report.fallback = app.router.group_name(&routed.deployment.model_name);
+    }
+    Ok(routed)
 }
 
 /// Calls the deployment's provider with `body` (canonical JSON, upstream model in place),
