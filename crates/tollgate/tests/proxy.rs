@@ -381,6 +381,23 @@ async fn h2c_clients_are_served() {
         .unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.status(), 200);
+
+    // Streams are relayed over HTTP/2 too.
+    mock.push(Behavior::SlowStream { chunk_delay: Duration::from_millis(20), chunks: 3 });
+    let mut body = hello("general-purpose");
+    body["stream"] = json!(true);
+    let response = h2
+        .request(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let events = sse_events(&bytes);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert!(
+        events[..events.len() - 1].iter().all(|e| e.contains("\"model\":\"general-purpose\"")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
