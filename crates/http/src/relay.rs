@@ -189,8 +189,7 @@ fn rewrite_events(events: &[u8], alias_json: &str) -> Option<Vec<u8>> {
     let mut copied_to = 0;
     let mut line_start = 0;
     while line_start < events.len() {
-        let line_end =
-            events[line_start..].iter().position(|&b| b == b'\n').map_or(events.len(), |p| line_start + p);
+        let line_end = memchr::memchr(b'\n', &events[line_start..]).map_or(events.len(), |p| line_start + p);
         let line = &events[line_start..line_end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(payload) = line.strip_prefix(b"data:") {
