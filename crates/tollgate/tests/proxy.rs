@@ -297,13 +297,7 @@ async fn client_disconnect_mid_stream_cancels_the_upstream() {
     let mock = MockUpstream::start().await;
     let gateway = TestGateway::start(&mock_config(&mock.base_url(), "")).await;
     mock.push(Behavior::SlowStream { chunk_delay: Duration::from_millis(100), chunks: 50 });
-    let mut body = hello("general-purpose");
-    body["stream"] = json!(true);
-    let response = client()
-        .request(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string()))
-        .await
-        .unwrap();
-    let mut incoming = response.into_body();
+    let mut incoming = open_stream(&gateway, "general-purpose").await;
     let first = incoming.frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(incoming);
@@ -318,21 +312,13 @@ async fn graceful_shutdown_lets_a_stream_in_flight_finish() {
     let mock = MockUpstream::start().await;
     let mut gateway = TestGateway::start(&mock_config(&mock.base_url(), "")).await;
     mock.push(Behavior::SlowStream { chunk_delay: Duration::from_millis(100), chunks: 5 });
-    let mut body = hello("general-purpose");
-    body["stream"] = json!(true);
-    let response = client()
-        .request(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string()))
-        .await
-        .unwrap();
-    let mut incoming = response.into_body();
+    let mut incoming = open_stream(&gateway, "general-purpose").await;
     let mut bytes = incoming.frame().await.unwrap().unwrap().into_data().unwrap().to_vec();
 
     let serving = gateway.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(std::net::TcpStream::connect(gateway.addr).is_err(), "no new connections once shutdown begins");
-    while let Some(frame) = incoming.frame().await {
-        bytes.extend_from_slice(&frame.unwrap().into_data().unwrap());
-    }
+    read_rest(incoming, &mut bytes).await;
     assert_eq!(sse_events(&bytes).last().unwrap(), "[DONE]", "the stream finished");
     let result =
         tokio::time::timeout(Duration::from_secs(5), serving).await.expect("serve returns after draining");
@@ -484,18 +470,10 @@ async fn worker_threads_serve_and_drain() {
         assert_eq!(reply.json()["model"], "general-purpose");
     }
     mock.push(Behavior::SlowStream { chunk_delay: Duration::from_millis(100), chunks: 4 });
-    let mut body = hello("general-purpose");
-    body["stream"] = json!(true);
-    let response = client()
-        .request(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string()))
-        .await
-        .unwrap();
-    let mut incoming = response.into_body();
+    let mut incoming = open_stream(&gateway, "general-purpose").await;
     let mut bytes = incoming.frame().await.unwrap().unwrap().into_data().unwrap().to_vec();
     let serving = gateway.begin_shutdown();
-    while let Some(frame) = incoming.frame().await {
-        bytes.extend_from_slice(&frame.unwrap().into_data().unwrap());
-    }
+    read_rest(incoming, &mut bytes).await;
     assert_eq!(sse_events(&bytes).last().unwrap(), "[DONE]", "the stream on a worker finished");
     tokio::time::timeout(Duration::from_secs(5), serving)
         .await

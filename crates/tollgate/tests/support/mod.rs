@@ -160,3 +160,21 @@ pub fn assert_error(reply: &Reply, status: u16) -> Value {
     assert!(error.get("type").is_some() && error.get("param").is_some(), "{body}");
     error
 }
+
+/// Starts a streamed chat completion of `model` and returns its body, still arriving.
+pub async fn open_stream(gateway: &TestGateway, model: &str) -> hyper::body::Incoming {
+    let body = serde_json::json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hello"}]});
+    let response = client()
+        .request(post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body.to_string()))
+        .await
+        .expect("stream request sent");
+    assert_eq!(response.status(), 200);
+    response.into_body()
+}
+
+/// Appends the rest of a streaming body to `bytes`.
+pub async fn read_rest(mut incoming: hyper::body::Incoming, bytes: &mut Vec<u8>) {
+    while let Some(frame) = incoming.frame().await {
+        bytes.extend_from_slice(&frame.expect("frame").into_data().expect("data frame"));
+    }
+}
