@@ -1,7 +1,284 @@
-//! Persistence for Tollgate: keys, teams, users, budgets and spend logs in SQLite or
-//! PostgreSQL through sea-orm, and shared counters, cache and cooldowns in Redis through fred,
-//! each with an in-memory twin behind the same trait.
+//! Persistence for Tollgate: virtual keys, users, teams, organizations, end users and
+//! budgets in LiteLLM's tables, on SQLite or PostgreSQL through sea-orm.
 //!
-//! Nothing lives here yet: the first repositories arrive with virtual keys (the Tenancy
-//! issue). Until then the gateway keeps no state, and says so at start-up when a
-//! `database_url` or Redis setting is given.
+//! Every query runs on a small runtime of its own (one thread), never on the gateway's
+//! workers: a PostgreSQL connection belongs to the runtime that opened it, and the workers
+//! are single-threaded runtimes that come and go with the server. Callers await the answer
+//! from anywhere.
+
+mod cell;
+mod connect;
+mod records;
+
+use std::future::Future;
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, StatementBuilder};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+pub use cell::{Cell, Json, TextList};
+pub use records::{BudgetRecord, EndUserRecord, KeyRecord, OrganizationRecord, TeamRecord, UserRecord};
+pub use sea_orm::DbBackend as Backend;
+
+/// The tables Tollgate reads and writes, by LiteLLM's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Keys,
+    Users,
+    Teams,
+    TeamMemberships,
+    Organizations,
+    OrganizationMemberships,
+    EndUsers,
+    Budgets,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Keys => "LiteLLM_VerificationToken",
+            Table::Users => "LiteLLM_UserTable",
+            Table::Teams => "LiteLLM_TeamTable",
+            Table::TeamMemberships => "LiteLLM_TeamMembership",
+            Table::Organizations => "LiteLLM_OrganizationTable",
+            Table::OrganizationMemberships => "LiteLLM_OrganizationMembership",
+            Table::EndUsers => "LiteLLM_EndUserTable",
+            Table::Budgets => "LiteLLM_BudgetTable",
+        }
+    }
+
+    /// The primary key column (the first one, for the two membership tables).
+    pub fn id_column(self) -> &'static str {
+        match self {
+            Table::Keys => "token",
+            Table::Users | Table::TeamMemberships | Table::OrganizationMemberships | Table::EndUsers => {
+                "user_id"
+            }
+            Table::Teams => "team_id",
+            Table::Organizations => "organization_id",
+            Table::Budgets => "budget_id",
+        }
+    }
+}
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+    #[error("the database task stopped before answering")]
+    Stopped,
+}
+
+/// Equality filters and paging for a list query.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub filters: Vec<(&'static str, String)>,
+    /// Rows whose column is one of these values (e.g. the teams a user belongs to).
+    pub any_of: Option<(&'static str, Vec<String>)>,
+    pub order_by: Option<&'static str>,
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
+/// A connection pool and the runtime its queries run on. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    runtime: Handle,
+    _runtime_guard: std::sync::Arc<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend()).finish()
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc`, `postgres://…`, `postgresql://…?schema=s`).
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let options = connect::options(url)?;
+        let (runtime, guard) = connect::storage_runtime();
+        let db =
+            runtime.spawn(sea_orm::Database::connect(options)).await.map_err(|_| StoreError::Stopped)??;
+        Ok(Store { db, runtime, _runtime_guard: std::sync::Arc::new(guard) })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Applies pending migrations; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        use tollgate_migrations::{Migrator, MigratorTrait};
+        self.run(|db| async move {
+            let pending = Migrator::get_pending_migrations(&db).await?.len();
+            Migrator::up(&db, None).await?;
+            Ok(pending)
+        })
+        .await
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|db| async move { db.ping().await }).await
+    }
+
+    /// Runs SQL text as is (several statements allowed): fixtures and operator scripts.
+    pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_owned();
+        self.run(|db| async move { db.execute_unprepared(&sql).await.map(drop) }).await
+    }
+
+    async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, DbErr>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = work(self.db.clone());
+        self.runtime.spawn(task).await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::from)
+    }
+
+    async fn fetch<R>(&self, statement: &impl StatementBuilder) -> Result<Vec<R>, StoreError>
+    where
+        R: FromQueryResult + Send + 'static,
+    {
+        let statement = self.db.get_database_backend().build(statement);
+        self.run(|db| async move { R::find_by_statement(statement).all(&db).await }).await
+    }
+
+    async fn execute(&self, statement: &impl StatementBuilder) -> Result<u64, StoreError> {
+        let statement = self.db.get_database_backend().build(statement);
+        self.run(|db| async move { Ok(db.execute_raw(statement).await?.rows_affected()) }).await
+    }
+
+    /// One row by primary key.
+    pub async fn get<R>(&self, table: Table, id: &str) -> Result<Option<R>, StoreError>
+    where
+        R: FromQueryResult + Send + 'static,
+    {
+        let mut select = Query::select();
+        select.column(sea_orm::sea_query::Asterisk).from(Alias::new(table.name()));
+        select.and_where(Expr::col(Alias::new(table.id_column())).eq(id));
+        Ok(self.fetch(&select).await?.into_iter().next())
+    }
+
+    /// Rows matching every filter, in `order_by` order, one page at a time.
+    pub async fn list<R>(&self, table: Table, query: &ListQuery) -> Result<Vec<R>, StoreError>
+    where
+        R: FromQueryResult + Send + 'static,
+    {
+        let mut select = Query::select();
+        select.column(sea_orm::sea_query::Asterisk).from(Alias::new(table.name()));
+        for (column, value) in &query.filters {
+            select.and_where(Expr::col(Alias::new(*column)).eq(value.as_str()));
+        }
+        if let Some((column, values)) = &query.any_of {
+            select.and_where(Expr::col(Alias::new(*column)).is_in(values.iter().map(String::as_str)));
+        }
+        select.order_by(Alias::new(query.order_by.unwrap_or(table.id_column())), Order::Asc);
+        if let Some(limit) = query.limit {
+            select.limit(limit);
+        }
+        if query.offset > 0 {
+            select.offset(query.offset);
+        }
+        self.fetch(&select).await
+    }
+
+    /// How many rows match the filters of `query` (paging ignored).
+    pub async fn count(&self, table: Table, query: &ListQuery) -> Result<u64, StoreError> {
+        #[derive(FromQueryResult)]
+        struct Count {
+            count: i64,
+        }
+        let mut select = Query::select();
+        select.expr_as(Expr::col(sea_orm::sea_query::Asterisk).count(), Alias::new("count"));
+        select.from(Alias::new(table.name()));
+        for (column, value) in &query.filters {
+            select.and_where(Expr::col(Alias::new(*column)).eq(value.as_str()));
+        }
+        if let Some((column, values)) = &query.any_of {
+            select.and_where(Expr::col(Alias::new(*column)).is_in(values.iter().map(String::as_str)));
+        }
+        let rows: Vec<Count> = self.fetch(&select).await?;
+        Ok(rows.first().map_or(0, |row| u64::try_from(row.count).unwrap_or(0)))
+    }
+
+    /// Inserts one row.
+    pub async fn insert(&self, table: Table, cells: Vec<(&'static str, Cell)>) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let mut insert = Query::insert();
+        insert.into_table(Alias::new(table.name()));
+        insert.columns(cells.iter().map(|(column, _)| Alias::new(*column)));
+        let values: Vec<SimpleExpr> = cells.into_iter().map(|(_, cell)| cell.into_expr(backend)).collect();
+        insert.values(values).map_err(|error| DbErr::Custom(error.to_string()))?;
+        self.execute(&insert).await.map(drop)
+    }
+
+    /// Sets `cells` on the row(s) whose `column` equals `value`; returns how many changed.
+    pub async fn update_where(
+        &self,
+        table: Table,
+        column: &'static str,
+        value: &str,
+        cells: Vec<(&'static str, Cell)>,
+    ) -> Result<u64, StoreError> {
+        if cells.is_empty() {
+            return Ok(0);
+        }
+        let backend = self.backend();
+        let mut update = Query::update();
+        update.table(Alias::new(table.name()));
+        for (column, cell) in cells {
+            update.value(Alias::new(column), cell.into_expr(backend));
+        }
+        update.and_where(Expr::col(Alias::new(column)).eq(value));
+        self.execute(&update).await
+    }
+
+    /// Sets `cells` on the row with primary key `id`; returns whether it existed.
+    pub async fn update(
+        &self,
+        table: Table,
+        id: &str,
+        cells: Vec<(&'static str, Cell)>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.update_where(table, table.id_column(), id, cells).await? > 0)
+    }
+
+    /// Deletes rows whose `column` is one of `values`; returns how many went.
+    pub async fn delete_where(
+        &self,
+        table: Table,
+        column: &'static str,
+        values: &[String],
+    ) -> Result<u64, StoreError> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        let mut delete = Query::delete();
+        delete.from_table(Alias::new(table.name()));
+        delete.and_where(Expr::col(Alias::new(column)).is_in(values.iter().map(String::as_str)));
+        self.execute(&delete).await
+    }
+
+    /// Deletes rows by primary key; returns how many went.
+    pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
+        self.delete_where(table, table.id_column(), ids).await
+    }
+
+    /// Deletes the membership row of `user_id` in `team_id`, if any.
+    pub async fn delete_team_membership(&self, user_id: &str, team_id: &str) -> Result<u64, StoreError> {
+        let mut delete = Query::delete();
+        delete.from_table(Alias::new(Table::TeamMemberships.name()));
+        delete.and_where(Expr::col(Alias::new("user_id")).eq(user_id));
+        delete.and_where(Expr::col(Alias::new("team_id")).eq(team_id));
+        self.execute(&delete).await
+    }
+}

@@ -1,0 +1,166 @@
+//! Rows of LiteLLM's tables as Tollgate reads them. Only the columns Tollgate uses are
+//! named; the rest of each row is left untouched. Serialized, they are the management
+//! API's answers, with times in RFC 3339 UTC.
+
+use chrono::NaiveDateTime;
+use sea_orm::FromQueryResult;
+use serde::{Serialize, Serializer};
+
+pub use crate::cell::{Json, TextList};
+
+fn utc<S: Serializer>(time: &Option<NaiveDateTime>, serializer: S) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => {
+            serializer.serialize_str(&time.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        }
+        None => serializer.serialize_none(),
+    }
+}
+
+/// A virtual key (`LiteLLM_VerificationToken`); `token` is the SHA-256 of the key.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct KeyRecord {
+    pub token: String,
+    pub key_name: Option<String>,
+    pub key_alias: Option<String>,
+    pub spend: f64,
+    #[serde(serialize_with = "utc")]
+    pub expires: Option<NaiveDateTime>,
+    pub models: TextList,
+    pub aliases: Json,
+    pub config: Json,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub permissions: Json,
+    pub max_parallel_requests: Option<i32>,
+    pub metadata: Json,
+    pub blocked: Option<bool>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub max_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub budget_reset_at: Option<NaiveDateTime>,
+    pub allowed_cache_controls: TextList,
+    pub allowed_routes: TextList,
+    pub key_type: Option<String>,
+    pub model_spend: Json,
+    pub model_max_budget: Json,
+    pub budget_id: Option<String>,
+    pub organization_id: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub created_at: Option<NaiveDateTime>,
+    pub created_by: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub updated_at: Option<NaiveDateTime>,
+    pub updated_by: Option<String>,
+}
+
+/// `LiteLLM_UserTable`, without the password column.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub user_alias: Option<String>,
+    pub team_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub teams: TextList,
+    pub user_role: Option<String>,
+    pub max_budget: Option<f64>,
+    pub spend: f64,
+    pub user_email: Option<String>,
+    pub models: TextList,
+    pub metadata: Json,
+    pub max_parallel_requests: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_duration: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub budget_reset_at: Option<NaiveDateTime>,
+    pub model_spend: Json,
+    pub model_max_budget: Json,
+    #[serde(serialize_with = "utc")]
+    pub created_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "utc")]
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// `LiteLLM_TeamTable`.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct TeamRecord {
+    pub team_id: String,
+    pub team_alias: Option<String>,
+    pub organization_id: Option<String>,
+    pub admins: TextList,
+    pub members: TextList,
+    pub members_with_roles: Json,
+    pub metadata: Json,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub spend: f64,
+    pub models: TextList,
+    pub max_parallel_requests: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_duration: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub budget_reset_at: Option<NaiveDateTime>,
+    pub blocked: bool,
+    #[serde(serialize_with = "utc")]
+    pub created_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "utc")]
+    pub updated_at: Option<NaiveDateTime>,
+    pub model_spend: Json,
+    pub model_max_budget: Json,
+}
+
+/// `LiteLLM_OrganizationTable`; its limits live in the budget row `budget_id` names.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct OrganizationRecord {
+    pub organization_id: String,
+    pub organization_alias: String,
+    pub budget_id: String,
+    pub metadata: Json,
+    pub models: TextList,
+    pub spend: f64,
+    pub model_spend: Json,
+    #[serde(serialize_with = "utc")]
+    pub created_at: Option<NaiveDateTime>,
+    pub created_by: String,
+    #[serde(serialize_with = "utc")]
+    pub updated_at: Option<NaiveDateTime>,
+    pub updated_by: String,
+}
+
+/// `LiteLLM_EndUserTable`: the customers named by the `user` field of requests.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct EndUserRecord {
+    pub user_id: String,
+    pub alias: Option<String>,
+    pub spend: f64,
+    pub allowed_model_region: Option<String>,
+    pub default_model: Option<String>,
+    pub models: TextList,
+    pub budget_id: Option<String>,
+    pub blocked: bool,
+}
+
+/// `LiteLLM_BudgetTable`: limits shared by organizations, end users and memberships.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct BudgetRecord {
+    pub budget_id: String,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub max_parallel_requests: Option<i32>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub model_max_budget: Json,
+    pub budget_duration: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub budget_reset_at: Option<NaiveDateTime>,
+    #[serde(serialize_with = "utc")]
+    pub created_at: Option<NaiveDateTime>,
+    pub created_by: String,
+    #[serde(serialize_with = "utc")]
+    pub updated_at: Option<NaiveDateTime>,
+    pub updated_by: String,
+}
