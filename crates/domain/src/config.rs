@@ -75,6 +75,14 @@ pub struct GatewayConfig {
     pub router: RouterSettings,
     /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` asks for a key.
     pub metrics_require_auth: bool,
+    /// `general_settings.database_url`, else `DATABASE_URL`. Without one, a gateway with a
+    /// master key keeps its virtual keys in a SQLite file.
+    pub database_url: Option<Secret>,
+    /// Whether the gateway applies pending migrations at start (off with
+    /// `DISABLE_SCHEMA_UPDATE=true`, as LiteLLM's flag).
+    pub schema_updates: bool,
+    /// `litellm_settings.budget_exceeded_status_code`: the status of a spent budget.
+    pub budget_exceeded_status: u16,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache`), in the order met.
     pub unsupported: Vec<String>,
@@ -156,7 +164,21 @@ impl GatewayConfig {
                 }
             }
         }
+        let budget_exceeded_status = match litellm_settings.get("budget_exceeded_status_code") {
+            None | Some(Value::Null) => 422,
+            Some(value) => value
+                .as_u64()
+                .and_then(|status| u16::try_from(status).ok())
+                .filter(|status| (400..600).contains(status))
+                .ok_or_else(|| {
+                    invalid(
+                        "litellm_settings.budget_exceeded_status_code",
+                        "must be an HTTP status from 400 to 599",
+                    )
+                })?,
+        };
         let mut litellm_known = vec![
+            "budget_exceeded_status_code",
             "request_timeout",
             "require_auth_for_metrics_endpoint",
             "callbacks",
@@ -203,9 +225,18 @@ impl GatewayConfig {
             .or_else(|| reader.env.var("TOLLGATE_MASTER_KEY"))
             .filter(|k| !k.is_empty())
             .map(Secret::new);
-        reader.flag_unknown(general_settings, "general_settings", &["master_key"]);
-        // The gateway keeps no state and no shared cache yet: say so when asked for them.
-        for name in ["DATABASE_URL", "REDIS_URL", "REDIS_HOST"] {
+        let database_url = reader
+            .string(general_settings, "database_url", "general_settings")?
+            .or_else(|| reader.env.var("DATABASE_URL"))
+            .filter(|url| !url.is_empty())
+            .map(Secret::new);
+        let schema_updates = !reader
+            .env
+            .var("DISABLE_SCHEMA_UPDATE")
+            .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+        reader.flag_unknown(general_settings, "general_settings", &["master_key", "database_url"]);
+        // No shared cache yet: say so when asked for one.
+        for name in ["REDIS_URL", "REDIS_HOST"] {
             if reader.env.var(name).is_some_and(|v| !v.is_empty()) {
                 reader.unsupported.push(format!("environment {name}"));
             }
@@ -224,7 +255,16 @@ impl GatewayConfig {
             }
         }
 
-        Ok(Self { deployments, master_key, router, metrics_require_auth, unsupported: reader.unsupported })
+        Ok(Self {
+            deployments,
+            master_key,
+            router,
+            metrics_require_auth,
+            database_url,
+            schema_updates,
+            budget_exceeded_status,
+            unsupported: reader.unsupported,
+        })
     }
 
     /// The aliases clients may ask for, in config order, without duplicates.
@@ -818,11 +858,12 @@ include: [other.yaml]
                 "model_list[0].litellm_params.vertex_project",
                 "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
                 "model_list[0].litellm_params.tpm (not enforced as a limit yet)",
-                "general_settings.database_url",
             ]
         );
         assert_eq!(config.deployments[0].timeout, Duration::from_secs(5));
         assert!(config.deployments[0].wire().is_none());
+        assert_eq!(config.database_url.unwrap().expose(), "postgresql://x");
+        assert_eq!(config.budget_exceeded_status, 422);
     }
 
     #[test]

@@ -13,7 +13,17 @@ pub enum ErrorKind {
     Authentication,
     /// 400: the request itself is wrong (malformed JSON, a missing field, an unknown model).
     BadRequest,
-    /// 404: no such route.
+    /// 403: a known caller asked for something it may not have (a model, a route, another
+    /// team's key).
+    Forbidden,
+    /// A budget of the key, user, team, organization or end user is spent; the status is
+    /// `litellm_settings.budget_exceeded_status_code` (LiteLLM's default, 422).
+    BudgetExceeded(u16),
+    /// 429: a key's own rpm/tpm/parallel-request limit was reached.
+    RateLimited,
+    /// 503: the database is needed and does not answer.
+    StoreUnavailable,
+    /// 404: no such route or record.
     NotFound,
     /// 405: the route exists, the method does not.
     MethodNotAllowed,
@@ -36,6 +46,10 @@ impl ErrorKind {
         match self {
             Self::Authentication => 401,
             Self::BadRequest => 400,
+            Self::Forbidden => 403,
+            Self::BudgetExceeded(status) => status,
+            Self::RateLimited => 429,
+            Self::StoreUnavailable => 503,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
@@ -49,7 +63,10 @@ impl ErrorKind {
     /// The `type` field of the error body.
     fn error_type(self) -> &'static str {
         match self {
-            Self::Authentication => "auth_error",
+            Self::Authentication | Self::Forbidden => "auth_error",
+            Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::RateLimited => "throttling_error",
+            Self::StoreUnavailable => "no_db_connection",
             Self::BadRequest | Self::PayloadTooLarge | Self::MethodNotAllowed => "invalid_request_error",
             Self::NotFound => "not_found_error",
             Self::NoDeploymentsAvailable => "rate_limit_error",
@@ -105,6 +122,13 @@ impl GatewayError {
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    /// Replaces the `type` of the error body (LiteLLM's finer types, such as
+    /// `key_model_access_denied` or `token_not_found_in_db`).
+    pub fn with_type(mut self, error_type: &str) -> Self {
+        self.upstream_type = Some(error_type.to_owned());
         self
     }
 

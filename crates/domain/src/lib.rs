@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod deployment;
+pub mod duration;
 pub mod error;
 pub mod json;
 pub mod provider_catalog;

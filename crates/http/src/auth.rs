@@ -1,11 +1,7 @@
-//! Who is calling: the key from `Authorization: Bearer`, `x-api-key`, `api-key` or
-//! `x-litellm-api-key`, checked against the master key in constant time.
-//!
-//! With no master key configured the gateway is open (as LiteLLM's proxy is); start-up
-//! warns loudly about it. Virtual keys arrive with the Tenancy issue.
+//! The key a client presents: `Authorization: Bearer`, `x-api-key`, `api-key` or
+//! `x-litellm-api-key`. [`crate::App::access`] decides who it belongs to.
 
 use http::HeaderMap;
-use tollgate_domain::{ErrorKind, GatewayError, Secret};
 
 /// The key the client presented, if any.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -25,23 +21,6 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|name| headers.get(*name)?.to_str().ok())
         .map(str::trim)
         .find(|key| !key.is_empty())
-}
-
-pub fn authenticate(headers: &HeaderMap, master_key: Option<&Secret>) -> Result<(), GatewayError> {
-    let Some(master_key) = master_key else {
-        return Ok(());
-    };
-    match presented_key(headers) {
-        None => Err(GatewayError::new(
-            ErrorKind::Authentication,
-            "Authentication Error, No api key passed in. Send it as 'Authorization: Bearer <key>'.",
-        )),
-        Some(key) if master_key.matches(key) => Ok(()),
-        Some(_) => Err(GatewayError::new(
-            ErrorKind::Authentication,
-            "Authentication Error, Invalid proxy server token passed.",
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -66,17 +45,5 @@ mod tests {
             Some("sk-5")
         );
         assert_eq!(presented_key(&headers(&[])), None);
-    }
-
-    #[test]
-    fn master_key_gates_access() {
-        let master = Secret::new("sk-master");
-        assert!(authenticate(&headers(&[("authorization", "Bearer sk-master")]), Some(&master)).is_ok());
-        let wrong =
-            authenticate(&headers(&[("authorization", "Bearer sk-other")]), Some(&master)).unwrap_err();
-        assert_eq!(wrong.status(), 401);
-        let missing = authenticate(&headers(&[]), Some(&master)).unwrap_err();
-        assert!(missing.message.contains("No api key"));
-        assert!(authenticate(&headers(&[]), None).is_ok());
     }
 }

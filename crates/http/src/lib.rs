@@ -15,6 +15,7 @@
 //! | GET    | /health/readiness         | no   | [`health`], ready for traffic   |
 //! | GET    | /health                   | yes  | [`health`], probes each model   |
 //! | GET    | /metrics                  | opt. | [`metrics`], Prometheus text    |
+//! | any    | /key/*, /user/*, /team/*, /organization/*, /customer/*, /budget/* | yes | [`management`] |
 //!
 //! The layers a request passes, outermost first: panic guard ([`App::serve`]), route
 //! match, authentication ([`auth`]), handler. Every failure becomes an OpenAI-shaped body
@@ -23,11 +24,13 @@
 pub mod auth;
 pub mod errors;
 pub mod health;
+pub mod management;
 pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod proxy;
 mod relay;
+pub mod tenancy;
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -36,12 +39,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tollgate_domain::{Endpoint, ErrorKind, GatewayConfig, GatewayError, Secret};
 use tollgate_providers::{HttpClient, Providers};
 use tollgate_router::{HealthBoard, Router};
 
 use crate::metrics::Metrics;
+use crate::tenancy::{Access, Permit, Tenancy};
 
 /// The error type of request bodies the gateway can read.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,6 +66,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Whether `/metrics` asks for a key (`require_auth_for_metrics_endpoint`).
     pub metrics_require_auth: bool,
+    /// Virtual keys, when the gateway has a master key and a database.
+    pub tenancy: Option<Arc<Tenancy>>,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -69,6 +76,8 @@ pub struct Shared {
     /// Deployment cooldowns and rpm usage.
     pub health: Arc<HealthBoard>,
     pub metrics: Arc<Metrics>,
+    /// Virtual keys: one database pool, one key cache and one set of limit counters.
+    pub tenancy: Option<Arc<Tenancy>>,
 }
 
 enum Route {
@@ -81,6 +90,7 @@ enum Route {
     Readiness,
     Health,
     Metrics,
+    Management,
 }
 
 impl Route {
@@ -99,6 +109,8 @@ impl Route {
             "/health/readiness" => (Self::Readiness, "GET"),
             "/health" => (Self::Health, "GET"),
             "/metrics" => (Self::Metrics, "GET"),
+            // Each management handler checks its own methods.
+            path if management::owns(path) => return Some(Ok(Self::Management)),
             _ => return None,
         };
         Some(if method.as_str() == allowed || (allowed == "GET" && *method == Method::HEAD) {
@@ -131,6 +143,47 @@ impl App {
             master_key: config.master_key,
             metrics: Arc::clone(&shared.metrics),
             metrics_require_auth: config.metrics_require_auth,
+            tenancy: shared.tenancy.clone(),
+        }
+    }
+
+    /// Who is calling: nobody in particular when no master key is set, else the master key
+    /// or a virtual key the database knows.
+    pub async fn access(&self, headers: &http::HeaderMap) -> Result<Access, GatewayError> {
+        let Some(master_key) = &self.master_key else { return Ok(Access::Open) };
+        let key = auth::presented_key(headers).ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::Authentication,
+                "Authentication Error, No api key passed in. Send it as 'Authorization: Bearer <key>'.",
+            )
+        })?;
+        if master_key.matches(key) {
+            return Ok(Access::Master);
+        }
+        let invalid = || {
+            GatewayError::new(ErrorKind::Authentication, "Authentication Error, Invalid API key provided.")
+                .with_type("token_not_found_in_db")
+                .with_param("key")
+        };
+        let Some(tenancy) = &self.tenancy else { return Err(invalid()) };
+        tenancy.resolve(key).await?.map(Access::Key).ok_or_else(invalid)
+    }
+
+    /// The checks before an LLM call (see [`Tenancy::admit`]); the permit holds the
+    /// caller's parallel-request slots.
+    pub(crate) async fn admit(
+        &self,
+        access: &Access,
+        model: &str,
+        end_user: Option<&str>,
+    ) -> Result<Option<Permit>, GatewayError> {
+        let Some(tenancy) = &self.tenancy else { return Ok(None) };
+        match access {
+            Access::Key(principal) => {
+                tenancy.admit(Some(principal), &self.router, model, end_user).await.map(Some)
+            }
+            _ if end_user.is_some() => tenancy.admit(None, &self.router, model, end_user).await.map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -181,17 +234,26 @@ impl App {
                 return errors::error_response(&error, None);
             }
         };
-        if route.needs_auth(self)
-            && let Err(error) = auth::authenticate(request.headers(), self.master_key.as_ref())
-        {
-            return match route {
-                Route::Messages => errors::anthropic_error_response(&error, None),
-                _ => errors::error_response(&error, None),
-            };
-        }
+        let access = if route.needs_auth(self) {
+            match self.access(request.headers()).await {
+                Ok(access) => access,
+                Err(error) => {
+                    return match route {
+                        Route::Messages => errors::anthropic_error_response(&error, None),
+                        _ => errors::error_response(&error, None),
+                    };
+                }
+            }
+        } else {
+            Access::Open
+        };
         match route {
-            Route::Proxy(endpoint) => proxy::handle(self, endpoint, request).await,
-            Route::Messages => messages::handle(self, request).await,
+            Route::Proxy(endpoint) => proxy::handle(self, &access, endpoint, request).await,
+            Route::Messages => messages::handle(self, &access, request).await,
+            Route::Management => {
+                let path = normalize(request.uri().path()).to_owned();
+                management::handle(self, &access, &path, request).await
+            }
             Route::Models => models::list(self),
             Route::ModelInfo => models::info(self, request.uri().query()),
             Route::ModelGroupInfo => models::group_info(self, request.uri().query()),
@@ -209,6 +271,40 @@ impl App {
                 response
             }
         }
+    }
+}
+
+/// Keeps a request's rate-limit permit until its response body is finished or dropped, so
+/// a stream holds its parallel-request slot for as long as it runs.
+pub(crate) fn hold(response: Response<ResponseBody>, permit: Option<Permit>) -> Response<ResponseBody> {
+    match permit {
+        None => response,
+        Some(permit) => response.map(|body| HeldBody { body, _permit: permit }.boxed_unsync()),
+    }
+}
+
+struct HeldBody {
+    body: ResponseBody,
+    _permit: Permit,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

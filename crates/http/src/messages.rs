@@ -28,9 +28,10 @@ use tollgate_router::RequestOptions;
 use crate::proxy::{
     Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
 };
-use crate::{App, BoxError, ResponseBody, errors, json_response};
+use crate::tenancy::Access;
+use crate::{App, BoxError, ResponseBody, errors, hold, json_response};
 
-pub async fn handle<B>(app: &App, request: Request<B>) -> Response<ResponseBody>
+pub async fn handle<B>(app: &App, access: &Access, request: Request<B>) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -38,7 +39,7 @@ where
     let started = Instant::now();
     let call_id = new_call_id();
     let mut report = Report::default();
-    let response = match front_door(app, request.into_body(), started, &call_id, &mut report).await {
+    let response = match front_door(app, access, request.into_body(), started, &call_id, &mut report).await {
         Ok(response) => response,
         Err(error) => errors::anthropic_error_response(&error, Some(&call_id)),
     };
@@ -48,6 +49,7 @@ where
 
 async fn front_door<'a, B>(
     app: &'a App,
+    access: &Access,
     body: B,
     started: Instant,
     call_id: &str,
@@ -65,6 +67,9 @@ where
         .and_then(Value::as_str)
         .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // Anthropic names the end user in `metadata.user_id`.
+    let end_user = request.pointer("/metadata/user_id").and_then(Value::as_str);
+    let permit = app.admit(access, model, end_user).await?;
 
     let routed = route(app, model, &RequestOptions::default(), report, |selection, label| {
         let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
@@ -103,7 +108,7 @@ where
         attempts,
         &upstream.headers,
     );
-    Ok(response)
+    Ok(hold(response, permit))
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {

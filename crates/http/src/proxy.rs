@@ -22,12 +22,18 @@ use tollgate_router::{RequestOptions, Routed, Selection};
 
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
-use crate::{App, BoxError, ResponseBody, VERSION, errors, json_response};
+use crate::tenancy::Access;
+use crate::{App, BoxError, ResponseBody, VERSION, errors, hold, json_response};
 
 /// The largest request body accepted (images travel inline as base64).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
-pub async fn handle<B>(app: &App, endpoint: Endpoint, request: Request<B>) -> Response<ResponseBody>
+pub async fn handle<B>(
+    app: &App,
+    access: &Access,
+    endpoint: Endpoint,
+    request: Request<B>,
+) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -35,10 +41,11 @@ where
     let started = Instant::now();
     let call_id = new_call_id();
     let mut report = Report::default();
-    let response = match proxy(app, endpoint, request.into_body(), started, &call_id, &mut report).await {
-        Ok(response) => response,
-        Err(error) => errors::error_response(&error, Some(&call_id)),
-    };
+    let response =
+        match proxy(app, access, endpoint, request.into_body(), started, &call_id, &mut report).await {
+            Ok(response) => response,
+            Err(error) => errors::error_response(&error, Some(&call_id)),
+        };
     report.record(app, response.status(), started);
     response
 }
@@ -74,6 +81,7 @@ pub(crate) fn new_call_id() -> String {
 
 async fn proxy<'a, B>(
     app: &'a App,
+    access: &Access,
     endpoint: Endpoint,
     body: B,
     started: Instant,
@@ -90,6 +98,8 @@ where
     let model: Cow<'_, str> = field(&top, "model")?
         .ok_or_else(|| GatewayError::bad_request("missing required field `model`").with_param("model"))?;
     check_required(&top, endpoint)?;
+    let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
+    let permit = app.admit(access, &model, end_user.as_deref()).await?;
     let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
     let gateway = GatewayParams::read(&top)?;
     // Parameters meant for the gateway never reach the upstream (OpenAI rejects unknown ones).
@@ -144,7 +154,7 @@ where
         attempts,
         &upstream.headers,
     );
-    Ok(response)
+    Ok(hold(response, permit))
 }
 
 /// Routes `model` with `call` (which gets each attempt's deployment and the metrics label of

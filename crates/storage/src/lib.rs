@@ -10,6 +10,8 @@ mod cell;
 mod connect;
 mod records;
 
+pub use connect::redact;
+
 use std::future::Future;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SimpleExpr};
@@ -18,7 +20,9 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 pub use cell::{Cell, Json, TextList};
-pub use records::{BudgetRecord, EndUserRecord, KeyRecord, OrganizationRecord, TeamRecord, UserRecord};
+pub use records::{
+    BudgetRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord, TeamRecord, UserRecord,
+};
 pub use sea_orm::DbBackend as Backend;
 
 /// The tables Tollgate reads and writes, by LiteLLM's names.
@@ -106,6 +110,11 @@ impl Store {
         let db =
             runtime.spawn(sea_orm::Database::connect(options)).await.map_err(|_| StoreError::Stopped)??;
         Ok(Store { db, runtime, _runtime_guard: std::sync::Arc::new(guard) })
+    }
+
+    /// The runtime queries run on, for background work that belongs with the database.
+    pub fn runtime(&self) -> &Handle {
+        &self.runtime
     }
 
     pub fn backend(&self) -> DbBackend {

@@ -164,3 +164,12 @@ pub struct BudgetRecord {
     pub updated_at: Option<NaiveDateTime>,
     pub updated_by: String,
 }
+
+/// `LiteLLM_TeamMembership`: a user's spend and budget within one team.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct MembershipRecord {
+    pub user_id: String,
+    pub team_id: String,
+    pub spend: f64,
+    pub budget_id: Option<String>,
+}

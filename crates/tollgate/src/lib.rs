@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 pub use tollgate_domain::GatewayConfig;
 pub use tollgate_domain::config::{ConfigError, DEMO_CONFIG, EnvSource, ProcessEnv};
+use tollgate_http::tenancy::Tenancy;
 use tollgate_http::{App, Shared};
 
 pub use server::shutdown_signal;
@@ -38,7 +39,13 @@ pub enum Error {
     Tls(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Storage(#[from] tollgate_storage::StoreError),
 }
+
+/// Where virtual keys live when no `database_url` is configured: a SQLite file beside the
+/// process, so a laptop needs nothing else.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db?mode=rwc";
 
 /// A configured gateway, ready to serve on a listener.
 pub struct Gateway {
@@ -51,8 +58,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway from its config. Logs, once, every setting it will not act on and
-    /// whether the gateway is open to anyone. (Async because connecting to the database and
-    /// Redis will happen here once storage lands.)
+    /// whether the gateway is open to anyone. With a master key it connects to the database
+    /// (migrating it unless `DISABLE_SCHEMA_UPDATE` is set) to serve virtual keys.
     pub async fn from_config(config: GatewayConfig) -> Result<Self, Error> {
         if !config.unsupported.is_empty() {
             tracing::warn!(
@@ -65,8 +72,30 @@ impl Gateway {
                 "no master key set (general_settings.master_key or LITELLM_MASTER_KEY): every request is accepted without authentication"
             );
         }
+        let mut shared = Shared::default();
+        if config.master_key.is_some() {
+            shared.tenancy = match (open_tenancy(&config).await, &config.database_url) {
+                (Ok(tenancy), _) => Some(tenancy),
+                (Err(error), Some(_)) => return Err(error),
+                // The implicit SQLite file may be impossible (a read-only root in a pod):
+                // the master key still works, virtual keys do not.
+                (Err(error), None) => {
+                    tracing::error!(%error, url = DEFAULT_DATABASE_URL, "virtual keys are off: the default database could not be opened; set database_url");
+                    None
+                }
+            };
+        } else if config.database_url.is_some() {
+            tracing::warn!(
+                "a database_url is set but no master key: virtual keys need a master key, so the database is not used"
+            );
+        }
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
-        Ok(Self { config, options, workers: 0, shared: Shared::default() })
+        Ok(Self { config, options, workers: 0, shared })
+    }
+
+    /// The store behind virtual keys, when there is one (for embedding and tests).
+    pub fn store(&self) -> Option<&tollgate_storage::Store> {
+        self.shared.tenancy.as_ref().map(|tenancy| &tenancy.store)
     }
 
     /// Serves HTTPS with the PEM certificate chain and private key at these paths.
@@ -118,4 +147,19 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Connects the database, applies pending migrations and starts the key cache's refresher.
+async fn open_tenancy(config: &GatewayConfig) -> Result<Arc<Tenancy>, Error> {
+    let url = config.database_url.as_ref().map_or(DEFAULT_DATABASE_URL, |url| url.expose());
+    let store = tollgate_storage::Store::connect(url).await?;
+    if config.schema_updates {
+        let applied = store.migrate().await?;
+        tracing::info!(database = %tollgate_storage::redact(url), applied, "database ready");
+    } else {
+        tracing::info!(database = %tollgate_storage::redact(url), "database connected; migrations left to the operator (DISABLE_SCHEMA_UPDATE)");
+    }
+    let tenancy = Arc::new(Tenancy::new(store, config.budget_exceeded_status));
+    tollgate_http::tenancy::cache::spawn_refresher(&tenancy);
+    Ok(tenancy)
 }

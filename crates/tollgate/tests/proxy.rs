@@ -152,7 +152,7 @@ async fn auth_is_required_except_for_probes() {
     let missing = send(post(&url, None, hello("general-purpose").to_string())).await;
     assert!(assert_error(&missing, 401)["message"].as_str().unwrap().contains("No api key"));
     let wrong = send(post(&url, Some("sk-wrong"), hello("general-purpose").to_string())).await;
-    assert_eq!(assert_error(&wrong, 401)["type"], "auth_error");
+    assert_eq!(assert_error(&wrong, 401)["type"], "token_not_found_in_db");
     assert!(send(get(&gateway.url("/v1/models"), None)).await.status == 401);
 
     for header in ["x-api-key", "api-key"] {

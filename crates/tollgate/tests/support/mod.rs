@@ -31,7 +31,11 @@ impl TestGateway {
     }
 
     pub async fn start_with(yaml: &str, adjust: impl FnOnce(Gateway) -> Gateway) -> Self {
-        let config = GatewayConfig::from_yaml(yaml, &HashMap::new()).expect("test config is valid");
+        let mut config = GatewayConfig::from_yaml(yaml, &HashMap::new()).expect("test config is valid");
+        // Each gateway keeps its virtual keys in a database of its own, not in the repo.
+        if config.master_key.is_some() && config.database_url.is_none() {
+            config.database_url = Some(tollgate_domain::Secret::new(temp_sqlite_url()));
+        }
         let gateway = adjust(Gateway::from_config(config).await.expect("gateway builds"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -53,6 +57,15 @@ impl TestGateway {
         }
         self.task.take().expect("shutdown once")
     }
+}
+
+/// A fresh SQLite file under the system temp directory.
+pub fn temp_sqlite_url() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("tollgate-test-{}-{n}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 impl Drop for TestGateway {

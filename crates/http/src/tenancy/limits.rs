@@ -1,0 +1,143 @@
+//! Per-key, per-user and per-team rate limits inside this process: requests per minute
+//! (`rpm_limit`, a fixed one-minute window) and requests in flight
+//! (`max_parallel_requests`). Shared across replicas they need Redis (the Redis issue);
+//! tokens per minute need usage accounting (the Spend issue).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tollgate_domain::{ErrorKind, GatewayError};
+
+use super::Principal;
+
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicU32,
+    /// The minute (since the process epoch) `window_requests` counts.
+    window: AtomicU64,
+    window_requests: AtomicU32,
+}
+
+#[derive(Debug)]
+pub struct Limits {
+    epoch: Instant,
+    scopes: Mutex<HashMap<String, Arc<Counters>>>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { epoch: Instant::now(), scopes: Mutex::default() }
+    }
+}
+
+/// Holds the in-flight slots a request took; dropping it gives them back.
+#[derive(Debug, Default)]
+pub struct Permit {
+    held: Vec<Arc<Counters>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for counters in &self.held {
+            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+struct Scope<'a> {
+    kind: &'static str,
+    id: &'a str,
+    rpm: Option<i64>,
+    parallel: Option<i32>,
+}
+
+impl Limits {
+    /// Counts the request against every scope with a limit, or refuses it with a 429 that
+    /// says which limit was hit. A refused request takes nothing.
+    pub fn acquire(&self, principal: &Principal) -> Result<Permit, GatewayError> {
+        let key = &principal.key;
+        let mut scopes = vec![Scope {
+            kind: "api_key",
+            id: &key.token,
+            rpm: key.rpm_limit,
+            parallel: key.max_parallel_requests,
+        }];
+        if let Some(user) = &principal.user {
+            scopes.push(Scope {
+                kind: "user",
+                id: &user.user_id,
+                rpm: user.rpm_limit,
+                parallel: user.max_parallel_requests,
+            });
+        }
+        if let Some(team) = &principal.team {
+            scopes.push(Scope {
+                kind: "team",
+                id: &team.team_id,
+                rpm: team.rpm_limit,
+                parallel: team.max_parallel_requests,
+            });
+        }
+        scopes.retain(|scope| scope.rpm.is_some() || scope.parallel.is_some());
+        if scopes.is_empty() {
+            return Ok(Permit::default());
+        }
+        let minute = self.epoch.elapsed().as_secs() / 60;
+        let counters: Vec<Arc<Counters>> = {
+            let mut map = self.scopes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            scopes
+                .iter()
+                .map(|scope| Arc::clone(map.entry(format!("{}:{}", scope.kind, scope.id)).or_default()))
+                .collect()
+        };
+        let mut permit = Permit::default();
+        let mut counted: Vec<&Counters> = Vec::new();
+        for (scope, counters) in scopes.iter().zip(&counters) {
+            if let Some(limit) = scope.parallel {
+                let limit = u32::try_from(limit).unwrap_or(0);
+                if counters.in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
+                    counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    undo(&counted);
+                    return Err(refused(scope, "max_parallel_requests", limit.into()));
+                }
+                permit.held.push(Arc::clone(counters));
+            }
+            if let Some(limit) = scope.rpm {
+                if counters.window.swap(minute, Ordering::AcqRel) != minute {
+                    counters.window_requests.store(0, Ordering::Release);
+                }
+                let used = counters.window_requests.fetch_add(1, Ordering::AcqRel);
+                if i64::from(used) >= limit {
+                    counters.window_requests.fetch_sub(1, Ordering::AcqRel);
+                    undo(&counted);
+                    return Err(refused(scope, "requests", limit));
+                }
+                counted.push(counters);
+            }
+        }
+        Ok(permit)
+    }
+}
+
+/// Gives back the minute-window counts a refused request took in earlier scopes.
+fn undo(counted: &[&Counters]) {
+    for counters in counted {
+        counters.window_requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn refused(scope: &Scope<'_>, limit_type: &str, limit: i64) -> GatewayError {
+    let mut error = GatewayError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "Rate limit exceeded for {}: {}. Limit type: {limit_type}. Current limit: {limit}, Remaining: 0.",
+            scope.kind, scope.id
+        ),
+    );
+    if limit_type == "requests" {
+        error.retry_after = Some(std::time::Duration::from_secs(60));
+    }
+    error
+}

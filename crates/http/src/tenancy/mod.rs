@@ -1,0 +1,357 @@
+//! Virtual keys on the hot path: who the caller is (master key, a virtual key with its
+//! team, user and organization, or nobody when the gateway is open) and whether this
+//! request may go ahead (blocked, expired, model allowed, budgets, rate limits), in
+//! LiteLLM's order and with its error types.
+//!
+//! Keys are resolved from an in-memory cache ([`cache`]) that a background task refreshes
+//! from the database every second; a miss reads the database once, and unknown keys are
+//! remembered briefly so a flood of bad keys does not become a flood of queries.
+
+pub mod cache;
+pub mod keys;
+pub mod limits;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tollgate_domain::{ErrorKind, GatewayError};
+use tollgate_router::Router;
+use tollgate_storage::{
+    BudgetRecord, EndUserRecord, KeyRecord, OrganizationRecord, Store, StoreError, Table, TeamRecord,
+    UserRecord,
+};
+
+pub use cache::PrincipalCache;
+pub use limits::{Limits, Permit};
+
+/// A virtual key and the records it answers to, as loaded together.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key: KeyRecord,
+    pub team: Option<TeamRecord>,
+    pub user: Option<UserRecord>,
+    pub organization: Option<(OrganizationRecord, Option<BudgetRecord>)>,
+}
+
+impl Principal {
+    /// The owning user's role; a key without a user is an internal user (LiteLLM's rule).
+    pub fn role(&self) -> &str {
+        self.user.as_ref().and_then(|user| user.user_role.as_deref()).unwrap_or("internal_user")
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role() == "proxy_admin"
+    }
+
+    /// Whether the owning user is an admin member of `team` (`members_with_roles`).
+    pub fn is_team_admin(&self, team: &TeamRecord) -> bool {
+        let Some(user_id) = self.key.user_id.as_deref() else { return false };
+        team.admins.0.iter().any(|admin| admin == user_id)
+            || team.members_with_roles.0.as_array().is_some_and(|members| {
+                members.iter().any(|member| {
+                    member.get("user_id").and_then(|v| v.as_str()) == Some(user_id)
+                        && member.get("role").and_then(|v| v.as_str()) == Some("admin")
+                })
+            })
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// No master key is configured: the gateway is open, as LiteLLM's is.
+    Open,
+    /// The master key: a proxy admin.
+    Master,
+    Key(Arc<Principal>),
+}
+
+impl Access {
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Access::Open | Access::Master => true,
+            Access::Key(principal) => principal.is_admin(),
+        }
+    }
+
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Access::Key(principal) => Some(principal),
+            _ => None,
+        }
+    }
+}
+
+/// The database, the key cache and the in-process limit counters, shared by all workers.
+#[derive(Debug)]
+pub struct Tenancy {
+    pub store: Store,
+    pub cache: PrincipalCache,
+    pub limits: Limits,
+    /// The status of a spent budget (`budget_exceeded_status_code`).
+    pub budget_status: u16,
+}
+
+impl Tenancy {
+    pub fn new(store: Store, budget_status: u16) -> Self {
+        Self { store, cache: PrincipalCache::default(), limits: Limits::default(), budget_status }
+    }
+
+    /// The principal behind a presented key: from the cache, else the database.
+    pub async fn resolve(&self, presented: &str) -> Result<Option<Arc<Principal>>, GatewayError> {
+        let token = keys::hash(presented);
+        if let Some(cached) = self.cache.get(&token) {
+            return Ok(cached);
+        }
+        let loaded = load(&self.store, &token).await.map_err(store_unavailable)?.map(Arc::new);
+        self.cache.insert(token, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Forgets a key so the next request reads it afresh (after an update, block or delete).
+    pub fn forget(&self, token: &str) {
+        self.cache.remove(token);
+    }
+
+    /// Every check LiteLLM makes before an LLM call, in its order. On success the permit
+    /// holds the caller's parallel-request slots until it is dropped.
+    pub async fn admit(
+        &self,
+        principal: Option<&Principal>,
+        router: &Router,
+        model: &str,
+        end_user: Option<&str>,
+    ) -> Result<Permit, GatewayError> {
+        if let Some(principal) = principal {
+            self.admit_key(principal, router, model)?;
+        }
+        if let Some(end_user) = end_user {
+            self.admit_end_user(end_user, router, model).await?;
+        }
+        match principal {
+            Some(principal) => self.limits.acquire(principal),
+            None => Ok(Permit::default()),
+        }
+    }
+
+    fn admit_key(&self, principal: &Principal, router: &Router, model: &str) -> Result<(), GatewayError> {
+        let key = &principal.key;
+        if key.blocked == Some(true) {
+            return Err(GatewayError::new(
+                ErrorKind::Authentication,
+                "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin.",
+            ));
+        }
+        let team = principal.team.as_ref();
+        let key_models = &key.models.0;
+        let defers_to_team = key_models.iter().any(|m| m == "all-team-models");
+        if !defers_to_team && !model_allowed(key_models, router, model) {
+            return Err(model_denied(model, "key_model_access_denied"));
+        }
+        let now = Utc::now().naive_utc();
+        if let Some(expires) = key.expires
+            && expires < now
+        {
+            return Err(GatewayError::new(
+                ErrorKind::Authentication,
+                format!(
+                    "Authentication Error - Expired Key. Key Expiry time {} and current time {}",
+                    expires.and_utc(),
+                    now.and_utc()
+                ),
+            )
+            .with_type("expired_key")
+            .with_param(key.key_name.clone().unwrap_or_default()));
+        }
+        if let Some(max) = key.max_budget
+            && key.spend >= max
+        {
+            let name = key.key_alias.as_deref().unwrap_or("key");
+            let tail = key.key_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+            return Err(self.budget_error(format!(
+                "Budget has been exceeded! Key={name}{tail} Current cost: {}, Max budget: {max}",
+                key.spend
+            )));
+        }
+        if let Some(team) = team {
+            if team.blocked {
+                return Err(GatewayError::new(
+                    ErrorKind::Authentication,
+                    format!(
+                        "Authentication Error, Team={} is blocked. Update via `/team/unblock` if you're an admin.",
+                        team.team_id
+                    ),
+                ));
+            }
+            if !model_allowed(&team.models.0, router, model) {
+                return Err(model_denied(model, "team_model_access_denied"));
+            }
+            if let Some(max) = team.max_budget
+                && team.spend > max
+            {
+                return Err(self.budget_error(format!(
+                    "Budget has been exceeded! Team={} Current cost: {}, Max budget: {max}",
+                    team.team_id, team.spend
+                )));
+            }
+        }
+        if let Some((organization, budget)) = &principal.organization {
+            if !model_allowed(&organization.models.0, router, model) {
+                return Err(model_denied(model, "org_model_access_denied"));
+            }
+            if let Some(max) = budget.as_ref().and_then(|b| b.max_budget)
+                && organization.spend >= max
+            {
+                return Err(self.budget_error(format!(
+                    "Budget has been exceeded! Organization={} Current cost: {}, Max budget: {max}",
+                    organization.organization_id, organization.spend
+                )));
+            }
+        }
+        // A user's own budget binds the keys that are not a team's (LiteLLM's default).
+        if let Some(user) = &principal.user
+            && team.is_none()
+        {
+            if !model_allowed(&user.models.0, router, model) {
+                return Err(model_denied(model, "user_model_access_denied"));
+            }
+            if let Some(max) = user.max_budget
+                && user.spend >= max
+            {
+                return Err(self.budget_error(format!(
+                    "ExceededBudget: User={} over budget. Spend={}, Budget={max}",
+                    user.user_id, user.spend
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn admit_end_user(&self, end_user: &str, router: &Router, model: &str) -> Result<(), GatewayError> {
+        let customer = match self.cache.end_user(end_user) {
+            Some(cached) => cached,
+            None => {
+                let loaded =
+                    load_end_user(&self.store, end_user).await.map_err(store_unavailable)?.map(Arc::new);
+                self.cache.insert_end_user(end_user.to_owned(), loaded.clone());
+                loaded
+            }
+        };
+        let Some(customer) = customer else { return Ok(()) };
+        let (record, budget) = &*customer;
+        if record.blocked {
+            return Err(GatewayError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "End User={end_user} is blocked. Unblock via `/customer/unblock` if you're an admin."
+                ),
+            ));
+        }
+        if !model_allowed(&record.models.0, router, model) {
+            return Err(GatewayError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "The requested model '{model}' is not in the allowed models for this customer. Check the models this customer can use and try again."
+                ),
+            )
+            .with_type("customer_model_access_denied")
+            .with_param("model"));
+        }
+        if let Some(max) = budget.as_ref().and_then(|b| b.max_budget)
+            && record.spend > max
+        {
+            return Err(self.budget_error(format!(
+                "ExceededBudget: End User={end_user} over budget. Spend={}, Budget={max}",
+                record.spend
+            )));
+        }
+        Ok(())
+    }
+
+    fn budget_error(&self, message: String) -> GatewayError {
+        GatewayError::new(ErrorKind::BudgetExceeded(self.budget_status), message)
+    }
+}
+
+fn model_denied(model: &str, error_type: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Forbidden,
+        format!(
+            "The requested model '{model}' is not available for this API key, or the model name is invalid. Check the models available to you and try again."
+        ),
+    )
+    .with_type(error_type)
+    .with_param("model")
+}
+
+/// LiteLLM's allow-list rule: empty allows all; `*` and `all-proxy-models` allow all; else
+/// the model itself, the group it resolves to, an access group of that group, or a
+/// `prefix/*` pattern must be listed.
+pub fn model_allowed(allowed: &[String], router: &Router, model: &str) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let group = router.group_name(model).unwrap_or(model);
+    allowed.iter().any(|entry| {
+        entry == "*"
+            || entry == "all-proxy-models"
+            || entry == model
+            || entry == group
+            || entry.strip_suffix('*').is_some_and(|prefix| !prefix.is_empty() && model.starts_with(prefix))
+            || router.deployments().any(|deployment| {
+                deployment.model_name == group
+                    && deployment
+                        .model_info
+                        .get("access_groups")
+                        .and_then(|groups| groups.as_array())
+                        .is_some_and(|groups| groups.iter().any(|g| g.as_str() == Some(entry)))
+            })
+    })
+}
+
+fn store_unavailable(error: StoreError) -> GatewayError {
+    tracing::error!(%error, "the database did not answer a key lookup");
+    GatewayError::new(
+        ErrorKind::StoreUnavailable,
+        "No connected db. The database did not answer; try again shortly.",
+    )
+}
+
+/// A key with its team, user and organization (and that organization's budget).
+pub async fn load(store: &Store, token: &str) -> Result<Option<Principal>, StoreError> {
+    let Some(key) = store.get::<KeyRecord>(Table::Keys, token).await? else { return Ok(None) };
+    let team = match key.team_id.as_deref() {
+        Some(team_id) => store.get::<TeamRecord>(Table::Teams, team_id).await?,
+        None => None,
+    };
+    let user = match key.user_id.as_deref() {
+        Some(user_id) => store.get::<UserRecord>(Table::Users, user_id).await?,
+        None => None,
+    };
+    let organization_id =
+        key.organization_id.clone().or_else(|| team.as_ref().and_then(|team| team.organization_id.clone()));
+    let organization = match organization_id {
+        Some(id) => match store.get::<OrganizationRecord>(Table::Organizations, &id).await? {
+            Some(organization) => {
+                let budget = store.get::<BudgetRecord>(Table::Budgets, &organization.budget_id).await?;
+                Some((organization, budget))
+            }
+            None => None,
+        },
+        None => None,
+    };
+    Ok(Some(Principal { key, team, user, organization }))
+}
+
+/// An end user (customer) and its budget row.
+pub async fn load_end_user(
+    store: &Store,
+    end_user: &str,
+) -> Result<Option<(EndUserRecord, Option<BudgetRecord>)>, StoreError> {
+    let Some(record) = store.get::<EndUserRecord>(Table::EndUsers, end_user).await? else { return Ok(None) };
+    let budget = match record.budget_id.as_deref() {
+        Some(id) => store.get::<BudgetRecord>(Table::Budgets, id).await?,
+        None => None,
+    };
+    Ok(Some((record, budget)))
+}
