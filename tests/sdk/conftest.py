@@ -5,12 +5,14 @@ Binaries come from $CARGO_TARGET_DIR (or ./target), debug profile; build them fi
 `cargo build --bins`.
 """
 
+import json
 import os
 import pathlib
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -19,6 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 MASTER_KEY = "sk-sdk-master"
 UPSTREAM_KEY = "sk-sdk-upstream-secret"
+# Virtual keys the suites created; none of them may appear in the gateway's logs.
+ISSUED_KEYS = []
 
 
 def free_port():
@@ -105,14 +109,45 @@ general_settings:
 """
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(config)
+    database = tempfile.TemporaryDirectory()
     port, proc = start_gateway(
-        ["--config", f.name],
-        env={"LITELLM_MASTER_KEY": MASTER_KEY, "SDK_UPSTREAM_KEY": UPSTREAM_KEY},
+        ["--config", f.name, "--detailed_debug"],
+        env={
+            "LITELLM_MASTER_KEY": MASTER_KEY,
+            "SDK_UPSTREAM_KEY": UPSTREAM_KEY,
+            "DATABASE_URL": f"sqlite://{database.name}/sdk.db?mode=rwc",
+        },
     )
     yield port
     assert stop(proc) == 0, "SIGTERM exits 0"
     logs = proc.stderr.read()
     assert UPSTREAM_KEY not in logs and MASTER_KEY not in logs, "keys never reach the logs"
+    for key in ISSUED_KEYS:
+        assert key not in logs, "virtual keys never reach the logs"
     os.unlink(f.name)
+    database.cleanup()
+
+
+def management(port, path, body=None, key=MASTER_KEY, method=None):
+    """Calls the management API as curl would; returns (status, parsed JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def issue_key(port, **fields):
+    status, body = management(port, "/key/generate", fields)
+    assert status == 200, body
+    ISSUED_KEYS.append(body["key"])
+    return body["key"]
 
 

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -27,6 +28,9 @@ struct Options {
     build: bool,
     nginx: bool,
     gateway_workers: usize,
+    /// Send a virtual key (made through /key/generate) instead of the master key, so the
+    /// key cache and admission checks are on the measured path.
+    virtual_key: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -36,6 +40,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         build: true,
         nginx: true,
         gateway_workers: 2,
+        virtual_key: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -63,6 +68,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             }
             "--no-build" => options.build = false,
             "--no-nginx" => options.nginx = false,
+            "--virtual-key" => options.virtual_key = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -188,6 +194,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let nginx = if options.nginx { start_nginx(&work, mock.addr)? } else { None };
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let bearer: Arc<str> = if options.virtual_key {
+        runtime.block_on(virtual_key(gateway.addr))?.into()
+    } else {
+        MASTER_KEY.into()
+    };
     let mut rows = Vec::new();
     let sampler = RssSampler::start(gateway.pid());
     for stream in [false, true] {
@@ -196,6 +207,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             row.direct = Some(runtime.block_on(measure(
                 mock.addr,
                 &[],
+                &bearer,
                 connections,
                 stream,
                 options.duration,
@@ -204,6 +216,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             row.gateway = Some(runtime.block_on(measure(
                 gateway.addr,
                 &[],
+                &bearer,
                 connections,
                 stream,
                 options.duration,
@@ -214,6 +227,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 row.nginx = Some(runtime.block_on(measure(
                     nginx.addr,
                     &pids,
+                    &bearer,
                     connections,
                     stream,
                     options.duration,
@@ -268,7 +282,8 @@ fn start_gateway(
     std::fs::write(
         &config,
         format!(
-            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-model\n      api_base: http://{mock}/v1\n      api_key: sk-bench-upstream\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
+            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-model\n      api_base: http://{mock}/v1\n      api_key: sk-bench-upstream\ngeneral_settings:\n  master_key: {MASTER_KEY}\n  database_url: \"sqlite://{}/bench.db?mode=rwc\"\n",
+            work.display()
         ),
     )?;
     let port = free_port()?;
@@ -400,10 +415,31 @@ fn request_body(stream: bool) -> Bytes {
     ))
 }
 
+/// A fresh virtual key for the bench model, made with the master key.
+async fn virtual_key(gateway: SocketAddr) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(gateway).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(connection);
+    let request = http::Request::post("/key/generate")
+        .header(http::header::HOST, "127.0.0.1")
+        .header(http::header::AUTHORIZATION, format!("Bearer {MASTER_KEY}"))
+        .body(Full::new(Bytes::from_static(br#"{"models": ["bench"], "key_alias": "bench"}"#)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    connection.abort();
+    if !status.is_success() {
+        bail!("/key/generate answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok(answer["key"].as_str().context("no key in /key/generate's answer")?.to_owned())
+}
+
 /// Drives `connections` closed-loop clients at `addr` for a warm-up and then `duration`.
 async fn measure(
     addr: SocketAddr,
     extra_pids: &[u32],
+    bearer: &Arc<str>,
     connections: usize,
     stream: bool,
     duration: Duration,
@@ -411,11 +447,11 @@ async fn measure(
 ) -> anyhow::Result<Measurement> {
     let body = request_body(stream);
     // Warm-up: connections, pools and caches settle before anything counts.
-    drive(addr, connections, body.clone(), WARMUP).await?;
+    drive(addr, bearer, connections, body.clone(), WARMUP).await?;
     let pids: Vec<u32> = if extra_pids.is_empty() { vec![server.pid()] } else { extra_pids.to_vec() };
     let cpu_before = cpu_time(&pids);
     let started = Instant::now();
-    let (requests, errors, latency_us) = drive(addr, connections, body, duration).await?;
+    let (requests, errors, latency_us) = drive(addr, bearer, connections, body, duration).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_time(&pids).saturating_sub(cpu_before);
     if requests == 0 {
@@ -426,6 +462,7 @@ async fn measure(
 
 async fn drive(
     addr: SocketAddr,
+    bearer: &Arc<str>,
     connections: usize,
     body: Bytes,
     duration: Duration,
@@ -433,7 +470,7 @@ async fn drive(
     let deadline = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
-        tasks.push(tokio::spawn(client(addr, body.clone(), deadline)));
+        tasks.push(tokio::spawn(client(addr, Arc::clone(bearer), body.clone(), deadline)));
     }
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut requests, mut errors) = (0, 0);
@@ -450,6 +487,7 @@ async fn drive(
 /// the server closes counts one error and is opened again.
 async fn client(
     addr: SocketAddr,
+    bearer: Arc<str>,
     body: Bytes,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<(u64, u64, Histogram<u64>)> {
@@ -468,7 +506,7 @@ async fn client(
             let request = http::Request::post("/v1/chat/completions")
                 .header(http::header::HOST, "127.0.0.1")
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .header(http::header::AUTHORIZATION, format!("Bearer {MASTER_KEY}"))
+                .header(http::header::AUTHORIZATION, format!("Bearer {bearer}"))
                 .body(Full::new(body.clone()))?;
             let started = Instant::now();
             let limit =
@@ -508,11 +546,12 @@ fn print_report(options: &Options, rows: &[Row], ready_ms: f64, idle_rss: u64, p
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## cargo xtask bench, {date}\n");
     println!(
-        "{cpus} CPUs; load generator (1 thread), mock upstream (1 worker), gateway ({} workers){} on one machine; {:.0} s per run after a {:.0} s warm-up; HTTP/1.1 keep-alive, POST /v1/chat/completions.\n",
+        "{cpus} CPUs; load generator (1 thread), mock upstream (1 worker), gateway ({} workers){} on one machine; {:.0} s per run after a {:.0} s warm-up; HTTP/1.1 keep-alive, POST /v1/chat/completions with the {}.\n",
         options.gateway_workers,
         if rows.iter().any(|r| r.nginx.is_some()) { " and nginx (2 worker processes)" } else { "" },
         options.duration.as_secs_f64(),
-        WARMUP.as_secs_f64()
+        WARMUP.as_secs_f64(),
+        if options.virtual_key { "virtual key (cache, model and budget checks)" } else { "master key" }
     );
     println!("| mode | conns | target | req/s | p50 µs | p90 µs | p99 µs | errors | CPU µs/req |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");

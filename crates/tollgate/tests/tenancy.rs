@@ -540,7 +540,14 @@ async fn keys_cannot_reach_other_teams_or_admin_routes() {
 async fn changes_reach_another_replica_within_a_second() {
     let url = match std::env::var("TOLLGATE_TEST_DATABASE_URL") {
         Ok(url) => fresh_postgres_schema(&url, "replicas").await,
-        Err(_) => temp_sqlite_url(),
+        Err(_) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "not run: two replicas on PostgreSQL (TOLLGATE_TEST_DATABASE_URL is not set); ran them on SQLite"
+            );
+            temp_sqlite_url()
+        }
     };
     let one = TestGateway::start(&config(&url)).await;
     let two = TestGateway::start(&config(&url)).await;
