@@ -247,6 +247,14 @@ impl App {
         } else {
             Access::Open
         };
+        if let Access::Key(principal) = &access
+            && let Err(error) = tenancy::route_allowed(principal, normalize(request.uri().path()))
+        {
+            return match route {
+                Route::Messages => errors::anthropic_error_response(&error, None),
+                _ => errors::error_response(&error, None),
+            };
+        }
         match route {
             Route::Proxy(endpoint) => proxy::handle(self, &access, endpoint, request).await,
             Route::Messages => messages::handle(self, &access, request).await,
@@ -254,7 +262,7 @@ impl App {
                 let path = normalize(request.uri().path()).to_owned();
                 management::handle(self, &access, &path, request).await
             }
-            Route::Models => models::list(self),
+            Route::Models => models::list(self, &access),
             Route::ModelInfo => models::info(self, request.uri().query()),
             Route::ModelGroupInfo => models::group_info(self, request.uri().query()),
             Route::Liveliness => health::liveliness(),

@@ -6,15 +6,19 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tollgate_domain::Deployment;
 
+use crate::tenancy::Access;
 use crate::{App, ResponseBody, json_response};
 
 /// The `created` LiteLLM reports for config models.
 const CREATED: u64 = 1_677_610_602;
 
-pub fn list(app: &App) -> Response<ResponseBody> {
+/// The aliases the caller may use: a virtual key sees only what its key, team, user and
+/// organization allow, as in LiteLLM.
+pub fn list(app: &App, access: &Access) -> Response<ResponseBody> {
     let data: Vec<Value> = app
         .router
         .model_names()
+        .filter(|name| access.principal().is_none_or(|principal| principal.may_use(&app.router, name)))
         .map(|name| json!({"id": name, "object": "model", "created": CREATED, "owned_by": "openai"}))
         .collect();
     json_response(StatusCode::OK, json!({"data": data, "object": "list"}).to_string())

@@ -14,7 +14,8 @@ pub use connect::redact;
 
 use std::future::Future;
 
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SimpleExpr};
+use chrono::NaiveDateTime;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SimpleExpr, Value};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, StatementBuilder};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -24,6 +25,11 @@ pub use records::{
     BudgetRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord, TeamRecord, UserRecord,
 };
 pub use sea_orm::DbBackend as Backend;
+
+/// A row type the store can read: every record of [`records`], or a caller's own.
+pub trait Record: FromQueryResult + Send + 'static {}
+
+impl<R: FromQueryResult + Send + 'static> Record for R {}
 
 /// The tables Tollgate reads and writes, by LiteLLM's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +81,14 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("the database task stopped before answering")]
     Stopped,
+}
+
+/// A row whose budget period has ended.
+#[derive(Clone, Debug, FromQueryResult)]
+pub struct DueBudget {
+    pub id: String,
+    pub budget_duration: String,
+    pub budget_reset_at: Option<NaiveDateTime>,
 }
 
 /// Equality filters and paging for a list query.
@@ -155,7 +169,7 @@ impl Store {
 
     async fn fetch<R>(&self, statement: &impl StatementBuilder) -> Result<Vec<R>, StoreError>
     where
-        R: FromQueryResult + Send + 'static,
+        R: Record,
     {
         let statement = self.db.get_database_backend().build(statement);
         self.run(|db| async move { R::find_by_statement(statement).all(&db).await }).await
@@ -169,7 +183,7 @@ impl Store {
     /// One row by primary key.
     pub async fn get<R>(&self, table: Table, id: &str) -> Result<Option<R>, StoreError>
     where
-        R: FromQueryResult + Send + 'static,
+        R: Record,
     {
         let mut select = Query::select();
         select.column(sea_orm::sea_query::Asterisk).from(Alias::new(table.name()));
@@ -180,7 +194,7 @@ impl Store {
     /// Rows matching every filter, in `order_by` order, one page at a time.
     pub async fn list<R>(&self, table: Table, query: &ListQuery) -> Result<Vec<R>, StoreError>
     where
-        R: FromQueryResult + Send + 'static,
+        R: Record,
     {
         let mut select = Query::select();
         select.column(sea_orm::sea_query::Asterisk).from(Alias::new(table.name()));
@@ -280,6 +294,51 @@ impl Store {
     /// Deletes rows by primary key; returns how many went.
     pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
         self.delete_where(table, table.id_column(), ids).await
+    }
+
+    /// Rows of `table` (keys, users, teams or budgets) whose budget period ended by `now`.
+    pub async fn budgets_due(&self, table: Table, now: NaiveDateTime) -> Result<Vec<DueBudget>, StoreError> {
+        let mut select = Query::select();
+        select
+            .expr_as(Expr::col(Alias::new(table.id_column())), Alias::new("id"))
+            .columns([Alias::new("budget_duration"), Alias::new("budget_reset_at")])
+            .from(Alias::new(table.name()))
+            .and_where(Expr::col(Alias::new("budget_duration")).is_not_null())
+            .and_where(Expr::col(Alias::new("budget_reset_at")).lte(Value::ChronoDateTime(Some(now))))
+            .limit(1000);
+        self.fetch(&select).await
+    }
+
+    /// Starts a row's next budget period: its spend (or, for a budget row, the spend of
+    /// everything that uses it) back to zero and the next reset time. Only the replica that
+    /// still sees the old reset time does it, so two replicas never reset twice.
+    pub async fn reset_budget(
+        &self,
+        table: Table,
+        due: &DueBudget,
+        next: NaiveDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut update = Query::update();
+        update
+            .table(Alias::new(table.name()))
+            .value(Alias::new("budget_reset_at"), Value::ChronoDateTime(Some(next)))
+            .and_where(Expr::col(Alias::new(table.id_column())).eq(due.id.as_str()))
+            .and_where(
+                Expr::col(Alias::new("budget_reset_at")).eq(Value::ChronoDateTime(due.budget_reset_at)),
+            );
+        if table != Table::Budgets {
+            update.value(Alias::new("spend"), Value::Double(Some(0.0)));
+        }
+        if self.execute(&update).await? == 0 {
+            return Ok(false);
+        }
+        if table == Table::Budgets {
+            for user in [Table::EndUsers, Table::Organizations, Table::TeamMemberships] {
+                self.update_where(user, "budget_id", &due.id, vec![("spend", Cell::Float(Some(0.0)))])
+                    .await?;
+            }
+        }
+        Ok(true)
     }
 
     /// Deletes the membership row of `user_id` in `team_id`, if any.

@@ -170,3 +170,32 @@ async fn reads_a_database_litellm_created() {
     let team_keys = ListQuery { filters: vec![("team_id", "team-seed".into())], ..ListQuery::default() };
     assert_eq!(store.count(Table::Keys, &team_keys).await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_come_due_and_reset_once() {
+    use chrono::Duration;
+    for store in stores("resets").await {
+        store.migrate().await.unwrap();
+        let past = Utc::now().naive_utc() - Duration::seconds(5);
+        let future = Utc::now().naive_utc() + Duration::hours(1);
+        for (token, reset_at) in [("due", past), ("later", future)] {
+            let mut cells = key_cells(token, None);
+            cells.extend([
+                ("spend", Cell::Float(Some(3.0))),
+                ("budget_duration", Cell::text("1h")),
+                ("budget_reset_at", Cell::Time(Some(reset_at))),
+            ]);
+            store.insert(Table::Keys, cells).await.unwrap();
+        }
+        let due = store.budgets_due(Table::Keys, Utc::now().naive_utc()).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["due"], "{:?}", store.backend());
+        assert!(store.reset_budget(Table::Keys, &due[0], future).await.unwrap());
+        assert!(
+            !store.reset_budget(Table::Keys, &due[0], future).await.unwrap(),
+            "a second replica does nothing"
+        );
+        let key: KeyRecord = store.get(Table::Keys, "due").await.unwrap().unwrap();
+        assert_eq!(key.spend, 0.0);
+        assert!(store.budgets_due(Table::Keys, Utc::now().naive_utc()).await.unwrap().is_empty());
+    }
+}

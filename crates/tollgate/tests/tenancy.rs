@@ -582,3 +582,45 @@ async fn fresh_postgres_schema(url: &str, test: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}schema={schema}")
 }
+
+#[tokio::test]
+async fn spent_budgets_reset_on_their_schedule() {
+    let (gateway, _) = start().await;
+    let key = new_key(&gateway, json!({"max_budget": 1, "budget_duration": "2s"})).await;
+    admin(&gateway, "/key/update", json!({"key": key, "spend": 5})).await;
+    assert_eq!(assert_error(&chat(&gateway, &key, "gpt-4o").await, 422)["type"], "budget_exceeded");
+    // The period ends at the next 2-second boundary; the reset and a reload follow within a
+    // second or so.
+    let started = Instant::now();
+    while chat(&gateway, &key, "gpt-4o").await.status != 200 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the budget was not reset");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = admin(&gateway, "/key/info", json!({"key": key})).await;
+    assert_eq!(info["info"]["spend"], 0.0);
+}
+
+#[tokio::test]
+async fn keys_are_held_to_their_routes_and_see_only_their_models() {
+    let (gateway, _) = start().await;
+    let llm_only = new_key(&gateway, json!({"key_type": "llm_api", "models": ["gpt-4o", "cheap"]})).await;
+    assert_eq!(chat(&gateway, &llm_only, "gpt-4o").await.status, 200);
+    let refused = send(get(&gateway.url("/key/info"), Some(&llm_only))).await;
+    assert!(
+        assert_error(&refused, 403)["message"].as_str().unwrap().contains("not allowed to call this route")
+    );
+    let models = send(get(&gateway.url("/v1/models"), Some(&llm_only))).await.json();
+    let ids: Vec<&str> =
+        models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o", "gemini-flash"], "the key's models and its access group's");
+
+    let read_only = new_key(&gateway, json!({"key_type": "read_only"})).await;
+    assert_eq!(send(get(&gateway.url("/key/info"), Some(&read_only))).await.status, 200);
+    assert_error(&chat(&gateway, &read_only, "gpt-4o").await, 403);
+    let pattern = new_key(&gateway, json!({"allowed_routes": ["/chat/*"]})).await;
+    assert_eq!(chat(&gateway, &pattern, "claude").await.status, 200);
+    assert_error(
+        &call(&gateway, &pattern, "/v1/embeddings", json!({"model": "gpt-4o", "input": "x"})).await,
+        403,
+    );
+}

@@ -159,8 +159,14 @@ async fn generate(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayErro
         ("created_at", Cell::Time(Some(stamp))),
         ("updated_at", Cell::Time(Some(stamp))),
     ]);
-    if cell_text(&cells, "key_type").is_none() {
-        cells.push(("key_type", Cell::text("default")));
+    match cell_text(&cells, "key_type") {
+        None => cells.push(("key_type", Cell::text("default"))),
+        Some(key_type) => {
+            let explicit_routes = cells.iter().any(|(name, _)| *name == "allowed_routes");
+            if let Some(group) = crate::tenancy::routes_for_key_type(&key_type).filter(|_| !explicit_routes) {
+                cells.push(("allowed_routes", Cell::List(vec![group.to_owned()])));
+            }
+        }
     }
     store.insert(Table::Keys, cells).await.map_err(db)?;
     call.tenancy.forget(&token);

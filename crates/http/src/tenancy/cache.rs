@@ -154,8 +154,8 @@ impl PrincipalCache {
     }
 }
 
-/// Reloads cached keys and end users every [`REFRESH_INTERVAL`] on the database's runtime,
-/// until the tenancy is dropped. A failed reload keeps the last known state (the database
+/// Resets budgets whose period ended, then reloads cached keys and end users, every
+/// [`REFRESH_INTERVAL`] on the database's runtime, until the tenancy is dropped. A failed reload keeps the last known state (the database
 /// being down must not lock everyone out) and is retried on the next round.
 pub fn spawn_refresher(tenancy: &Arc<Tenancy>) {
     let weak: Weak<Tenancy> = Arc::downgrade(tenancy);
@@ -165,6 +165,7 @@ pub fn spawn_refresher(tenancy: &Arc<Tenancy>) {
         loop {
             tick.tick().await;
             let Some(tenancy) = weak.upgrade() else { return };
+            super::resets::reset_due_budgets(&tenancy).await;
             refresh_once(&tenancy).await;
         }
     });
@@ -172,9 +173,16 @@ pub fn spawn_refresher(tenancy: &Arc<Tenancy>) {
 
 async fn refresh_once(tenancy: &Tenancy) {
     let cache = &tenancy.cache;
-    for token in cache.keys.sweep(cache.epoch) {
-        match super::load(&tenancy.store, &token).await {
-            Ok(principal) => cache.keys.refresh(&token, principal.map(Arc::new)),
+    let tokens = cache.keys.sweep(cache.epoch);
+    if !tokens.is_empty() {
+        match super::load_many(&tenancy.store, &tokens).await {
+            Ok(principals) => {
+                let mut found: std::collections::HashMap<String, Principal> =
+                    principals.into_iter().map(|p| (p.key.token.clone(), p)).collect();
+                for token in &tokens {
+                    cache.keys.refresh(token, found.remove(token).map(Arc::new));
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "could not reload virtual keys; serving the last known state");
                 return;

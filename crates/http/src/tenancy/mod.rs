@@ -10,15 +10,17 @@
 pub mod cache;
 pub mod keys;
 pub mod limits;
+mod resets;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 use tollgate_domain::{ErrorKind, GatewayError};
 use tollgate_router::Router;
 use tollgate_storage::{
-    BudgetRecord, EndUserRecord, KeyRecord, OrganizationRecord, Store, StoreError, Table, TeamRecord,
-    UserRecord,
+    BudgetRecord, EndUserRecord, KeyRecord, ListQuery, OrganizationRecord, Record, Store, StoreError, Table,
+    TeamRecord, UserRecord,
 };
 
 pub use cache::PrincipalCache;
@@ -41,6 +43,17 @@ impl Principal {
 
     pub fn is_admin(&self) -> bool {
         self.role() == "proxy_admin"
+    }
+
+    /// Whether every allow-list on the way (key, team, organization, and the user for keys
+    /// without a team) lets this key call `model`.
+    pub fn may_use(&self, router: &Router, model: &str) -> bool {
+        let key_models = &self.key.models.0;
+        (key_models.iter().any(|m| m == "all-team-models") || model_allowed(key_models, router, model))
+            && self.team.as_ref().is_none_or(|team| model_allowed(&team.models.0, router, model))
+            && self.organization.as_ref().is_none_or(|(org, _)| model_allowed(&org.models.0, router, model))
+            && (self.team.is_some()
+                || self.user.as_ref().is_none_or(|user| model_allowed(&user.models.0, router, model)))
     }
 
     /// Whether the owning user is an admin member of `team` (`members_with_roles`).
@@ -273,6 +286,61 @@ impl Tenancy {
     }
 }
 
+/// A key's `allowed_routes`: empty allows every route; else the path (without `/v1`) must
+/// match an entry: a path, a `prefix*` pattern, or one of LiteLLM's route groups.
+pub fn route_allowed(principal: &Principal, path: &str) -> Result<(), GatewayError> {
+    let allowed = &principal.key.allowed_routes.0;
+    if allowed.is_empty() || allowed.iter().any(|entry| route_matches(entry, path)) {
+        return Ok(());
+    }
+    Err(GatewayError::new(
+        ErrorKind::Forbidden,
+        format!(
+            "Virtual key is not allowed to call this route. Only allowed to call routes: {allowed:?}. Tried to call route: {path}"
+        ),
+    ))
+}
+
+const LLM_API_ROUTES: &[&str] = &["/chat/completions", "/completions", "/embeddings", "/messages", "/models"];
+const INFO_ROUTES: &[&str] = &[
+    "/key/info",
+    "/key/list",
+    "/key/health",
+    "/team/info",
+    "/team/list",
+    "/user/info",
+    "/model/info",
+    "/model_group/info",
+    "/models",
+    "/organization/list",
+    "/organization/info",
+];
+const MANAGEMENT_PREFIXES: &[&str] =
+    &["/key/", "/user/", "/team/", "/organization/", "/customer/", "/end_user/", "/budget/"];
+
+fn route_matches(entry: &str, path: &str) -> bool {
+    let entry = entry.strip_prefix("/v1").filter(|e| e.starts_with('/')).unwrap_or(entry);
+    match entry {
+        "llm_api_routes" | "openai_routes" => LLM_API_ROUTES.contains(&path),
+        "info_routes" => INFO_ROUTES.contains(&path),
+        "management_routes" => MANAGEMENT_PREFIXES.iter().any(|prefix| path.starts_with(prefix)),
+        _ => match entry.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => entry == path,
+        },
+    }
+}
+
+/// The `allowed_routes` a `key_type` implies, as LiteLLM presets them.
+pub fn routes_for_key_type(key_type: &str) -> Option<&'static str> {
+    match key_type {
+        "llm_api" => Some("llm_api_routes"),
+        "management" => Some("management_routes"),
+        "read_only" => Some("info_routes"),
+        _ => None,
+    }
+}
+
 fn model_denied(model: &str, error_type: &str) -> GatewayError {
     GatewayError::new(
         ErrorKind::Forbidden,
@@ -319,28 +387,84 @@ fn store_unavailable(error: StoreError) -> GatewayError {
 
 /// A key with its team, user and organization (and that organization's budget).
 pub async fn load(store: &Store, token: &str) -> Result<Option<Principal>, StoreError> {
-    let Some(key) = store.get::<KeyRecord>(Table::Keys, token).await? else { return Ok(None) };
-    let team = match key.team_id.as_deref() {
-        Some(team_id) => store.get::<TeamRecord>(Table::Teams, team_id).await?,
-        None => None,
-    };
-    let user = match key.user_id.as_deref() {
-        Some(user_id) => store.get::<UserRecord>(Table::Users, user_id).await?,
-        None => None,
-    };
-    let organization_id =
-        key.organization_id.clone().or_else(|| team.as_ref().and_then(|team| team.organization_id.clone()));
-    let organization = match organization_id {
-        Some(id) => match store.get::<OrganizationRecord>(Table::Organizations, &id).await? {
-            Some(organization) => {
-                let budget = store.get::<BudgetRecord>(Table::Budgets, &organization.budget_id).await?;
-                Some((organization, budget))
-            }
-            None => None,
-        },
-        None => None,
-    };
-    Ok(Some(Principal { key, team, user, organization }))
+    Ok(load_many(store, &[token.to_owned()]).await?.into_iter().next())
+}
+
+/// The keys among `tokens` that exist, each with its records, in a fixed number of queries
+/// whatever the count (one per table per chunk), so the refresher's cost does not grow with
+/// queries per key.
+pub async fn load_many(store: &Store, tokens: &[String]) -> Result<Vec<Principal>, StoreError> {
+    const CHUNK: usize = 500;
+    let mut principals = Vec::with_capacity(tokens.len());
+    for chunk in tokens.chunks(CHUNK) {
+        let keys: Vec<KeyRecord> = store.list(Table::Keys, &any_of("token", chunk.iter().cloned())).await?;
+        let teams: HashMap<String, TeamRecord> =
+            by_id(store, Table::Teams, keys.iter().filter_map(|k| k.team_id.clone()), |t: &TeamRecord| {
+                &t.team_id
+            })
+            .await?;
+        let users: HashMap<String, UserRecord> =
+            by_id(store, Table::Users, keys.iter().filter_map(|k| k.user_id.clone()), |u: &UserRecord| {
+                &u.user_id
+            })
+            .await?;
+        let organization_of = |key: &KeyRecord| {
+            key.organization_id.clone().or_else(|| {
+                key.team_id.as_ref().and_then(|id| teams.get(id)).and_then(|t| t.organization_id.clone())
+            })
+        };
+        let organizations: HashMap<String, OrganizationRecord> = by_id(
+            store,
+            Table::Organizations,
+            keys.iter().filter_map(organization_of),
+            |o: &OrganizationRecord| &o.organization_id,
+        )
+        .await?;
+        let budgets: HashMap<String, BudgetRecord> = by_id(
+            store,
+            Table::Budgets,
+            organizations.values().map(|o| o.budget_id.clone()),
+            |b: &BudgetRecord| &b.budget_id,
+        )
+        .await?;
+        for key in keys {
+            let organization = organization_of(&key)
+                .and_then(|id| organizations.get(&id))
+                .map(|organization| (organization.clone(), budgets.get(&organization.budget_id).cloned()));
+            principals.push(Principal {
+                team: key.team_id.as_ref().and_then(|id| teams.get(id)).cloned(),
+                user: key.user_id.as_ref().and_then(|id| users.get(id)).cloned(),
+                organization,
+                key,
+            });
+        }
+    }
+    Ok(principals)
+}
+
+fn any_of(column: &'static str, values: impl Iterator<Item = String>) -> ListQuery {
+    let mut values: Vec<String> = values.collect();
+    values.sort_unstable();
+    values.dedup();
+    ListQuery { any_of: Some((column, values)), ..ListQuery::default() }
+}
+
+/// Rows of `table` whose primary key is among `ids`, by id.
+async fn by_id<R>(
+    store: &Store,
+    table: Table,
+    ids: impl Iterator<Item = String>,
+    id_of: impl Fn(&R) -> &String,
+) -> Result<HashMap<String, R>, StoreError>
+where
+    R: Record,
+{
+    let query = any_of(table.id_column(), ids);
+    if query.any_of.as_ref().is_some_and(|(_, values)| values.is_empty()) {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<R> = store.list(table, &query).await?;
+    Ok(rows.into_iter().map(|row| (id_of(&row).clone(), row)).collect())
 }
 
 /// An end user (customer) and its budget row.
