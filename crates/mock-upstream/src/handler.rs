@@ -1,6 +1,7 @@
 //! Request handling: read and record the request, route it, apply the scripted behaviour,
 //! answer in the format of the endpoint's API (OpenAI's, Azure OpenAI's, Anthropic's for
-//! `/v1/messages`, or Entra ID's for the token endpoint).
+//! `/v1/messages`, Google's for Gemini's `models/{model}:{method}`, or Entra ID's for the
+//! token endpoint).
 //! Bad input of any kind is a 4xx shaped like that API's errors, never a panic.
 
 use std::convert::Infallible;
@@ -14,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
 use crate::{Behavior, RecordedRequest, Shared};
-use crate::{anthropic, azure, wire};
+use crate::{anthropic, azure, gemini, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -28,6 +29,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
+static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store, no-cache");
 
 /// The API family an endpoint belongs to, which decides the response headers and the
@@ -38,6 +40,8 @@ enum Api {
     /// bodies (only its routing and authentication errors differ).
     OpenAi,
     Anthropic,
+    /// Google's Generative Language API (Gemini).
+    Gemini,
     /// Microsoft Entra ID's token endpoint.
     Entra,
 }
@@ -58,6 +62,20 @@ enum Endpoint<'a> {
     },
     /// Entra ID's `/{tenant}/oauth2/v2.0/token`.
     Token,
+    /// Gemini's `/v1beta/models/{model}:{method}` (or `/v1/...`).
+    Gemini {
+        model: &'a str,
+        op: GeminiOp,
+    },
+}
+
+/// The Gemini methods the mock answers.
+#[derive(Clone, Copy)]
+enum GeminiOp {
+    GenerateContent,
+    StreamGenerateContent,
+    EmbedContent,
+    BatchEmbedContents,
 }
 
 /// The OpenAI operations Azure's deployment routes expose.
@@ -78,6 +96,18 @@ fn unversioned(path: &str) -> &str {
     path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path)
 }
 
+/// `path` without Gemini's `/v1beta` or `/v1` prefix, if it has one.
+fn gemini_unversioned(path: &str) -> &str {
+    path.strip_prefix("/v1beta").filter(|rest| rest.starts_with('/')).unwrap_or_else(|| unversioned(path))
+}
+
+/// Whether `path` is Gemini-shaped, `[/v1beta|/v1]/models/{model}:{method}`, so an unknown
+/// method on it gets Google's 404.
+fn gemini_path(path: &str) -> Option<(&str, &str)> {
+    let (model, method) = gemini_unversioned(path).strip_prefix("/models/")?.split_once(':')?;
+    Some((segment(model)?, method))
+}
+
 impl<'a> Endpoint<'a> {
     /// Routes `path`: Azure's and Entra's paths as they are, OpenAI's and Anthropic's with
     /// or without their `/v1` prefix.
@@ -95,6 +125,16 @@ impl<'a> Endpoint<'a> {
             }
             if let Some(tenant) = path.strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/v2.0/token")) {
                 return segment(tenant).map(|_| Endpoint::Token);
+            }
+            if let Some((model, method)) = gemini_path(path) {
+                let op = match method {
+                    "generateContent" => GeminiOp::GenerateContent,
+                    "streamGenerateContent" => GeminiOp::StreamGenerateContent,
+                    "embedContent" => GeminiOp::EmbedContent,
+                    "batchEmbedContents" => GeminiOp::BatchEmbedContents,
+                    _ => return None,
+                };
+                return Some(Endpoint::Gemini { model, op });
             }
         }
         match (method, unversioned(path)) {
@@ -114,6 +154,7 @@ impl<'a> Endpoint<'a> {
     fn api(&self) -> Api {
         match self {
             Endpoint::Messages => Api::Anthropic,
+            Endpoint::Gemini { .. } => Api::Gemini,
             Endpoint::Token => Api::Entra,
             _ => Api::OpenAi,
         }
@@ -127,12 +168,16 @@ enum NotFound {
     Anthropic,
     /// Paths under Azure's `/openai/`.
     Azure,
+    /// Paths under Gemini's `/v1beta/`, and `models/{model}:{method}` paths.
+    Gemini,
 }
 
 fn not_found_kind(path: &str) -> NotFound {
     let route = unversioned(path);
     if route == "/messages" || route.starts_with("/messages/") {
         NotFound::Anthropic
+    } else if path.starts_with("/v1beta/") || gemini_path(path).is_some() {
+        NotFound::Gemini
     } else if path.starts_with("/openai/") {
         NotFound::Azure
     } else {
@@ -206,6 +251,7 @@ pub(crate) async fn handle(
                 anthropic_error(request_id, StatusCode::NOT_FOUND, "not_found_error", &message)
             }
             NotFound::Azure => azure_not_found(request_id),
+            NotFound::Gemini => gemini_error(request_id, StatusCode::NOT_FOUND, "NOT_FOUND", &message),
         });
     };
     // Azure routes by API version too: without one the path does not exist, so it is a
@@ -229,6 +275,11 @@ pub(crate) async fn handle(
                 Api::Anthropic => {
                     anthropic_error(request_id, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &message)
                 }
+                // Google answers an oversized payload with a 400, not a 413.
+                Api::Gemini => {
+                    let message = format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.");
+                    invalid_gemini(request_id, &message)
+                }
                 Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
             });
         }
@@ -239,6 +290,7 @@ pub(crate) async fn handle(
                     error(request_id, StatusCode::BAD_REQUEST, message, "invalid_request_error", None, None)
                 }
                 Api::Anthropic => invalid_anthropic(request_id, message),
+                Api::Gemini => invalid_gemini(request_id, message),
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
             });
         }
@@ -259,9 +311,15 @@ pub(crate) async fn handle(
             return Ok(json(api, request_id, status, Bytes::from(body)));
         }
         Behavior::RateLimited { retry_after_secs } => {
-            let body = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-            let mut response =
-                json(api, request_id, StatusCode::TOO_MANY_REQUESTS, Bytes::from_static(body.as_bytes()));
+            let body = match api {
+                // Google names the wait in the body's RetryInfo; the `retry-after` header below
+                // is the mock's own, kept on every API so a client's handling of it is tested.
+                Api::Gemini => Bytes::from(gemini::rate_limit_body(retry_after_secs)),
+                _ => Bytes::from_static(
+                    br#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+                ),
+            };
+            let mut response = json(api, request_id, StatusCode::TOO_MANY_REQUESTS, body);
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after_secs));
@@ -304,9 +362,42 @@ pub(crate) async fn handle(
             AzureOp::Completions => completions(&shared, &body, answer, Some(deployment)),
             AzureOp::Embeddings => embeddings(&body, request_id, Some(deployment)),
         },
+        // Like Anthropic's key check, Google's comes after the scripted behaviour.
+        Endpoint::Gemini { .. } if !gemini_authenticated(&parts.headers, parts.uri.query()) => {
+            gemini_error(request_id, StatusCode::FORBIDDEN, "PERMISSION_DENIED", gemini::MISSING_KEY_MESSAGE)
+        }
+        Endpoint::Gemini { model, op } => match op {
+            GeminiOp::GenerateContent => gemini_generate(&shared, model, &body, answer, None),
+            GeminiOp::StreamGenerateContent => {
+                let framing = if query_value(parts.uri.query(), "alt") == Some("sse") {
+                    gemini::Framing::Sse
+                } else {
+                    gemini::Framing::JsonArray
+                };
+                gemini_generate(&shared, model, &body, answer, Some(framing))
+            }
+            GeminiOp::EmbedContent => gemini_embed(&body, request_id),
+            GeminiOp::BatchEmbedContents => gemini_batch_embed(&body, request_id),
+        },
         // Answered before the behaviour was taken.
         Endpoint::Token => token(&shared, &body),
     })
+}
+
+/// The first value of query parameter `name`, undecoded; `None` when absent.
+fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| match pair.split_once('=') {
+        Some((key, value)) if key == name => Some(value),
+        None if pair == name => Some(""),
+        _ => None,
+    })
+}
+
+/// Whether a Gemini request carries an API key: a non-empty `x-goog-api-key` header or
+/// `key` query parameter. Any key is accepted.
+fn gemini_authenticated(headers: &HeaderMap, query: Option<&str>) -> bool {
+    headers.get(&X_GOOG_API_KEY).is_some_and(|key| !key.is_empty())
+        || query_value(query, "key").is_some_and(|key| !key.is_empty())
 }
 
 /// Whether an Azure request carries a credential: a non-empty `api-key`, or an
@@ -468,6 +559,87 @@ fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8], answer: Answ
     }
 }
 
+/// Gemini's `generateContent`, or with a framing `streamGenerateContent`; the answer follows
+/// [`gemini::GenerateContentRequest::reply`].
+fn gemini_generate(
+    shared: &Arc<Shared>,
+    model: &str,
+    body: &[u8],
+    answer: Answer,
+    framing: Option<gemini::Framing>,
+) -> Response<MockBody> {
+    let request_id = answer.request_id;
+    let request: gemini::GenerateContentRequest<'_> = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => return invalid_gemini(request_id, &gemini_parse_error(&err)),
+    };
+    if request.contents.as_ref().is_none_or(Vec::is_empty) {
+        return invalid_gemini(request_id, "* GenerateContentRequest.contents: contents is not specified\n");
+    }
+    let reply = request.reply();
+    match framing {
+        None => serialized(Api::Gemini, request_id, gemini::generate_content(model, reply)),
+        Some(framing) => {
+            let events = gemini::stream_events(model, reply, answer.chunks, framing);
+            let content_type = match framing {
+                gemini::Framing::Sse => &TEXT_EVENT_STREAM,
+                gemini::Framing::JsonArray => &APPLICATION_JSON,
+            };
+            stream_as(shared, answer, events, content_type)
+        }
+    }
+}
+
+/// Gemini's `embedContent`: one embedding.
+fn gemini_embed(body: &[u8], request_id: u64) -> Response<MockBody> {
+    let request: gemini::EmbedContentRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => return invalid_gemini(request_id, &gemini_parse_error(&err)),
+    };
+    if request.content.is_none() {
+        return invalid_gemini(request_id, "* EmbedContentRequest.content: content is not specified\n");
+    }
+    match request.dimensions() {
+        Ok(dimensions) => serialized(Api::Gemini, request_id, gemini::embed_content(dimensions)),
+        Err(message) => invalid_gemini(request_id, &message),
+    }
+}
+
+/// Gemini's `batchEmbedContents`: one embedding per entry of `requests`, in order.
+fn gemini_batch_embed(body: &[u8], request_id: u64) -> Response<MockBody> {
+    let request: gemini::BatchEmbedContentsRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(err) => return invalid_gemini(request_id, &gemini_parse_error(&err)),
+    };
+    let requests = match request.requests {
+        Some(requests) if !requests.is_empty() => requests,
+        _ => {
+            let message = "* BatchEmbedContentsRequest.requests: requests is not specified\n";
+            return invalid_gemini(request_id, message);
+        }
+    };
+    if requests.len() > gemini::GEMINI_MAX_BATCH_EMBED_REQUESTS {
+        let message = format!(
+            "* BatchEmbedContentsRequest.requests: at most {} requests can be in one batch\n",
+            gemini::GEMINI_MAX_BATCH_EMBED_REQUESTS
+        );
+        return invalid_gemini(request_id, &message);
+    }
+    let mut dimensions = Vec::with_capacity(requests.len());
+    for (index, entry) in requests.iter().enumerate() {
+        if entry.content.is_none() {
+            let message =
+                format!("* BatchEmbedContentsRequest.requests[{index}].content: content is not specified\n");
+            return invalid_gemini(request_id, &message);
+        }
+        match entry.dimensions() {
+            Ok(d) => dimensions.push(d),
+            Err(message) => return invalid_gemini(request_id, &message),
+        }
+    }
+    serialized(Api::Gemini, request_id, gemini::batch_embed_contents(&dimensions))
+}
+
 // ---------------------------------------------------------------------------------------
 // responses
 
@@ -498,6 +670,8 @@ fn with_api_headers(
                 headers.insert(REQUEST_ID.clone(), id);
             }
         }
+        // Google's answers carry no request-id header; `responseId` is in the body.
+        Api::Gemini => {}
         // Entra forbids caching token answers; it has no request-id header the gateway uses.
         Api::Entra => {
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
@@ -524,11 +698,22 @@ fn stream(
     answer: Answer,
     events: serde_json::Result<Vec<Bytes>>,
 ) -> Response<MockBody> {
+    stream_as(shared, answer, events, &TEXT_EVENT_STREAM)
+}
+
+/// A streamed answer, each event its own frame, paced by the behaviour; `content_type` is
+/// `text/event-stream` except for Gemini's streamed JSON array.
+fn stream_as(
+    shared: &Arc<Shared>,
+    answer: Answer,
+    events: serde_json::Result<Vec<Bytes>>,
+    content_type: &HeaderValue,
+) -> Response<MockBody> {
     match events {
         Ok(events) => {
             let body = SseBody::new(events, answer.pacing, Arc::clone(shared));
             let response = Response::new(MockBody::Sse(body));
-            with_api_headers(response, answer.api, answer.request_id, &TEXT_EVENT_STREAM)
+            with_api_headers(response, answer.api, answer.request_id, content_type)
         }
         Err(err) => server_error(answer.api, answer.request_id, &err),
     }
@@ -565,6 +750,21 @@ fn invalid_anthropic(request_id: u64, message: &str) -> Response<MockBody> {
     anthropic_error(request_id, StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
+/// A Google API error, `{"error":{"code","message","status"}}`.
+fn gemini_error(request_id: u64, status: StatusCode, status_text: &str, message: &str) -> Response<MockBody> {
+    let body = gemini::error_body(status.as_u16(), status_text, message);
+    json(Api::Gemini, request_id, status, Bytes::from(body))
+}
+
+fn invalid_gemini(request_id: u64, message: &str) -> Response<MockBody> {
+    gemini_error(request_id, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+}
+
+/// Google's wording for a body it cannot read.
+fn gemini_parse_error(err: &serde_json::Error) -> String {
+    format!("Invalid JSON payload received. {err}")
+}
+
 fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<MockBody> {
     let message = format!("mock could not serialize its answer: {err}");
     match api {
@@ -574,6 +774,7 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
         Api::Anthropic => {
             anthropic_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "api_error", &message)
         }
+        Api::Gemini => gemini_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &message),
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
     }
 }

@@ -1,9 +1,11 @@
-//! A mock OpenAI- and Anthropic-compatible upstream for Tollgate's integration tests and
-//! load benchmark.
+//! A mock OpenAI-, Anthropic- and Gemini-compatible upstream for Tollgate's integration tests
+//! and load benchmark.
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
-//! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies) and Anthropic's
-//! Messages API (`message`, named SSE events, `{"type":"error",...}` bodies), plus Azure
+//! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies), Anthropic's
+//! Messages API (`message`, named SSE events, `{"type":"error",...}` bodies) and Google
+//! Gemini's Generative Language API (`GenerateContentResponse`, whole, as SSE or as a streamed
+//! JSON array, embeddings, google.rpc `{"error":{code,message,status}}` bodies), plus Azure
 //! OpenAI's deployment routes and Microsoft Entra ID's token endpoint, so the gateway is
 //! exercised against what it will meet in production, and it can be scripted per request
 //! with a [`Behavior`] (errors, delays, hangs, stalled or slow streams).
@@ -18,12 +20,17 @@
 //! | GET    | /v1/models                             | `list` with one `model`                 |
 //! | GET    | /v1/models/{id}                        | that `model`                            |
 //! | POST   | /v1/messages                           | Anthropic `message`, or its SSE events  |
+//! | POST   | /v1beta/models/{m}:generateContent     | Gemini `GenerateContentResponse`        |
+//! | POST   | /v1beta/models/{m}:streamGenerateContent | its chunks: SSE with `?alt=sse`, else a JSON array |
+//! | POST   | /v1beta/models/{m}:embedContent        | Gemini `{"embedding":{"values":[...]}}` |
+//! | POST   | /v1beta/models/{m}:batchEmbedContents  | Gemini `{"embeddings":[...]}`           |
 //! | POST   | /openai/deployments/{d}/chat/completions | Azure: as `/v1/chat/completions`      |
 //! | POST   | /openai/deployments/{d}/completions    | Azure: as `/v1/completions`             |
 //! | POST   | /openai/deployments/{d}/embeddings     | Azure: as `/v1/embeddings`              |
 //! | POST   | /{tenant}/oauth2/v2.0/token            | Entra ID client-credentials token       |
 //! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
 //! | other  | /openai/...                            | 404, Azure-shaped error                 |
+//! | other  | /v1beta/..., .../models/{m}:{other}    | 404, Google-shaped `NOT_FOUND`          |
 //! | other  |                                        | 404, OpenAI-shaped error                |
 //!
 //! ## Azure OpenAI's `/openai/deployments/{deployment}/...`
@@ -76,10 +83,55 @@
 //! 1 (`content_block_start` with `input: {}`, two `input_json_delta`s whose `partial_json`
 //! concatenates to [`TOOL_USE_INPUT_JSON`], `content_block_stop`); then `message_delta`
 //! (stop reason, `output_tokens` = the chunk count) and `message_stop`.
+//!
+//! ## Gemini's `/v1beta/models/{model}:{method}`
+//!
+//! Also answered under `/v1/` and without a prefix; `{model}` is one path segment (dots and
+//! dashes are fine, e.g. `gemini-2.0-flash`) and becomes the answer's `modelVersion`. Google's
+//! own errors are `{"error":{"code":<http code>,"message":...,"status":<google.rpc code>}}`
+//! (see [`gemini_error`]). After the scripted behaviour the key is checked: without a
+//! non-empty `x-goog-api-key` header or `key=` query parameter the answer is Google's 403
+//! `PERMISSION_DENIED` (any key is accepted; which one carried it is in
+//! [`RecordedRequest::headers`] / [`RecordedRequest::query`]). A body that is not JSON, or
+//! whose `contents` is missing or empty, is a 400 `INVALID_ARGUMENT`.
+//!
+//! `generateContent` answers one candidate, `{"content":{"parts":[...],"role":"model"},
+//! "finishReason":...,"index":0}`, with `usageMetadata` `{promptTokenCount: PROMPT_TOKENS,
+//! candidatesTokenCount: COMPLETION_TOKENS, totalTokenCount, promptTokensDetails}`,
+//! `modelVersion` and a random `responseId`. Its parts, by the first rule that applies:
+//!
+//! * **function call** (mirrors Anthropic's tool-call rule): when `tools` declares a function
+//!   and the last content is a user turn (or has no role) without a `functionResponse` part,
+//!   and `toolConfig.functionCallingConfig.mode` is not `NONE`: `{"functionCall":{"name":
+//!   <first declared function>,"args":{"location":"Paris"}}}` ([`GEMINI_FUNCTION_CALL_ARGS_JSON`]),
+//!   `finishReason` `STOP` with Google's `finishMessage`;
+//! * `generationConfig.maxOutputTokens` from 1 to [`GEMINI_MAX_TOKENS_TRIGGER`]: text
+//!   [`GEMINI_MAX_TOKENS_TEXT`], `finishReason` `MAX_TOKENS`, one candidates token;
+//! * `generationConfig.responseMimeType` `application/json`: text [`GEMINI_JSON_REPLY_TEXT`];
+//! * otherwise text [`REPLY_TEXT`], `finishReason` `STOP`.
+//!
+//! With `generationConfig.thinkingConfig.includeThoughts` a `{"text":GEMINI_THOUGHT_TEXT,
+//! "thought":true}` part comes first and `usageMetadata.thoughtsTokenCount` is
+//! [`GEMINI_THOUGHTS_TOKENS`] (counted in the total).
+//!
+//! `streamGenerateContent` sends the same answer as `GenerateContentResponse` chunks, each
+//! its own frame (and one "event" for [`Behavior::StallStream`]): `data: <json>\r\n\r\n`
+//! (`text/event-stream`) with `?alt=sse`, else one `application/json` array streamed element
+//! by element. A thought is a chunk of its own; the text is cut into the behaviour's chunk
+//! count ([`DEFAULT_STREAM_CHUNKS`]) of consecutive pieces that concatenate to it; a function
+//! call or a `MAX_TOKENS` answer is one chunk. As Google does, every chunk carries the running
+//! `usageMetadata` (`candidatesTokenCount` = text chunks so far) and the same `responseId`,
+//! and only the last one has `finishReason`.
+//!
+//! `embedContent` answers `{"embedding":{"values":[...]}}` and `batchEmbedContents`
+//! `{"embeddings":[{"values":[...]},...]}`, one per `requests` entry (at most
+//! [`GEMINI_MAX_BATCH_EMBED_REQUESTS`]): the same deterministic unit vectors as
+//! `/v1/embeddings`, of `outputDimensionality` values (default [`EMBEDDING_DIMENSIONS`]).
 
 mod anthropic;
 mod azure;
 mod body;
+mod gemini;
 mod handler;
 mod wire;
 
@@ -98,6 +150,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use anthropic::{TOOL_USE_INPUT_JSON, TOOL_USE_TEXT};
 pub use azure::{DEFAULT_TOKEN_LIFETIME_SECS, TOKEN_PREFIX};
+pub use gemini::{
+    GEMINI_FUNCTION_CALL_ARGS_JSON, GEMINI_JSON_REPLY_TEXT, GEMINI_MAX_BATCH_EMBED_REQUESTS,
+    GEMINI_MAX_TOKENS_TEXT, GEMINI_MAX_TOKENS_TRIGGER, GEMINI_THOUGHT_TEXT, GEMINI_THOUGHTS_TOKENS,
+};
 pub use wire::{
     COMPLETION_TOKENS, DEFAULT_STREAM_CHUNKS, EMBEDDING_DIMENSIONS, EMBEDDING_TOKENS_PER_INPUT,
     MAX_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_INPUTS, MOCK_MODEL_ID, PROMPT_TOKENS, REPLY_TEXT,
@@ -126,19 +182,24 @@ pub enum Behavior {
     /// A status that is not a valid HTTP status code becomes 500.
     Error { status: u16, body: String },
     /// Answer 429 with OpenAI's rate-limit error body and `retry-after: <seconds>`, as
-    /// OpenAI does when a key is over its limit.
+    /// OpenAI does when a key is over its limit. On Gemini routes the body is Google's
+    /// `RESOURCE_EXHAUSTED` error with a `google.rpc.RetryInfo` detail `retryDelay:
+    /// "<seconds>s"` (how Google says when to retry); the `retry-after` header is sent there
+    /// too, so the behaviour means the same on every API.
     RateLimited { retry_after_secs: u64 },
     /// Wait this long, then answer normally.
     Delay(Duration),
     /// Accept the request and never answer (until the client disconnects).
     Hang,
-    /// For stream=true requests: send the first `after_chunks` SSE events (OpenAI's role
-    /// chunk, or Anthropic's `message_start`, counts as one), then stall forever (connection
-    /// stays open, no more bytes). A count covering the whole stream lets it finish.
-    /// Non-stream requests are answered normally.
+    /// For stream=true requests (and Gemini's `streamGenerateContent`): send the first
+    /// `after_chunks` SSE events (OpenAI's role chunk, Anthropic's `message_start`, or one
+    /// Gemini chunk, counts as one), then stall forever (connection stays open, no more
+    /// bytes). A count covering the whole stream lets it finish. Non-stream requests are
+    /// answered normally.
     StallStream { after_chunks: usize },
-    /// For stream=true requests: send each SSE event with this delay between events, using
-    /// `chunks` content chunks. Non-stream requests are answered normally.
+    /// For stream=true requests (and Gemini's `streamGenerateContent`): send each SSE event
+    /// with this delay between events, using `chunks` content chunks. Non-stream requests are
+    /// answered normally.
     SlowStream { chunk_delay: Duration, chunks: usize },
 }
 
@@ -147,6 +208,13 @@ pub enum Behavior {
 /// `/v1/messages` failures such as `anthropic_error(529, "overloaded_error", "Overloaded")`.
 pub fn anthropic_error(status: u16, error_type: &str, message: &str) -> Behavior {
     Behavior::Error { status, body: anthropic::error_body(error_type, message, None) }
+}
+
+/// A [`Behavior::Error`] whose body is Google's error shape,
+/// `{"error":{"code":<status>,"message":<message>,"status":<status_text>}}`, for scripting
+/// Gemini failures such as `gemini_error(503, "UNAVAILABLE", "The model is overloaded.")`.
+pub fn gemini_error(status: u16, status_text: &str, message: &str) -> Behavior {
+    Behavior::Error { status, body: gemini::error_body(status, status_text, message) }
 }
 
 /// How a [`MockUpstream`] is run.

@@ -518,8 +518,9 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
-/// A deterministic unit vector per input index, so tests can compare answers.
-fn embedding_vector(input_index: usize, dimensions: usize) -> Vec<f32> {
+/// A deterministic unit vector per input index, so tests can compare answers; Gemini's
+/// embeddings use the same vectors.
+pub(crate) fn embedding_vector(input_index: usize, dimensions: usize) -> Vec<f32> {
     let mut vector: Vec<f32> = (0..dimensions)
         .map(|j| {
             let seed = (input_index * 31 + j * 17 + 7) % 97;
