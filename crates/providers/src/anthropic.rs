@@ -16,22 +16,16 @@
 //! Anthropic's message and type; `overloaded_error` (529) becomes 503 and a prompt that is
 //! too long gets the code `context_length_exceeded`.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HeaderValue};
-use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value, json};
-use tollgate_domain::sse::first_event_end;
 use tollgate_domain::{Deployment, Endpoint};
 
-use crate::{
-    HttpClient, ProviderError, StreamBody, UpstreamBody, UpstreamRequest, UpstreamResponse, transport,
-};
+use crate::body::{TranslateEvents, TranslatedStream};
+use crate::{HttpClient, ProviderError, UpstreamBody, UpstreamRequest, UpstreamResponse, transport};
 
 /// The API version sent as `anthropic-version` unless `extra_headers` sets another.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -74,9 +68,9 @@ impl crate::Provider for AnthropicProvider {
                 })?;
                 UpstreamBody::Complete(Bytes::from(to_chat_completion(&message, unix_now()).to_string()))
             }
-            UpstreamBody::Stream(events) => {
-                UpstreamBody::Stream(ChunkStream::new(events, include_usage).boxed())
-            }
+            UpstreamBody::Stream(events) => UpstreamBody::Stream(
+                TranslatedStream::new(events, Translator::new(include_usage, unix_now())).boxed(),
+            ),
         };
         Ok(UpstreamResponse { headers: response.headers, body })
     }
@@ -458,79 +452,8 @@ pub(crate) fn to_chat_completion(message: &Value, created: u64) -> Value {
 }
 
 /// Anthropic's SSE events (`message_start`, `content_block_*`, `message_delta`,
-/// `message_stop`, `ping`, `error`) as OpenAI `chat.completion.chunk` events.
-pub(crate) struct ChunkStream {
-    upstream: StreamBody,
-    buffer: BytesMut,
-    translator: Translator,
-    ready: VecDeque<Bytes>,
-    done: bool,
-}
-
-impl ChunkStream {
-    pub(crate) fn new(upstream: StreamBody, include_usage: bool) -> Self {
-        Self {
-            upstream,
-            buffer: BytesMut::new(),
-            translator: Translator::new(include_usage, unix_now()),
-            ready: VecDeque::new(),
-            done: false,
-        }
-    }
-
-    /// Translates every complete event in the buffer.
-    fn drain_events(&mut self) {
-        while let Some(end) = first_event_end(&self.buffer) {
-            let event = self.buffer.split_to(end);
-            if let Some(out) = self.translator.event(&event) {
-                self.ready.push_back(out);
-            }
-        }
-    }
-}
-
-impl Body for ChunkStream {
-    type Data = Bytes;
-    type Error = ProviderError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
-        let this = &mut *self;
-        loop {
-            if let Some(out) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
-            }
-            if this.done || this.translator.finished {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        this.buffer.extend_from_slice(&data);
-                        this.drain_events();
-                    }
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(error)));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    if !this.translator.finished {
-                        return Poll::Ready(Some(Err(ProviderError::Protocol(
-                            "anthropic stream ended before message_stop".into(),
-                        ))));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The state carried across events: ids, which content block is which tool call, usage.
+/// `message_stop`, `ping`, `error`) as OpenAI `chat.completion.chunk` events. The state
+/// carried across events: ids, which content block is which tool call, usage.
 struct Translator {
     include_usage: bool,
     created: u64,
@@ -567,8 +490,15 @@ impl Translator {
         });
         Bytes::from(format!("data: {chunk}\n\n"))
     }
+}
 
-    /// One raw SSE event in, the OpenAI event(s) it becomes out.
+impl TranslateEvents for Translator {
+    const PROVIDER: &'static str = "anthropic";
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
     fn event(&mut self, raw: &[u8]) -> Option<Bytes> {
         let text = std::str::from_utf8(raw).ok()?;
         let data: String = text

@@ -1,14 +1,15 @@
-//! Response bodies the adapters hand back: a stream guarded by an idle timeout, and a
-//! stream of chunks produced in memory.
+//! Response bodies the adapters hand back: a stream guarded by an idle timeout, a stream
+//! of chunks produced in memory, and an upstream SSE stream translated event by event.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
+use tollgate_domain::sse::first_event_end;
 
 use crate::ProviderError;
 
@@ -77,6 +78,90 @@ impl Body for Chunks {
 
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Turns one provider's SSE events into OpenAI `chat.completion.chunk` events.
+pub(crate) trait TranslateEvents: Send + Unpin + 'static {
+    /// Named in the error of a stream that ends early.
+    const PROVIDER: &'static str;
+
+    /// One raw SSE event in (without its blank line), the OpenAI event(s) it becomes out.
+    fn event(&mut self, raw: &[u8]) -> Option<Bytes>;
+
+    /// Whether the last event has been translated (`[DONE]` included); the stream ends then.
+    fn finished(&self) -> bool;
+}
+
+/// An upstream SSE stream translated event by event as frames arrive; an event split across
+/// frames waits for its end. An upstream that closes before its last event is an error.
+pub(crate) struct TranslatedStream<T> {
+    upstream: crate::StreamBody,
+    buffer: BytesMut,
+    translator: T,
+    ready: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl<T: TranslateEvents> TranslatedStream<T> {
+    pub(crate) fn new(upstream: crate::StreamBody, translator: T) -> Self {
+        Self { upstream, buffer: BytesMut::new(), translator, ready: VecDeque::new(), done: false }
+    }
+
+    fn translate(&mut self, event: &[u8]) {
+        if let Some(out) = self.translator.event(event) {
+            self.ready.push_back(out);
+        }
+    }
+}
+
+impl<T: TranslateEvents> Body for TranslatedStream<T> {
+    type Data = Bytes;
+    type Error = ProviderError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(out) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+            if this.done || this.translator.finished() {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buffer.extend_from_slice(&data);
+                        while let Some(end) = first_event_end(&this.buffer) {
+                            let event = this.buffer.split_to(end);
+                            this.translate(&event);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    // A last event may arrive without its blank line before the close.
+                    if !this.buffer.is_empty() {
+                        let rest = this.buffer.split();
+                        this.translate(&rest);
+                    }
+                    if !this.translator.finished() {
+                        return Poll::Ready(Some(Err(ProviderError::Protocol(format!(
+                            "{} stream ended before its last event",
+                            T::PROVIDER
+                        )))));
+                    }
+                }
+            }
+        }
     }
 }
 
