@@ -104,6 +104,11 @@ model_list:
       model: anthropic/claude-sonnet-4-5
       api_base: {mock_upstream}
       api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: gemini-flash
+    litellm_params:
+      model: gemini/gemini-2.5-flash
+      api_base: {mock_upstream}
+      api_key: os.environ/SDK_UPSTREAM_KEY
 general_settings:
   master_key: os.environ/LITELLM_MASTER_KEY
 """

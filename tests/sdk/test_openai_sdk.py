@@ -66,7 +66,7 @@ def test_legacy_completions(client):
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["general-purpose", "text-embedding-3-small", "local-vllm", "claude"]
+    assert ids == ["general-purpose", "text-embedding-3-small", "local-vllm", "claude", "gemini-flash"]
 
 
 WEATHER_TOOL = {
@@ -161,3 +161,20 @@ def test_curl_as_the_readme_shows_it():
         assert '"content":"Hello from Tollgate' in out
     finally:
         stop(proc)
+
+
+def test_gemini_model_through_the_openai_sdk(client):
+    reply = client.chat.completions.create(
+        model="gemini-flash", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert reply.model == "gemini-flash"
+    assert reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "stop"
+    text = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model="gemini-flash", messages=[{"role": "user", "content": "hello"}], stream=True
+        )
+        if chunk.choices
+    )
+    assert text == reply.choices[0].message.content

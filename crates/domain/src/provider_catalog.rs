@@ -12,6 +12,8 @@ pub enum WireFormat {
     AzureOpenAi,
     /// Anthropic's Messages API: `/v1/messages`, named SSE events.
     Anthropic,
+    /// Google AI Studio's Gemini API: `models/{model}:generateContent`, SSE with `alt=sse`.
+    Gemini,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -150,6 +152,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         base_env: &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
         key_env: &["ANTHROPIC_API_KEY"],
     },
+    ProviderSpec {
+        prefix: "gemini",
+        wire: WireFormat::Gemini,
+        default_base: Some("https://generativelanguage.googleapis.com"),
+        base_env: &["GEMINI_API_BASE"],
+        key_env: &["GEMINI_API_KEY"],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
@@ -159,7 +168,6 @@ pub const NOT_YET_SUPPORTED: &[&str] = &[
     "azure_ai",
     "bedrock",
     "vertex_ai",
-    "gemini",
     "cohere",
     "huggingface",
     "watsonx",

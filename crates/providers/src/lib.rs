@@ -14,6 +14,7 @@ mod client;
 mod entra;
 mod error;
 mod fake;
+mod gemini;
 mod openai;
 mod transport;
 
@@ -29,6 +30,7 @@ pub use anthropic::AnthropicProvider;
 pub use client::{HttpClient, build_http_client};
 pub use error::ProviderError;
 pub use fake::FakeProvider;
+pub use gemini::GeminiProvider;
 pub use openai::OpenAiProvider;
 
 /// One call to a deployment.
@@ -69,6 +71,7 @@ pub trait Provider: Send + Sync {
 pub struct Providers {
     openai: Arc<OpenAiProvider>,
     anthropic: Arc<AnthropicProvider>,
+    gemini: Arc<GeminiProvider>,
     fake: Arc<FakeProvider>,
 }
 
@@ -76,7 +79,8 @@ impl Providers {
     pub fn new(client: HttpClient) -> Self {
         Self {
             openai: Arc::new(OpenAiProvider::new(client.clone())),
-            anthropic: Arc::new(AnthropicProvider::new(client)),
+            anthropic: Arc::new(AnthropicProvider::new(client.clone())),
+            gemini: Arc::new(GeminiProvider::new(client)),
             fake: Arc::new(FakeProvider),
         }
     }
@@ -86,6 +90,7 @@ impl Providers {
         match deployment.wire() {
             Some(WireFormat::OpenAi | WireFormat::AzureOpenAi) => Ok(self.openai.as_ref()),
             Some(WireFormat::Anthropic) => Ok(self.anthropic.as_ref()),
+            Some(WireFormat::Gemini) => Ok(self.gemini.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),
