@@ -162,17 +162,15 @@ impl RssSampler {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let options = parse(args)?;
-    let root = workspace_root();
+    let root = crate::workspace_root();
     if options.build {
         eprintln!("building release binaries…");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
+use crate::pricing::{self, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{ModelGroupAlias, RouterSettings};
 use crate::secret::Secret;
@@ -83,6 +84,8 @@ pub struct GatewayConfig {
     pub schema_updates: bool,
     /// `litellm_settings.budget_exceeded_status_code`: the status of a spent budget.
     pub budget_exceeded_status: u16,
+    /// `general_settings.proxy_batch_write_at`: how often spend is written (default 10 s).
+    pub spend_write_interval: Duration,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache`), in the order met.
     pub unsupported: Vec<String>,
@@ -234,7 +237,14 @@ impl GatewayConfig {
             .env
             .var("DISABLE_SCHEMA_UPDATE")
             .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
-        reader.flag_unknown(general_settings, "general_settings", &["master_key", "database_url"]);
+        let spend_write_interval = reader
+            .seconds(general_settings, "proxy_batch_write_at", "general_settings")?
+            .unwrap_or(Duration::from_secs(10));
+        reader.flag_unknown(
+            general_settings,
+            "general_settings",
+            &["master_key", "database_url", "proxy_batch_write_at"],
+        );
         // No shared cache yet: say so when asked for one.
         for name in ["REDIS_URL", "REDIS_HOST"] {
             if reader.env.var(name).is_some_and(|v| !v.is_empty()) {
@@ -263,6 +273,7 @@ impl GatewayConfig {
             database_url,
             schema_updates,
             budget_exceeded_status,
+            spend_write_interval,
             unsupported: reader.unsupported,
         })
     }
@@ -323,6 +334,11 @@ const LITELLM_PARAMS: &[&str] = &[
     "azure_scope",
     "weight",
     "order",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "output_cost_per_reasoning_token",
 ];
 
 /// Router keys read from `router_settings`, or from `litellm_settings` when the router
@@ -502,7 +518,8 @@ impl Reader<'_> {
             _ => stable_id(&[&model_name, &model, api_base.as_deref().unwrap_or("")]),
         };
 
-        Ok(Deployment {
+        let mut deployment = Deployment {
+            pricing: None,
             id,
             model_name,
             provider,
@@ -523,7 +540,57 @@ impl Reader<'_> {
             model_info,
             azure_ad_token,
             entra,
-        })
+        };
+        deployment.pricing = self.pricing(
+            params,
+            &deployment.model_info,
+            &params_path,
+            deployment.provider_prefix(),
+            &deployment.upstream_model,
+        )?;
+        Ok(deployment)
+    }
+
+    /// The deployment's prices: the table's entry for its model (or `model_info.base_model`,
+    /// as LiteLLM prices Azure deployments), with any price set in `litellm_params` or
+    /// `model_info` on top. `None` when neither knows the model.
+    fn pricing(
+        &self,
+        params: &Map<String, Value>,
+        model_info: &Map<String, Value>,
+        params_path: &str,
+        prefix: &str,
+        upstream_model: &str,
+    ) -> Result<Option<Pricing>, ConfigError> {
+        // Offline answers cost nothing unless the config prices them.
+        let listed = prefix != "fake";
+        let base_model = model_info.get("base_model").and_then(Value::as_str).filter(|_| listed);
+        let mut pricing = base_model
+            .and_then(|base| {
+                let (provider, model) = base.split_once('/').unwrap_or((prefix, base));
+                pricing::lookup(provider, model)
+            })
+            .or_else(|| if listed { pricing::lookup(prefix, upstream_model) } else { None });
+        let info_path = params_path.replace("litellm_params", "model_info");
+        for (key, set) in [
+            ("input_cost_per_token", (|p: &mut Pricing, v| p.input = v) as fn(&mut Pricing, f64)),
+            ("output_cost_per_token", |p, v| p.output = v),
+            ("cache_read_input_token_cost", |p, v| p.cache_read = Some(v)),
+            ("cache_creation_input_token_cost", |p, v| p.cache_creation = Some(v)),
+            ("output_cost_per_reasoning_token", |p, v| p.reasoning = Some(v)),
+        ] {
+            let value = match self.number(params, key, params_path)? {
+                Some(value) => Some(value),
+                None => self.number(model_info, key, &info_path)?,
+            };
+            if let Some(value) = value {
+                if value < 0.0 {
+                    return Err(invalid(&format!("{params_path}.{key}"), "must not be negative"));
+                }
+                set(pricing.get_or_insert_with(Pricing::default), value);
+            }
+        }
+        Ok(pricing)
     }
 
     /// Entra ID client credentials from the params or Azure's usual environment variables;
@@ -864,6 +931,35 @@ include: [other.yaml]
         assert!(config.deployments[0].wire().is_none());
         assert_eq!(config.database_url.unwrap().expose(), "postgresql://x");
         assert_eq!(config.budget_exceeded_status, 422);
+    }
+
+    #[test]
+    fn prices_come_from_the_table_base_model_or_the_config() {
+        let config = load(
+            r#"
+model_list:
+  - model_name: listed
+    litellm_params: {model: openai/gpt-4o, api_key: k}
+  - model_name: azure-named
+    litellm_params: {model: azure/my-deployment, api_base: "https://x.openai.azure.com", api_key: k}
+    model_info: {base_model: azure/gpt-4o}
+  - model_name: own-price
+    litellm_params: {model: hosted_vllm/llama, api_base: "http://v", input_cost_per_token: 0.000001}
+    model_info: {output_cost_per_token: 0.000002}
+  - model_name: unknown
+    litellm_params: {model: hosted_vllm/llama, api_base: "http://v"}
+  - model_name: offline
+    litellm_params: {model: fake/gpt-4o}
+"#,
+        )
+        .unwrap();
+        let price = |i: usize| config.deployments[i].pricing;
+        assert_eq!(price(0).map(|p| (p.input, p.output)), Some((2.5e-6, 1e-5)));
+        assert_eq!(price(1).map(|p| p.input), Some(2.5e-6), "priced by base_model");
+        assert_eq!(price(2).map(|p| (p.input, p.output)), Some((1e-6, 2e-6)));
+        assert!(price(3).is_none());
+        assert!(price(4).is_none(), "offline answers cost nothing");
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
     }
 
     #[test]

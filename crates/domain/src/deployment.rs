@@ -71,6 +71,8 @@ pub struct Deployment {
     /// Azure only: client credentials to obtain Entra ID tokens, used when neither `api_key`
     /// nor `azure_ad_token` is given.
     pub entra: Option<EntraCredentials>,
+    /// What its tokens cost; `None` when neither the pricing table nor the config knows.
+    pub pricing: Option<crate::pricing::Pricing>,
 }
 
 /// Microsoft Entra ID client credentials (`tenant_id`, `client_id`, `client_secret`).

@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod duration;
 pub mod error;
 pub mod json;
+pub mod pricing;
 pub mod provider_catalog;
 pub mod routing;
 pub mod secret;

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod models;
 pub mod proxy;
 mod relay;
+mod spend;
 pub mod tenancy;
 
 use std::convert::Infallible;

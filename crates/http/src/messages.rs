@@ -28,8 +28,10 @@ use tollgate_router::RequestOptions;
 use crate::proxy::{
     Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
 };
+use crate::spend::Meter;
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, errors, hold, json_response};
+use tollgate_domain::pricing::Usage;
 
 pub async fn handle<B>(app: &App, access: &Access, request: Request<B>) -> Response<ResponseBody>
 where
@@ -85,6 +87,7 @@ where
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
+    let meter = Meter::new(app, access, end_user, &routed.deployment);
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
             let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -93,9 +96,18 @@ where
                     format!("the upstream answered with invalid JSON: {e}"),
                 )
             })?;
-            json_response(StatusCode::OK, to_message(&completion, model).to_string())
+            let mut response = json_response(StatusCode::OK, to_message(&completion, model).to_string());
+            if let Some(usage) = completion.get("usage").and_then(Usage::from_json) {
+                let cost = meter.record(&usage);
+                if let Ok(value) = http::HeaderValue::from_str(&cost.to_string()) {
+                    response.headers_mut().insert("x-litellm-response-cost", value);
+                }
+            }
+            response
         }
-        UpstreamBody::Stream(chunks) => sse_response(EventStream::new(chunks, model).boxed_unsync()),
+        UpstreamBody::Stream(chunks) => {
+            sse_response(EventStream::new(chunks, model, Some(meter)).boxed_unsync())
+        }
     };
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
     let attempts = Attempts { retries: routed.retries, fallbacks: routed.fallbacks };
@@ -363,11 +375,14 @@ struct EventStream {
     stop_reason: &'static str,
     usage: Option<Value>,
     finished: bool,
+    /// Accounts for the stream's usage when it arrives.
+    meter: Option<Meter>,
 }
 
 impl EventStream {
-    fn new(upstream: StreamBody, alias: &str) -> Self {
+    fn new(upstream: StreamBody, alias: &str, meter: Option<Meter>) -> Self {
         Self {
+            meter,
             upstream,
             alias: alias.to_owned(),
             buffer: BytesMut::new(),
@@ -425,6 +440,9 @@ impl EventStream {
             Self::emit(out, "message_start", &start);
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            if let (Some(meter), Some(counts)) = (self.meter.take(), Usage::from_json(usage)) {
+                meter.record(&counts);
+            }
             self.usage = Some(usage.clone());
         }
         let Some(choice) = chunk.pointer("/choices/0") else { return };
@@ -662,7 +680,7 @@ mod tests {
             Ok::<_, tollgate_providers::ProviderError>(Frame::data(Bytes::from(a))),
             Ok(Frame::data(Bytes::from(b))),
         ]));
-        let body = EventStream::new(upstream.boxed(), "alias").collect().await.unwrap().to_bytes();
+        let body = EventStream::new(upstream.boxed(), "alias", None).collect().await.unwrap().to_bytes();
         let text = String::from_utf8(body.to_vec()).unwrap();
         let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
         assert_eq!(

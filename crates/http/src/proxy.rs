@@ -22,6 +22,7 @@ use tollgate_router::{RequestOptions, Routed, Selection};
 
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
+use crate::spend::{Meter, usage_in};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, hold, json_response};
 
@@ -111,6 +112,18 @@ where
     } else {
         (&body, top)
     };
+    // Spend needs a stream's usage: ask the upstream for it when the client did not, and
+    // take the usage chunk out of what the client receives.
+    let client_wants_usage = field::<StreamOptions>(&top, "stream_options")?.is_some_and(|o| o.include_usage);
+    let ask_for_usage = stream && app.tenancy.is_some() && !client_wants_usage;
+    let asked;
+    let (body, top) = if ask_for_usage {
+        asked = Bytes::from(top.rewrite(&[("stream_options", r#"{"include_usage":true}"#)]));
+        let top = TopLevel::parse(&asked).map_err(|e| GatewayError::internal(e.to_string()))?;
+        (&asked, top)
+    } else {
+        (body, top)
+    };
 
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
@@ -139,10 +152,29 @@ where
     let upstream = routed.value;
 
     let alias_json = quote(&model);
+    let meter = Meter::new(app, access, end_user.as_deref(), &routed.deployment);
+    let mut spend_headers = Vec::new();
     let mut response = match upstream.body {
-        UpstreamBody::Complete(bytes) => json_response(StatusCode::OK, with_alias(bytes, &alias_json)),
-        UpstreamBody::Stream(stream) => sse_response(AliasRelay::new(stream, alias_json).boxed_unsync()),
+        UpstreamBody::Complete(bytes) => {
+            if let Some(usage) = usage_in(&bytes) {
+                spend_headers.push(("x-litellm-response-cost", meter.record(&usage)));
+            }
+            if let Some(spend) = meter.key_spend() {
+                spend_headers.push(("x-litellm-key-spend", spend));
+            }
+            json_response(StatusCode::OK, with_alias(bytes, &alias_json))
+        }
+        UpstreamBody::Stream(stream) => {
+            let relay = AliasRelay::new(stream, alias_json);
+            let relay = if app.tenancy.is_some() { relay.metered(meter, ask_for_usage) } else { relay };
+            sse_response(relay.boxed_unsync())
+        }
     };
+    for (name, value) in spend_headers {
+        if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+            response.headers_mut().insert(HeaderName::from_static(name), value);
+        }
+    }
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
     let attempts = Attempts { retries: routed.retries, fallbacks: routed.fallbacks };
     add_litellm_headers(
@@ -208,6 +240,12 @@ pub(crate) async fn forward(
 /// Request fields that steer the gateway (LiteLLM's per-request parameters) rather than
 /// the model; they are taken out of the body before it goes upstream.
 const GATEWAY_PARAMS: &[&str] = &["fallbacks", "num_retries", "mock_testing_fallbacks", "mock_response"];
+
+#[derive(serde::Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
 
 struct GatewayParams {
     present: bool,

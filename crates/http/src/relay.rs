@@ -1,5 +1,6 @@
 //! Relays an upstream SSE stream to the client as it arrives, putting the alias the client
-//! asked for into each chunk's `model`.
+//! asked for into each chunk's `model`, and, when metered, taking the usage chunk's counts
+//! for spend (and removing that chunk when only the gateway asked for it).
 //!
 //! Frames go out as soon as the events in them are complete; an event split across frames
 //! waits only for its own end. When the model already reads as the alias, the upstream's
@@ -14,8 +15,11 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use tollgate_domain::GatewayError;
 use tollgate_domain::json::top_level_value_span;
+use tollgate_domain::pricing::Usage;
 use tollgate_domain::sse::last_event_end;
 use tollgate_providers::StreamBody;
+
+use crate::spend::{Meter, has_no_choices, usage_in};
 
 /// An event this long without an end is not SSE; stop holding it back and pass it on.
 const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -60,8 +64,17 @@ impl Batch {
     }
 }
 
+/// The usage of a metered stream goes to `meter`; `strip` removes the usage-only chunk,
+/// which the gateway asked the upstream for on the client's behalf.
+struct UsageTap {
+    meter: Meter,
+    strip: bool,
+    recorded: bool,
+}
+
 pub(crate) struct AliasRelay {
     upstream: StreamBody,
+    tap: Option<UsageTap>,
     /// The alias as a JSON string literal, compared with each chunk's raw `model`.
     alias_json: String,
     pending: BytesMut,
@@ -76,6 +89,7 @@ impl AliasRelay {
     pub(crate) fn new(upstream: StreamBody, alias_json: String) -> Self {
         Self {
             upstream,
+            tap: None,
             alias_json,
             pending: BytesMut::new(),
             batch: Batch::default(),
@@ -83,6 +97,12 @@ impl AliasRelay {
             idle_rounds: 0,
             done: false,
         }
+    }
+
+    /// Accounts for the stream's usage with `meter`; `strip` hides the usage chunk.
+    pub(crate) fn metered(mut self, meter: Meter, strip: bool) -> Self {
+        self.tap = Some(UsageTap { meter, strip, recorded: false });
+        self
     }
 
     /// Takes a frame of upstream bytes, returns what can be sent now.
@@ -100,7 +120,19 @@ impl AliasRelay {
             }
             self.pending.extend_from_slice(&whole[complete..]);
         }
-        let complete = whole.slice(..complete);
+        let mut complete = whole.slice(..complete);
+        if let Some(tap) = &mut self.tap
+            && memchr::memmem::find(&complete, b"\"usage\"").is_some()
+        {
+            let (usage, kept) = take_usage(&complete, tap.strip);
+            if let Some(usage) = usage.filter(|_| !tap.recorded) {
+                tap.recorded = true;
+                tap.meter.record(&usage);
+            }
+            if let Some(kept) = kept {
+                complete = Bytes::from(kept);
+            }
+        }
         match rewrite_events(&complete, &self.alias_json) {
             Some(rewritten) => Bytes::from(rewritten),
             None => complete,
@@ -180,6 +212,47 @@ impl Body for AliasRelay {
     fn is_end_stream(&self) -> bool {
         self.done
     }
+}
+
+/// The usage reported in `events`, and (when `strip`) the events without the usage-only
+/// chunk, or `None` when nothing was removed.
+fn take_usage(events: &[u8], strip: bool) -> (Option<Usage>, Option<Vec<u8>>) {
+    let mut usage = None;
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied_to = 0;
+    let mut line_start = 0;
+    while line_start < events.len() {
+        let line_end = memchr::memchr(b'\n', &events[line_start..]).map_or(events.len(), |p| line_start + p);
+        let line = &events[line_start..line_end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(payload) = line.strip_prefix(b"data:") {
+            let payload = payload.trim_ascii_start();
+            if let Some(found) = usage_in(payload) {
+                usage = Some(found);
+                if strip && has_no_choices(payload) {
+                    // Drop the line and the blank line that ends its event.
+                    let mut end = line_end + 1;
+                    for terminator in [&b"\r\n"[..], b"\n"] {
+                        if events.get(end..end + terminator.len()) == Some(terminator) {
+                            end += terminator.len();
+                            break;
+                        }
+                    }
+                    let buffer = out.get_or_insert_with(|| Vec::with_capacity(events.len()));
+                    buffer.extend_from_slice(&events[copied_to..line_start]);
+                    copied_to = end.min(events.len());
+                    line_start = copied_to;
+                    continue;
+                }
+            }
+        }
+        line_start = line_end + 1;
+    }
+    let out = out.map(|mut out| {
+        out.extend_from_slice(&events[copied_to..]);
+        out
+    });
+    (usage, out)
 }
 
 /// The events with every `data:` JSON object's top-level `model` set to `alias_json`, or
@@ -311,6 +384,21 @@ mod tests {
     async fn leaves_matching_and_foreign_lines_alone() {
         let input = ": keep-alive\n\nevent: ping\ndata: {\"model\":\"alias\"}\n\ndata: not json\n\n";
         assert_eq!(relay(vec![Data(input)]).await, [input]);
+    }
+
+    #[test]
+    fn the_usage_chunk_is_read_and_removed_when_only_the_gateway_asked() {
+        let events = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        let (usage, kept) = take_usage(events, true);
+        assert_eq!(usage.map(|u| u.total_tokens()), Some(7));
+        assert_eq!(
+            String::from_utf8(kept.unwrap()).unwrap(),
+            "data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: [DONE]\n\n"
+        );
+        let (usage, kept) = take_usage(events, false);
+        assert!(usage.is_some() && kept.is_none(), "a client that asked keeps its chunk");
+        let crlf = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        assert_eq!(take_usage(crlf, true).1.unwrap(), b"data: [DONE]\r\n\r\n");
     }
 
     #[tokio::test]

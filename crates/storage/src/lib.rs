@@ -32,7 +32,7 @@ pub trait Record: FromQueryResult + Send + 'static {}
 impl<R: FromQueryResult + Send + 'static> Record for R {}
 
 /// The tables Tollgate reads and writes, by LiteLLM's names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
     Keys,
     Users,
@@ -294,6 +294,17 @@ impl Store {
     /// Deletes rows by primary key; returns how many went.
     pub async fn delete(&self, table: Table, ids: &[String]) -> Result<u64, StoreError> {
         self.delete_where(table, table.id_column(), ids).await
+    }
+
+    /// Adds `delta` to a row's `spend` in the database itself (`spend = spend + delta`), so
+    /// writers never overwrite each other's spend.
+    pub async fn add_spend(&self, table: Table, id: &str, delta: f64) -> Result<(), StoreError> {
+        let mut update = Query::update();
+        update
+            .table(Alias::new(table.name()))
+            .value(Alias::new("spend"), Expr::col(Alias::new("spend")).add(delta))
+            .and_where(Expr::col(Alias::new(table.id_column())).eq(id));
+        self.execute(&update).await.map(drop)
     }
 
     /// Rows of `table` (keys, users, teams or budgets) whose budget period ended by `now`.

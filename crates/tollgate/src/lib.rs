@@ -67,6 +67,18 @@ impl Gateway {
                 "config settings this build of tollgate does not support yet are ignored"
             );
         }
+        let unpriced: Vec<&str> = config
+            .deployments
+            .iter()
+            .filter(|d| d.pricing.is_none() && d.provider_prefix() != "fake")
+            .map(|d| d.model_name.as_str())
+            .collect();
+        if !unpriced.is_empty() {
+            tracing::warn!(
+                models = %unpriced.join(", "),
+                "no price is known for these deployments: their requests cost 0 (set input_cost_per_token and output_cost_per_token in model_info)"
+            );
+        }
         if config.master_key.is_none() {
             tracing::warn!(
                 "no master key set (general_settings.master_key or LITELLM_MASTER_KEY): every request is accepted without authentication"
@@ -132,7 +144,7 @@ impl Gateway {
 
     /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
     /// `shutdown` completes; then stops accepting, lets in-flight requests and streams
-    /// finish for up to the shutdown grace, and returns.
+    /// finish for up to the shutdown grace, writes pending spend, and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         if self.workers == 0 {
             let app = self.app();
@@ -144,6 +156,10 @@ impl Gateway {
                 move || Arc::new(App::new(config, tollgate_providers::build_http_client(), &shared))
             });
             server::serve_on_workers(apps.collect(), self.options, listener, shutdown).await?;
+        }
+        // Requests have drained: what they spent goes to the database before the process ends.
+        if let Some(tenancy) = &self.shared.tenancy {
+            tenancy.write_spend().await;
         }
         Ok(())
     }
@@ -159,7 +175,7 @@ async fn open_tenancy(config: &GatewayConfig) -> Result<Arc<Tenancy>, Error> {
     } else {
         tracing::info!(database = %tollgate_storage::redact(url), "database connected; migrations left to the operator (DISABLE_SCHEMA_UPDATE)");
     }
-    let tenancy = Arc::new(Tenancy::new(store, config.budget_exceeded_status));
+    let tenancy = Arc::new(Tenancy::new(store, config.budget_exceeded_status, config.spend_write_interval));
     tollgate_http::tenancy::cache::spawn_refresher(&tenancy);
     Ok(tenancy)
 }

@@ -624,3 +624,101 @@ async fn keys_are_held_to_their_routes_and_see_only_their_models() {
         403,
     );
 }
+
+/// A priced model (`openai/gpt-4o`, from the table) on the mock upstream.
+fn priced_config(mock: &MockUpstream, database_url: &str, write_every: u32) -> String {
+    format!(
+        "model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: {}, api_key: k}}
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: \"{database_url}\"
+  proxy_batch_write_at: {write_every}
+",
+        mock.base_url()
+    )
+}
+
+/// What one mock answer costs at gpt-4o's listed prices.
+fn one_request_cost() -> f64 {
+    tollgate_mock_upstream::PROMPT_TOKENS as f64 * 2.5e-6
+        + tollgate_mock_upstream::COMPLETION_TOKENS as f64 * 1e-5
+}
+
+#[tokio::test]
+async fn spend_accumulates_from_usage_and_budgets_hold() {
+    let mock = MockUpstream::start().await;
+    let url = temp_sqlite_url();
+    let gateway = TestGateway::start(&priced_config(&mock, &url, 1)).await;
+    let cost = one_request_cost();
+    let key = new_key(&gateway, json!({"max_budget": cost * 1.5})).await;
+
+    let first = chat(&gateway, &key, "gpt-4o").await;
+    assert_eq!(first.status, 200);
+    let charged: f64 = first.header("x-litellm-response-cost").parse().unwrap();
+    assert!((charged - cost).abs() < 1e-12, "{charged} != {cost}");
+    let spent: f64 = first.header("x-litellm-key-spend").parse().unwrap();
+    assert!((spent - cost).abs() < 1e-12);
+
+    // A stream is charged once, from the usage the gateway asked for; the client, which did
+    // not ask, does not see the usage chunk.
+    let body = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let streamed = call(&gateway, &key, "/v1/chat/completions", body).await;
+    assert_eq!(streamed.status, 200);
+    assert!(streamed.events().iter().all(|e| !e.contains("\"usage\":{")), "{:?}", streamed.events());
+    let sent: Value = serde_json::from_slice(&mock.requests()[1].body).unwrap();
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+
+    // Two requests' worth is past the budget: the third is refused, before any upstream call.
+    let refused = assert_error(&chat(&gateway, &key, "gpt-4o").await, 422);
+    assert_eq!(refused["type"], "budget_exceeded");
+    assert_eq!(mock.requests().len(), 2);
+
+    // Within a write interval the database has it too.
+    let started = Instant::now();
+    loop {
+        let info = admin(&gateway, "/key/info", json!({"key": key})).await;
+        if (info["info"]["spend"].as_f64().unwrap() - 2.0 * cost).abs() < 1e-12 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "spend never reached the database: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_per_minute_are_limited() {
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(&priced_config(&mock, &temp_sqlite_url(), 10)).await;
+    let tokens = tollgate_mock_upstream::PROMPT_TOKENS + tollgate_mock_upstream::COMPLETION_TOKENS;
+    let key = new_key(&gateway, json!({"tpm_limit": tokens})).await;
+    assert_eq!(chat(&gateway, &key, "gpt-4o").await.status, 200);
+    let limited = chat(&gateway, &key, "gpt-4o").await;
+    let error = assert_error(&limited, 429);
+    assert!(error["message"].as_str().unwrap().contains("Limit type: tokens"), "{error}");
+}
+
+#[tokio::test]
+async fn shutdown_writes_pending_spend() {
+    let mock = MockUpstream::start().await;
+    let url = temp_sqlite_url();
+    // A write interval far longer than the test: only shutdown can write the spend.
+    let mut gateway = TestGateway::start(&priced_config(&mock, &url, 3600)).await;
+    let key = new_key(&gateway, json!({})).await;
+    assert_eq!(chat(&gateway, &key, "gpt-4o").await.status, 200);
+    gateway.begin_shutdown().await.unwrap().unwrap();
+
+    let store = tollgate_storage::Store::connect(&url).await.unwrap();
+    let token = {
+        use sha2::Digest;
+        use std::fmt::Write;
+        sha2::Sha256::digest(key.as_bytes()).iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+    };
+    let record: tollgate_storage::KeyRecord =
+        store.get(tollgate_storage::Table::Keys, &token).await.unwrap().unwrap();
+    assert!((record.spend - one_request_cost()).abs() < 1e-12, "{}", record.spend);
+}

@@ -154,17 +154,25 @@ impl PrincipalCache {
     }
 }
 
-/// Resets budgets whose period ended, then reloads cached keys and end users, every
-/// [`REFRESH_INTERVAL`] on the database's runtime, until the tenancy is dropped. A failed reload keeps the last known state (the database
+/// Writes pending spend (every `write_every`), resets budgets whose period ended, then
+/// reloads cached keys and end users, every [`REFRESH_INTERVAL`] on the database's runtime,
+/// until the tenancy is dropped. A failed reload keeps the last known state (the database
 /// being down must not lock everyone out) and is retried on the next round.
 pub fn spawn_refresher(tenancy: &Arc<Tenancy>) {
     let weak: Weak<Tenancy> = Arc::downgrade(tenancy);
     tenancy.store.runtime().spawn(async move {
         let mut tick = tokio::time::interval(REFRESH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_write = Instant::now();
         loop {
             tick.tick().await;
             let Some(tenancy) = weak.upgrade() else { return };
+            // Spend goes to the database first, so the reload that follows reads it back
+            // and pending and loaded spend never count the same dollars twice.
+            if last_write.elapsed() >= tenancy.write_every {
+                tenancy.write_spend().await;
+                last_write = Instant::now();
+            }
             super::resets::reset_due_budgets(&tenancy).await;
             refresh_once(&tenancy).await;
         }

@@ -1,7 +1,9 @@
 //! Per-key, per-user and per-team rate limits inside this process: requests per minute
-//! (`rpm_limit`, a fixed one-minute window) and requests in flight
-//! (`max_parallel_requests`). Shared across replicas they need Redis (the Redis issue);
-//! tokens per minute need usage accounting (the Spend issue).
+//! (`rpm_limit`) and tokens per minute (`tpm_limit`), each over a fixed one-minute window,
+//! and requests in flight (`max_parallel_requests`). Tokens are counted when a response's
+//! usage is known, so a request is refused once the window's tokens reach the limit (the
+//! request that crosses it completes, as in LiteLLM). Shared across replicas they need
+//! Redis (the Redis issue).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -18,6 +20,17 @@ struct Counters {
     /// The minute (since the process epoch) `window_requests` counts.
     window: AtomicU64,
     window_requests: AtomicU32,
+    window_tokens: AtomicU64,
+}
+
+impl Counters {
+    /// Moves the window to `minute`, clearing its counts, if it is a new minute.
+    fn roll(&self, minute: u64) {
+        if self.window.swap(minute, Ordering::AcqRel) != minute {
+            self.window_requests.store(0, Ordering::Release);
+            self.window_tokens.store(0, Ordering::Release);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -50,48 +63,61 @@ struct Scope<'a> {
     kind: &'static str,
     id: &'a str,
     rpm: Option<i64>,
+    tpm: Option<i64>,
     parallel: Option<i32>,
+}
+
+/// The key's, its user's and its team's limits.
+fn scopes(principal: &Principal) -> Vec<Scope<'_>> {
+    let key = &principal.key;
+    let mut scopes = vec![Scope {
+        kind: "api_key",
+        id: &key.token,
+        rpm: key.rpm_limit,
+        tpm: key.tpm_limit,
+        parallel: key.max_parallel_requests,
+    }];
+    if let Some(user) = &principal.user {
+        scopes.push(Scope {
+            kind: "user",
+            id: &user.user_id,
+            rpm: user.rpm_limit,
+            tpm: user.tpm_limit,
+            parallel: user.max_parallel_requests,
+        });
+    }
+    if let Some(team) = &principal.team {
+        scopes.push(Scope {
+            kind: "team",
+            id: &team.team_id,
+            rpm: team.rpm_limit,
+            tpm: team.tpm_limit,
+            parallel: team.max_parallel_requests,
+        });
+    }
+    scopes.retain(|scope| scope.rpm.is_some() || scope.tpm.is_some() || scope.parallel.is_some());
+    scopes
 }
 
 impl Limits {
     /// Counts the request against every scope with a limit, or refuses it with a 429 that
     /// says which limit was hit. A refused request takes nothing.
     pub fn acquire(&self, principal: &Principal) -> Result<Permit, GatewayError> {
-        let key = &principal.key;
-        let mut scopes = vec![Scope {
-            kind: "api_key",
-            id: &key.token,
-            rpm: key.rpm_limit,
-            parallel: key.max_parallel_requests,
-        }];
-        if let Some(user) = &principal.user {
-            scopes.push(Scope {
-                kind: "user",
-                id: &user.user_id,
-                rpm: user.rpm_limit,
-                parallel: user.max_parallel_requests,
-            });
-        }
-        if let Some(team) = &principal.team {
-            scopes.push(Scope {
-                kind: "team",
-                id: &team.team_id,
-                rpm: team.rpm_limit,
-                parallel: team.max_parallel_requests,
-            });
-        }
-        scopes.retain(|scope| scope.rpm.is_some() || scope.parallel.is_some());
+        let scopes = scopes(principal);
         if scopes.is_empty() {
             return Ok(Permit::default());
         }
-        let minute = self.epoch.elapsed().as_secs() / 60;
-        let counters: Vec<Arc<Counters>> = {
-            let mut map = self.scopes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            scopes
-                .iter()
-                .map(|scope| Arc::clone(map.entry(format!("{}:{}", scope.kind, scope.id)).or_default()))
-                .collect()
-        };
+        let minute = self.minute();
+        let counters = self.counters(&scopes);
+        for (scope, counters) in scopes.iter().zip(&counters) {
+            if let Some(limit) = scope.tpm {
+                counters.roll(minute);
+                let used = counters.window_tokens.load(Ordering::Acquire);
+                if i64::try_from(used).unwrap_or(i64::MAX) >= limit {
+                    return Err(refused(scope, "tokens", limit));
+                }
+            }
+        }
         let mut permit = Permit::default();
         let mut counted: Vec<&Counters> = Vec::new();
         for (scope, counters) in scopes.iter().zip(&counters) {
@@ -105,9 +131,7 @@ impl Limits {
                 permit.held.push(Arc::clone(counters));
             }
             if let Some(limit) = scope.rpm {
-                if counters.window.swap(minute, Ordering::AcqRel) != minute {
-                    counters.window_requests.store(0, Ordering::Release);
-                }
+                counters.roll(minute);
                 let used = counters.window_requests.fetch_add(1, Ordering::AcqRel);
                 if i64::from(used) >= limit {
                     counters.window_requests.fetch_sub(1, Ordering::AcqRel);
@@ -118,6 +142,32 @@ impl Limits {
             }
         }
         Ok(permit)
+    }
+
+    /// Counts a finished request's tokens against every scope with a `tpm_limit`.
+    pub fn add_tokens(&self, principal: &Principal, tokens: u64) {
+        let scopes: Vec<Scope<'_>> =
+            scopes(principal).into_iter().filter(|scope| scope.tpm.is_some()).collect();
+        if scopes.is_empty() || tokens == 0 {
+            return;
+        }
+        let minute = self.minute();
+        for counters in self.counters(&scopes) {
+            counters.roll(minute);
+            counters.window_tokens.fetch_add(tokens, Ordering::AcqRel);
+        }
+    }
+
+    fn minute(&self) -> u64 {
+        self.epoch.elapsed().as_secs() / 60
+    }
+
+    fn counters(&self, scopes: &[Scope<'_>]) -> Vec<Arc<Counters>> {
+        let mut map = self.scopes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        scopes
+            .iter()
+            .map(|scope| Arc::clone(map.entry(format!("{}:{}", scope.kind, scope.id)).or_default()))
+            .collect()
     }
 }
 
@@ -136,7 +186,7 @@ fn refused(scope: &Scope<'_>, limit_type: &str, limit: i64) -> GatewayError {
             scope.kind, scope.id
         ),
     );
-    if limit_type == "requests" {
+    if limit_type != "max_parallel_requests" {
         error.retry_after = Some(std::time::Duration::from_secs(60));
     }
     error

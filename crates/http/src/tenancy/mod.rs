@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 mod resets;
 
@@ -24,6 +25,7 @@ use tollgate_storage::{
 };
 
 pub use cache::PrincipalCache;
+pub use ledger::Ledger;
 pub use limits::{Limits, Permit};
 
 /// A virtual key and the records it answers to, as loaded together.
@@ -101,13 +103,65 @@ pub struct Tenancy {
     pub store: Store,
     pub cache: PrincipalCache,
     pub limits: Limits,
+    /// Spend recorded since the last write to the database.
+    pub ledger: Ledger,
     /// The status of a spent budget (`budget_exceeded_status_code`).
     pub budget_status: u16,
+    /// How often spend is written to the database (`proxy_batch_write_at`).
+    pub write_every: std::time::Duration,
 }
 
 impl Tenancy {
-    pub fn new(store: Store, budget_status: u16) -> Self {
-        Self { store, cache: PrincipalCache::default(), limits: Limits::default(), budget_status }
+    pub fn new(store: Store, budget_status: u16, write_every: std::time::Duration) -> Self {
+        Self {
+            store,
+            cache: PrincipalCache::default(),
+            limits: Limits::default(),
+            ledger: Ledger::default(),
+            budget_status,
+            write_every,
+        }
+    }
+
+    /// Spend of a record: what the database said when it was loaded plus what this process
+    /// recorded since and has not written yet.
+    fn spent(&self, table: Table, id: &str, loaded: f64) -> f64 {
+        loaded + self.ledger.pending(table, id)
+    }
+
+    /// Records a finished request's tokens and cost against its key, user, team,
+    /// organization and end user (spend), and against their token-per-minute windows.
+    pub fn record(&self, principal: Option<&Principal>, end_user: Option<&str>, tokens: u64, cost: f64) {
+        if let Some(principal) = principal {
+            self.limits.add_tokens(principal, tokens);
+            self.ledger.add(Table::Keys, &principal.key.token, cost);
+            if let Some(user) = &principal.user {
+                self.ledger.add(Table::Users, &user.user_id, cost);
+            }
+            if let Some(team) = &principal.team {
+                self.ledger.add(Table::Teams, &team.team_id, cost);
+            }
+            if let Some((organization, _)) = &principal.organization {
+                self.ledger.add(Table::Organizations, &organization.organization_id, cost);
+            }
+        }
+        if let Some(end_user) = end_user {
+            self.ledger.add(Table::EndUsers, end_user, cost);
+        }
+    }
+
+    /// The key's spend so far, written or not (the `x-litellm-key-spend` header).
+    pub fn key_spend(&self, principal: &Principal) -> f64 {
+        self.spent(Table::Keys, &principal.key.token, principal.key.spend)
+    }
+
+    /// Writes pending spend now (the refresher does it on its schedule; shutdown calls this).
+    pub async fn write_spend(&self) {
+        match self.ledger.flush(&self.store).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "spend written"),
+            Err(error) => tracing::warn!(%error, "could not write spend; it stays pending and is retried"),
+        }
     }
 
     /// The principal behind a presented key: from the cache, else the database.
@@ -176,14 +230,14 @@ impl Tenancy {
             .with_type("expired_key")
             .with_param(key.key_name.clone().unwrap_or_default()));
         }
+        let key_spend = self.spent(Table::Keys, &key.token, key.spend);
         if let Some(max) = key.max_budget
-            && key.spend >= max
+            && key_spend >= max
         {
             let name = key.key_alias.as_deref().unwrap_or("key");
             let tail = key.key_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
             return Err(self.budget_error(format!(
-                "Budget has been exceeded! Key={name}{tail} Current cost: {}, Max budget: {max}",
-                key.spend
+                "Budget has been exceeded! Key={name}{tail} Current cost: {key_spend}, Max budget: {max}"
             )));
         }
         if let Some(team) = team {
@@ -199,12 +253,13 @@ impl Tenancy {
             if !model_allowed(&team.models.0, router, model) {
                 return Err(model_denied(model, "team_model_access_denied"));
             }
+            let team_spend = self.spent(Table::Teams, &team.team_id, team.spend);
             if let Some(max) = team.max_budget
-                && team.spend > max
+                && team_spend > max
             {
                 return Err(self.budget_error(format!(
-                    "Budget has been exceeded! Team={} Current cost: {}, Max budget: {max}",
-                    team.team_id, team.spend
+                    "Budget has been exceeded! Team={} Current cost: {team_spend}, Max budget: {max}",
+                    team.team_id
                 )));
             }
         }
@@ -212,12 +267,13 @@ impl Tenancy {
             if !model_allowed(&organization.models.0, router, model) {
                 return Err(model_denied(model, "org_model_access_denied"));
             }
+            let spend = self.spent(Table::Organizations, &organization.organization_id, organization.spend);
             if let Some(max) = budget.as_ref().and_then(|b| b.max_budget)
-                && organization.spend >= max
+                && spend >= max
             {
                 return Err(self.budget_error(format!(
-                    "Budget has been exceeded! Organization={} Current cost: {}, Max budget: {max}",
-                    organization.organization_id, organization.spend
+                    "Budget has been exceeded! Organization={} Current cost: {spend}, Max budget: {max}",
+                    organization.organization_id
                 )));
             }
         }
@@ -228,12 +284,13 @@ impl Tenancy {
             if !model_allowed(&user.models.0, router, model) {
                 return Err(model_denied(model, "user_model_access_denied"));
             }
+            let spend = self.spent(Table::Users, &user.user_id, user.spend);
             if let Some(max) = user.max_budget
-                && user.spend >= max
+                && spend >= max
             {
                 return Err(self.budget_error(format!(
-                    "ExceededBudget: User={} over budget. Spend={}, Budget={max}",
-                    user.user_id, user.spend
+                    "ExceededBudget: User={} over budget. Spend={spend}, Budget={max}",
+                    user.user_id
                 )));
             }
         }
@@ -270,12 +327,12 @@ impl Tenancy {
             .with_type("customer_model_access_denied")
             .with_param("model"));
         }
+        let spend = self.spent(Table::EndUsers, end_user, record.spend);
         if let Some(max) = budget.as_ref().and_then(|b| b.max_budget)
-            && record.spend > max
+            && spend > max
         {
             return Err(self.budget_error(format!(
-                "ExceededBudget: End User={end_user} over budget. Spend={}, Budget={max}",
-                record.spend
+                "ExceededBudget: End User={end_user} over budget. Spend={spend}, Budget={max}"
             )));
         }
         Ok(())

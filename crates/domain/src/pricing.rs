@@ -1,0 +1,134 @@
+//! What a request costs: per-token prices by model, from the table in `data/` (derived from
+//! LiteLLM's) or from a deployment's own `input_cost_per_token` / `output_cost_per_token`,
+//! applied to the usage the upstream reported.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+/// Prices in US dollars per token (per second or per image where a model is priced so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+pub struct Pricing {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+    /// Cached prompt tokens read; the input price when the table has none.
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// Prompt tokens written to the provider's cache; the input price when absent.
+    #[serde(default)]
+    pub cache_creation: Option<f64>,
+    /// Reasoning tokens, when priced apart from output.
+    #[serde(default)]
+    pub reasoning: Option<f64>,
+    #[serde(default)]
+    pub max_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Token counts of one request, as OpenAI's `usage` reports them: `prompt_tokens` includes
+/// cached and cache-written tokens, `completion_tokens` includes reasoning tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    /// Reads an OpenAI `usage` object (`prompt_tokens_details.cached_tokens`,
+    /// `completion_tokens_details.reasoning_tokens`, and Anthropic-style
+    /// `cache_creation_input_tokens` when a provider passes it through).
+    pub fn from_json(usage: &serde_json::Value) -> Option<Usage> {
+        let count = |pointer: &str| usage.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        usage.get("prompt_tokens")?;
+        Some(Usage {
+            prompt_tokens: count("/prompt_tokens"),
+            completion_tokens: count("/completion_tokens"),
+            cached_tokens: count("/prompt_tokens_details/cached_tokens"),
+            cache_creation_tokens: count("/cache_creation_input_tokens"),
+            reasoning_tokens: count("/completion_tokens_details/reasoning_tokens"),
+        })
+    }
+}
+
+impl Pricing {
+    /// The cost of `usage` in US dollars.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let written = usage.cache_creation_tokens.min(usage.prompt_tokens - cached);
+        let fresh = usage.prompt_tokens - cached - written;
+        let reasoning = usage.reasoning_tokens.min(usage.completion_tokens);
+        let (reasoning_price, answer_tokens) = match self.reasoning {
+            Some(price) => (price, usage.completion_tokens - reasoning),
+            None => (self.output, usage.completion_tokens),
+        };
+        let reasoning_cost = if self.reasoning.is_some() { reasoning as f64 * reasoning_price } else { 0.0 };
+        fresh as f64 * self.input
+            + cached as f64 * self.cache_read.unwrap_or(self.input)
+            + written as f64 * self.cache_creation.unwrap_or(self.input)
+            + answer_tokens as f64 * self.output
+            + reasoning_cost
+    }
+}
+
+/// The built-in table: model name (with or without its provider prefix, as LiteLLM keys
+/// it) to prices. Parsed once, on first use.
+pub fn table() -> &'static HashMap<String, Pricing> {
+    static TABLE: OnceLock<HashMap<String, Pricing>> = OnceLock::new();
+    // The file is checked by this crate's tests; a broken refresh fails them, not start-up.
+    TABLE.get_or_init(|| serde_json::from_str(include_str!("../data/model_prices.json")).unwrap_or_default())
+}
+
+/// The table's prices for a deployment's `provider/model`: the full name first (as
+/// `azure/gpt-4o` or `gemini/gemini-2.5-flash` are listed), then the bare model name.
+pub fn lookup(provider: &str, model: &str) -> Option<Pricing> {
+    let table = table();
+    table.get(&format!("{provider}/{model}")).or_else(|| table.get(model)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_prices_listed_models() {
+        let gpt = lookup("openai", "gpt-4o").expect("gpt-4o is listed");
+        assert_eq!((gpt.input, gpt.output), (2.5e-6, 1e-5));
+        assert_eq!(lookup("gemini", "gemini-2.5-flash").unwrap().input, 3e-7);
+        assert!(lookup("anthropic", "claude-sonnet-4-5").unwrap().cache_creation.is_some());
+        assert!(lookup("openai", "no-such-model").is_none());
+        assert!(table().len() > 1000);
+    }
+
+    #[test]
+    fn costs_follow_the_table_exactly() {
+        let gpt = lookup("openai", "gpt-4o").unwrap();
+        let usage = Usage { prompt_tokens: 1_000, completion_tokens: 500, ..Usage::default() };
+        assert!((gpt.cost(&usage) - (1_000.0 * 2.5e-6 + 500.0 * 1e-5)).abs() < 1e-12);
+        let cached = Usage { cached_tokens: 400, ..usage };
+        let expected = 600.0 * 2.5e-6 + 400.0 * 1.25e-6 + 500.0 * 1e-5;
+        assert!((gpt.cost(&cached) - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn usage_reads_openai_details() {
+        let usage = Usage::from_json(&serde_json::json!({
+            "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 2}
+        }))
+        .unwrap();
+        assert_eq!((usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens()), (4, 2, 15));
+        assert!(Usage::from_json(&serde_json::json!(null)).is_none());
+    }
+}
