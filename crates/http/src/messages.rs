@@ -64,10 +64,11 @@ where
     let body = read_body(body).await?;
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
-    let model = request
+    let requested = request
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
+    let model = access.principal().and_then(|p| crate::tenancy::aliased(p, requested)).unwrap_or(requested);
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Anthropic names the end user in `metadata.user_id`.
     let end_user = request.pointer("/metadata/user_id").and_then(Value::as_str);
@@ -87,7 +88,7 @@ where
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
-    let meter = Meter::new(app, access, end_user, &routed.deployment);
+    let meter = Meter::new(app, access, model, end_user, &routed.deployment);
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
             let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -96,7 +97,7 @@ where
                     format!("the upstream answered with invalid JSON: {e}"),
                 )
             })?;
-            let mut response = json_response(StatusCode::OK, to_message(&completion, model).to_string());
+            let mut response = json_response(StatusCode::OK, to_message(&completion, requested).to_string());
             if let Some(usage) = completion.get("usage").and_then(Usage::from_json) {
                 let cost = meter.record(&usage);
                 if let Ok(value) = http::HeaderValue::from_str(&cost.to_string()) {

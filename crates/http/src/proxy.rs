@@ -96,8 +96,13 @@ where
     let body = read_body(body).await?;
     let top = TopLevel::parse(&body)
         .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
-    let model: Cow<'_, str> = field(&top, "model")?
+    let requested: Cow<'_, str> = field(&top, "model")?
         .ok_or_else(|| GatewayError::bad_request("missing required field `model`").with_param("model"))?;
+    // A key's `aliases` may send a name to another model group; the answer keeps the name.
+    let model: Cow<'_, str> = match access.principal().and_then(|p| crate::tenancy::aliased(p, &requested)) {
+        Some(target) => Cow::Owned(target.to_owned()),
+        None => requested.clone(),
+    };
     check_required(&top, endpoint)?;
     let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
@@ -128,7 +133,7 @@ where
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
     let routed = route(app, &model, &gateway.options, report, |selection, label| {
-        let body = if selection.upstream_model == model {
+        let body = if selection.upstream_model == requested {
             body.clone()
         } else {
             Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
@@ -151,8 +156,8 @@ where
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
-    let alias_json = quote(&model);
-    let meter = Meter::new(app, access, end_user.as_deref(), &routed.deployment);
+    let alias_json = quote(&requested);
+    let meter = Meter::new(app, access, &model, end_user.as_deref(), &routed.deployment);
     let mut spend_headers = Vec::new();
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {

@@ -15,12 +15,20 @@ use crate::tenancy::{Access, Principal, Tenancy};
 pub(crate) struct Meter {
     tenancy: Option<Arc<Tenancy>>,
     principal: Option<Arc<Principal>>,
+    /// The model group the request was admitted for (per-model limits and budgets).
+    model: String,
     end_user: Option<String>,
     pricing: Option<Pricing>,
 }
 
 impl Meter {
-    pub(crate) fn new(app: &App, access: &Access, end_user: Option<&str>, deployment: &Deployment) -> Self {
+    pub(crate) fn new(
+        app: &App,
+        access: &Access,
+        model: &str,
+        end_user: Option<&str>,
+        deployment: &Deployment,
+    ) -> Self {
         let principal = match access {
             Access::Key(principal) => Some(Arc::clone(principal)),
             _ => None,
@@ -28,6 +36,7 @@ impl Meter {
         Self {
             tenancy: app.tenancy.clone(),
             principal,
+            model: model.to_owned(),
             end_user: end_user.map(str::to_owned),
             pricing: deployment.pricing,
         }
@@ -37,7 +46,13 @@ impl Meter {
     pub(crate) fn record(&self, usage: &Usage) -> f64 {
         let cost = self.pricing.map_or(0.0, |pricing| pricing.cost(usage));
         if let Some(tenancy) = &self.tenancy {
-            tenancy.record(self.principal.as_deref(), self.end_user.as_deref(), usage.total_tokens(), cost);
+            tenancy.record(
+                self.principal.as_deref(),
+                &self.model,
+                self.end_user.as_deref(),
+                usage.total_tokens(),
+                cost,
+            );
         }
         cost
     }

@@ -722,3 +722,33 @@ async fn shutdown_writes_pending_spend() {
         store.get(tollgate_storage::Table::Keys, &token).await.unwrap().unwrap();
     assert!((record.spend - one_request_cost()).abs() < 1e-12, "{}", record.spend);
 }
+
+#[tokio::test]
+async fn key_aliases_and_per_model_limits_and_budgets() {
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(&priced_config(&mock, &temp_sqlite_url(), 10)).await;
+
+    // An alias sends a name of the key's own to a model group; the answer keeps the name.
+    let aliased = new_key(&gateway, json!({"aliases": {"my-model": "gpt-4o"}, "models": ["gpt-4o"]})).await;
+    let reply = chat(&gateway, &aliased, "my-model").await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["model"], "my-model");
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(sent["model"], "gpt-4o", "the upstream gets the group's model");
+
+    // model_rpm_limit, kept in metadata as LiteLLM keeps it.
+    let limited = new_key(&gateway, json!({"model_rpm_limit": {"gpt-4o": 1}})).await;
+    assert_eq!(chat(&gateway, &limited, "gpt-4o").await.status, 200);
+    let error = assert_error(&chat(&gateway, &limited, "gpt-4o").await, 429);
+    assert!(error["message"].as_str().unwrap().contains("model_per_key"), "{error}");
+
+    // model_max_budget: one request's cost spends it for the period.
+    let budgeted = new_key(
+        &gateway,
+        json!({"model_max_budget": {"gpt-4o": {"budget_limit": one_request_cost() / 2.0, "time_period": "1d"}}}),
+    )
+    .await;
+    assert_eq!(chat(&gateway, &budgeted, "gpt-4o").await.status, 200);
+    let error = assert_error(&chat(&gateway, &budgeted, "gpt-4o").await, 422);
+    assert!(error["message"].as_str().unwrap().contains("exceeded budget for model=gpt-4o"), "{error}");
+}

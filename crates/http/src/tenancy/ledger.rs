@@ -8,10 +8,19 @@ use std::sync::Mutex;
 
 use tollgate_storage::{Store, StoreError, Table};
 
-/// Deltas by (table, id): keys, users, teams, organizations and end users.
+/// Deltas by (table, id): keys, users, teams, organizations and end users; and each key's
+/// spend per model within its `model_max_budget` period (kept in memory, per process, as
+/// LiteLLM keeps it in its cache).
 #[derive(Debug, Default)]
 pub struct Ledger {
     pending: Mutex<HashMap<(Table, String), f64>>,
+    model_windows: Mutex<HashMap<(String, String), ModelWindow>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ModelWindow {
+    started: std::time::Instant,
+    spent: f64,
 }
 
 impl Ledger {
@@ -21,6 +30,31 @@ impl Ledger {
         }
         let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *pending.entry((table, id.to_owned())).or_insert(0.0) += cost;
+    }
+
+    /// Adds to a key's spend on `model` in its current period of `period` (a new period
+    /// starts when the last one is over).
+    pub fn add_model_spend(&self, token: &str, model: &str, period: std::time::Duration, cost: f64) {
+        if cost <= 0.0 || !cost.is_finite() {
+            return;
+        }
+        let mut windows = self.model_windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window = windows
+            .entry((token.to_owned(), model.to_owned()))
+            .or_insert(ModelWindow { started: std::time::Instant::now(), spent: 0.0 });
+        if window.started.elapsed() >= period {
+            *window = ModelWindow { started: std::time::Instant::now(), spent: 0.0 };
+        }
+        window.spent += cost;
+    }
+
+    /// A key's spend on `model` in its current period.
+    pub fn model_spend(&self, token: &str, model: &str, period: std::time::Duration) -> f64 {
+        let windows = self.model_windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows
+            .get(&(token.to_owned(), model.to_owned()))
+            .filter(|window| window.started.elapsed() < period)
+            .map_or(0.0, |window| window.spent)
     }
 
     /// Spend recorded here and not yet in the database.

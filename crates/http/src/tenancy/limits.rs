@@ -5,6 +5,7 @@
 //! request that crosses it completes, as in LiteLLM). Shared across replicas they need
 //! Redis (the Redis issue).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,18 +62,21 @@ impl Drop for Permit {
 
 struct Scope<'a> {
     kind: &'static str,
-    id: &'a str,
+    id: Cow<'a, str>,
     rpm: Option<i64>,
     tpm: Option<i64>,
     parallel: Option<i32>,
 }
 
-/// The key's, its user's and its team's limits.
-fn scopes(principal: &Principal) -> Vec<Scope<'_>> {
+/// The key's, its user's and its team's limits, and the key's limits for `model`
+/// (`model_rpm_limit` / `model_tpm_limit` in its metadata, as LiteLLM keeps them).
+fn scopes<'a>(principal: &'a Principal, model: &str) -> Vec<Scope<'a>> {
     let key = &principal.key;
+    let per_model =
+        |field: &str| key.metadata.0.get(field).and_then(|limits| limits.get(model)).and_then(|v| v.as_i64());
     let mut scopes = vec![Scope {
         kind: "api_key",
-        id: &key.token,
+        id: Cow::Borrowed(&key.token),
         rpm: key.rpm_limit,
         tpm: key.tpm_limit,
         parallel: key.max_parallel_requests,
@@ -80,7 +84,7 @@ fn scopes(principal: &Principal) -> Vec<Scope<'_>> {
     if let Some(user) = &principal.user {
         scopes.push(Scope {
             kind: "user",
-            id: &user.user_id,
+            id: Cow::Borrowed(&user.user_id),
             rpm: user.rpm_limit,
             tpm: user.tpm_limit,
             parallel: user.max_parallel_requests,
@@ -89,10 +93,20 @@ fn scopes(principal: &Principal) -> Vec<Scope<'_>> {
     if let Some(team) = &principal.team {
         scopes.push(Scope {
             kind: "team",
-            id: &team.team_id,
+            id: Cow::Borrowed(&team.team_id),
             rpm: team.rpm_limit,
             tpm: team.tpm_limit,
             parallel: team.max_parallel_requests,
+        });
+    }
+    let (model_rpm, model_tpm) = (per_model("model_rpm_limit"), per_model("model_tpm_limit"));
+    if model_rpm.is_some() || model_tpm.is_some() {
+        scopes.push(Scope {
+            kind: "model_per_key",
+            id: Cow::Owned(format!("{}:{model}", key.token)),
+            rpm: model_rpm,
+            tpm: model_tpm,
+            parallel: None,
         });
     }
     scopes.retain(|scope| scope.rpm.is_some() || scope.tpm.is_some() || scope.parallel.is_some());
@@ -102,8 +116,8 @@ fn scopes(principal: &Principal) -> Vec<Scope<'_>> {
 impl Limits {
     /// Counts the request against every scope with a limit, or refuses it with a 429 that
     /// says which limit was hit. A refused request takes nothing.
-    pub fn acquire(&self, principal: &Principal) -> Result<Permit, GatewayError> {
-        let scopes = scopes(principal);
+    pub fn acquire(&self, principal: &Principal, model: &str) -> Result<Permit, GatewayError> {
+        let scopes = scopes(principal, model);
         if scopes.is_empty() {
             return Ok(Permit::default());
         }
@@ -145,9 +159,9 @@ impl Limits {
     }
 
     /// Counts a finished request's tokens against every scope with a `tpm_limit`.
-    pub fn add_tokens(&self, principal: &Principal, tokens: u64) {
+    pub fn add_tokens(&self, principal: &Principal, model: &str, tokens: u64) {
         let scopes: Vec<Scope<'_>> =
-            scopes(principal).into_iter().filter(|scope| scope.tpm.is_some()).collect();
+            scopes(principal, model).into_iter().filter(|scope| scope.tpm.is_some()).collect();
         if scopes.is_empty() || tokens == 0 {
             return;
         }

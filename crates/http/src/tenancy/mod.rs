@@ -131,10 +131,20 @@ impl Tenancy {
 
     /// Records a finished request's tokens and cost against its key, user, team,
     /// organization and end user (spend), and against their token-per-minute windows.
-    pub fn record(&self, principal: Option<&Principal>, end_user: Option<&str>, tokens: u64, cost: f64) {
+    pub fn record(
+        &self,
+        principal: Option<&Principal>,
+        model: &str,
+        end_user: Option<&str>,
+        tokens: u64,
+        cost: f64,
+    ) {
         if let Some(principal) = principal {
-            self.limits.add_tokens(principal, tokens);
+            self.limits.add_tokens(principal, model, tokens);
             self.ledger.add(Table::Keys, &principal.key.token, cost);
+            if let Some((_, period)) = model_budget(principal, model) {
+                self.ledger.add_model_spend(&principal.key.token, model, period, cost);
+            }
             if let Some(user) = &principal.user {
                 self.ledger.add(Table::Users, &user.user_id, cost);
             }
@@ -196,7 +206,7 @@ impl Tenancy {
             self.admit_end_user(end_user, router, model).await?;
         }
         match principal {
-            Some(principal) => self.limits.acquire(principal),
+            Some(principal) => self.limits.acquire(principal, model),
             None => Ok(Permit::default()),
         }
     }
@@ -239,6 +249,16 @@ impl Tenancy {
             return Err(self.budget_error(format!(
                 "Budget has been exceeded! Key={name}{tail} Current cost: {key_spend}, Max budget: {max}"
             )));
+        }
+        if let Some((limit, period)) = model_budget(principal, model) {
+            let spent = self.ledger.model_spend(&key.token, model, period);
+            if spent >= limit {
+                return Err(self.budget_error(format!(
+                    "LiteLLM Virtual Key: {}, key_alias: {}, exceeded budget for model={model}. Current cost: {spent}, Max budget: {limit}",
+                    key.token,
+                    key.key_alias.as_deref().unwrap_or("None")
+                )));
+            }
         }
         if let Some(team) = team {
             if team.blocked {
@@ -341,6 +361,25 @@ impl Tenancy {
     fn budget_error(&self, message: String) -> GatewayError {
         GatewayError::new(ErrorKind::BudgetExceeded(self.budget_status), message)
     }
+}
+
+/// A key's budget for `model` (`model_max_budget: {model: {budget_limit, time_period}}`)
+/// and its period; `budget_limit` may be a number or a numeric string, as LiteLLM accepts.
+fn model_budget(principal: &Principal, model: &str) -> Option<(f64, std::time::Duration)> {
+    let entry = principal.key.model_max_budget.0.get(model)?;
+    let limit = match entry.get("budget_limit")? {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(text) => text.parse().ok()?,
+        _ => return None,
+    };
+    let period = entry.get("time_period").and_then(|p| p.as_str()).unwrap_or("30d");
+    let seconds = tollgate_domain::duration::Duration::parse(period).ok()?.seconds();
+    Some((limit, std::time::Duration::from_secs(u64::try_from(seconds).ok()?)))
+}
+
+/// The model a key's `aliases` send `requested` to, if it names one.
+pub fn aliased<'a>(principal: &'a Principal, requested: &str) -> Option<&'a str> {
+    principal.key.aliases.0.get(requested).and_then(|target| target.as_str())
 }
 
 /// A key's `allowed_routes`: empty allows every route; else the path (without `/v1`) must
