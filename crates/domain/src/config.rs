@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
-use crate::pricing::{self, Pricing};
+use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{ModelGroupAlias, RouterSettings};
 use crate::secret::Secret;
@@ -115,8 +115,11 @@ impl GatewayConfig {
                 .map(|(k, v)| Ok((k.clone(), scalar_to_string(v, &format!("environment_variables.{k}"))?)))
                 .collect::<Result<_, ConfigError>>()?,
         };
-        let mut reader =
-            Reader { env: Layered { config: &environment_variables, process: env }, unsupported: Vec::new() };
+        let mut reader = Reader {
+            env: Layered { config: &environment_variables, process: env },
+            unsupported: Vec::new(),
+            prices: std::cell::OnceCell::new(),
+        };
 
         for key in root.keys() {
             if !matches!(
@@ -311,6 +314,8 @@ impl Layered<'_> {
 struct Reader<'a> {
     env: Layered<'a>,
     unsupported: Vec<String>,
+    /// The pricing table, parsed on first use and dropped with the reader.
+    prices: std::cell::OnceCell<PriceTable>,
 }
 
 const LITELLM_PARAMS: &[&str] = &[
@@ -565,12 +570,13 @@ impl Reader<'_> {
         // Offline answers cost nothing unless the config prices them.
         let listed = prefix != "fake";
         let base_model = model_info.get("base_model").and_then(Value::as_str).filter(|_| listed);
+        let table = self.prices.get_or_init(PriceTable::load);
         let mut pricing = base_model
             .and_then(|base| {
                 let (provider, model) = base.split_once('/').unwrap_or((prefix, base));
-                pricing::lookup(provider, model)
+                table.lookup(provider, model)
             })
-            .or_else(|| if listed { pricing::lookup(prefix, upstream_model) } else { None });
+            .or_else(|| if listed { table.lookup(prefix, upstream_model) } else { None });
         let info_path = params_path.replace("litellm_params", "model_info");
         for (key, set) in [
             ("input_cost_per_token", (|p: &mut Pricing, v| p.input = v) as fn(&mut Pricing, f64)),

@@ -3,7 +3,6 @@
 //! applied to the usage the upstream reported.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use serde::Deserialize;
 
@@ -82,18 +81,30 @@ impl Pricing {
 }
 
 /// The built-in table: model name (with or without its provider prefix, as LiteLLM keys
-/// it) to prices. Parsed once, on first use.
-pub fn table() -> &'static HashMap<String, Pricing> {
-    static TABLE: OnceLock<HashMap<String, Pricing>> = OnceLock::new();
-    // The file is checked by this crate's tests; a broken refresh fails them, not start-up.
-    TABLE.get_or_init(|| serde_json::from_str(include_str!("../data/model_prices.json")).unwrap_or_default())
-}
+/// it) to prices. Parsed when a config is read and dropped after: a deployment keeps only
+/// its own prices, so the ~4,000 entries do not stay in memory.
+#[derive(Debug)]
+pub struct PriceTable(HashMap<String, Pricing>);
 
-/// The table's prices for a deployment's `provider/model`: the full name first (as
-/// `azure/gpt-4o` or `gemini/gemini-2.5-flash` are listed), then the bare model name.
-pub fn lookup(provider: &str, model: &str) -> Option<Pricing> {
-    let table = table();
-    table.get(&format!("{provider}/{model}")).or_else(|| table.get(model)).copied()
+impl PriceTable {
+    pub fn load() -> PriceTable {
+        // The file is checked by this crate's tests; a broken refresh fails them, not start-up.
+        PriceTable(serde_json::from_str(include_str!("../data/model_prices.json")).unwrap_or_default())
+    }
+
+    /// The prices for a deployment's `provider/model`: the full name first (as
+    /// `azure/gpt-4o` or `gemini/gemini-2.5-flash` are listed), then the bare model name.
+    pub fn lookup(&self, provider: &str, model: &str) -> Option<Pricing> {
+        self.0.get(&format!("{provider}/{model}")).or_else(|| self.0.get(model)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -102,17 +113,18 @@ mod tests {
 
     #[test]
     fn the_table_prices_listed_models() {
-        let gpt = lookup("openai", "gpt-4o").expect("gpt-4o is listed");
+        let table = PriceTable::load();
+        let gpt = table.lookup("openai", "gpt-4o").expect("gpt-4o is listed");
         assert_eq!((gpt.input, gpt.output), (2.5e-6, 1e-5));
-        assert_eq!(lookup("gemini", "gemini-2.5-flash").unwrap().input, 3e-7);
-        assert!(lookup("anthropic", "claude-sonnet-4-5").unwrap().cache_creation.is_some());
-        assert!(lookup("openai", "no-such-model").is_none());
-        assert!(table().len() > 1000);
+        assert_eq!(table.lookup("gemini", "gemini-2.5-flash").unwrap().input, 3e-7);
+        assert!(table.lookup("anthropic", "claude-sonnet-4-5").unwrap().cache_creation.is_some());
+        assert!(table.lookup("openai", "no-such-model").is_none());
+        assert!(table.len() > 1000);
     }
 
     #[test]
     fn costs_follow_the_table_exactly() {
-        let gpt = lookup("openai", "gpt-4o").unwrap();
+        let gpt = PriceTable::load().lookup("openai", "gpt-4o").unwrap();
         let usage = Usage { prompt_tokens: 1_000, completion_tokens: 500, ..Usage::default() };
         assert!((gpt.cost(&usage) - (1_000.0 * 2.5e-6 + 500.0 * 1e-5)).abs() < 1e-12);
         let cached = Usage { cached_tokens: 400, ..usage };
