@@ -86,6 +86,10 @@ pub struct GatewayConfig {
     pub budget_exceeded_status: u16,
     /// `general_settings.proxy_batch_write_at`: how often spend is written (default 10 s).
     pub spend_write_interval: Duration,
+    /// Redis, from `router_settings.redis_url` / `redis_host` (+ `redis_port`,
+    /// `redis_password`), else `REDIS_URL`, else `REDIS_HOST` (+ `REDIS_PORT`,
+    /// `REDIS_PASSWORD`), as LiteLLM reads them.
+    pub redis_url: Option<Secret>,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache`), in the order met.
     pub unsupported: Vec<String>,
@@ -198,7 +202,16 @@ impl GatewayConfig {
         {
             reader.unsupported.push(format!("router_settings.routing_strategy={strategy}"));
         }
-        let mut router_known = vec!["timeout", "stream_timeout", "routing_strategy", "model_group_alias"];
+        let mut router_known = vec![
+            "timeout",
+            "stream_timeout",
+            "routing_strategy",
+            "model_group_alias",
+            "redis_host",
+            "redis_port",
+            "redis_password",
+            "redis_url",
+        ];
         router_known.extend_from_slice(ROUTER_KEYS);
         reader.flag_unknown(router_settings, "router_settings", &router_known);
 
@@ -248,12 +261,7 @@ impl GatewayConfig {
             "general_settings",
             &["master_key", "database_url", "proxy_batch_write_at"],
         );
-        // No shared cache yet: say so when asked for one.
-        for name in ["REDIS_URL", "REDIS_HOST"] {
-            if reader.env.var(name).is_some_and(|v| !v.is_empty()) {
-                reader.unsupported.push(format!("environment {name}"));
-            }
-        }
+        let redis_url = reader.redis_url(router_settings)?;
 
         for (path, groups) in router
             .fallbacks
@@ -277,6 +285,7 @@ impl GatewayConfig {
             schema_updates,
             budget_exceeded_status,
             spend_write_interval,
+            redis_url,
             unsupported: reader.unsupported,
         })
     }
@@ -554,6 +563,30 @@ impl Reader<'_> {
             &deployment.upstream_model,
         )?;
         Ok(deployment)
+    }
+
+    /// The Redis URL the settings name, if any.
+    fn redis_url(&self, router_settings: &Map<String, Value>) -> Result<Option<Secret>, ConfigError> {
+        let path = "router_settings";
+        if let Some(url) =
+            self.string(router_settings, "redis_url", path)?.or_else(|| self.env.var("REDIS_URL"))
+        {
+            return Ok(Some(Secret::new(url)).filter(|url| !url.expose().is_empty()));
+        }
+        let (host, port, password) = match self.string(router_settings, "redis_host", path)? {
+            Some(host) => (
+                host,
+                self.string(router_settings, "redis_port", path)?,
+                self.string(router_settings, "redis_password", path)?,
+            ),
+            None => match self.env.var("REDIS_HOST").filter(|host| !host.is_empty()) {
+                Some(host) => (host, self.env.var("REDIS_PORT"), self.env.var("REDIS_PASSWORD")),
+                None => return Ok(None),
+            },
+        };
+        let port = port.filter(|p| !p.is_empty()).unwrap_or_else(|| "6379".to_owned());
+        let credentials = password.filter(|p| !p.is_empty()).map(|p| format!(":{p}@")).unwrap_or_default();
+        Ok(Some(Secret::new(format!("redis://{credentials}{host}:{port}"))))
     }
 
     /// The deployment's prices: the table's entry for its model (or `model_info.base_model`,
@@ -915,7 +948,7 @@ model_list:
   - model_name: claude
     litellm_params: {model: bedrock/anthropic.claude-sonnet-4, tpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
-router_settings: {num_retries: 2, routing_strategy: least-busy, redis_host: r}
+router_settings: {num_retries: 2, routing_strategy: least-busy, redis_host: r, redis_password: pw}
 general_settings: {master_key: sk-1, database_url: "postgresql://x"}
 include: [other.yaml]
 "#,
@@ -927,7 +960,6 @@ include: [other.yaml]
                 "include",
                 "litellm_settings.cache",
                 "router_settings.routing_strategy=least-busy",
-                "router_settings.redis_host",
                 "model_list[0].litellm_params.vertex_project",
                 "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
                 "model_list[0].litellm_params.tpm (not enforced as a limit yet)",
@@ -936,6 +968,7 @@ include: [other.yaml]
         assert_eq!(config.deployments[0].timeout, Duration::from_secs(5));
         assert!(config.deployments[0].wire().is_none());
         assert_eq!(config.database_url.unwrap().expose(), "postgresql://x");
+        assert_eq!(config.redis_url.unwrap().expose(), "redis://:pw@r:6379");
         assert_eq!(config.budget_exceeded_status, 422);
     }
 

@@ -9,6 +9,7 @@
 mod cell;
 mod connect;
 mod records;
+pub mod redis;
 
 pub use connect::redact;
 

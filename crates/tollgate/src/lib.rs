@@ -177,5 +177,12 @@ async fn open_tenancy(config: &GatewayConfig) -> Result<Arc<Tenancy>, Error> {
     }
     let tenancy = Arc::new(Tenancy::new(store, config.budget_exceeded_status, config.spend_write_interval));
     tollgate_http::tenancy::cache::spawn_refresher(&tenancy);
+    if let Some(url) = &config.redis_url {
+        tenancy.connect_bus(url.expose())?;
+        tracing::info!(
+            redis = %tollgate_storage::redact(url.expose()),
+            "redis: key, team and customer changes are announced to every replica (rate limits and caching stay per process for now)"
+        );
+    }
     Ok(tenancy)
 }

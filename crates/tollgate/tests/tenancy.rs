@@ -752,3 +752,36 @@ async fn key_aliases_and_per_model_limits_and_budgets() {
     let error = assert_error(&chat(&gateway, &budgeted, "gpt-4o").await, 422);
     assert!(error["message"].as_str().unwrap().contains("exceeded budget for model=gpt-4o"), "{error}");
 }
+
+/// With Redis, replicas announce changes: another replica drops a deleted or blocked key
+/// well before its once-a-second reload would have.
+#[tokio::test]
+async fn redis_announces_changes_to_the_other_replicas() {
+    let Ok(redis) = std::env::var("TOLLGATE_TEST_REDIS_URL") else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "not run: redis_announces_changes_to_the_other_replicas (TOLLGATE_TEST_REDIS_URL is not set)"
+        );
+        return;
+    };
+    let url = temp_sqlite_url();
+    let yaml = format!("{}router_settings:\n  redis_url: \"{redis}\"\n", config(&url));
+    let one = TestGateway::start(&yaml).await;
+    let two = TestGateway::start(&yaml).await;
+    // Let both subscribers connect before anything is announced.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let key = new_key(&one, json!({})).await;
+        assert_eq!(chat(&two, &key, "gpt-4o").await.status, 200, "the other replica knows the key");
+        admin(&one, "/key/delete", json!({"keys": [key]})).await;
+        let started = Instant::now();
+        while chat(&two, &key, "gpt-4o").await.status != 401 {
+            assert!(
+                started.elapsed() < Duration::from_millis(300),
+                "the announcement did not arrive in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -167,7 +167,7 @@ async fn organization_update(call: &Call<'_>) -> Result<Response<ResponseBody>, 
     cells.push(("updated_at", Cell::Time(Some(now()))));
     call.tenancy.store.update(Table::Organizations, &id, cells).await.map_err(db)?;
     update_budget(call, &record.budget_id).await?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     let record = organization(call, &id).await?;
     ok(&with_budget(call, &record, Some(&record.budget_id)).await?)
 }
@@ -186,7 +186,7 @@ async fn organization_delete(call: &Call<'_>) -> Result<Response<ResponseBody>, 
     let store = &call.tenancy.store;
     store.delete_where(Table::OrganizationMemberships, "organization_id", &ids).await.map_err(db)?;
     store.delete(Table::Organizations, &ids).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&deleted)
 }
 
@@ -253,7 +253,7 @@ async fn organization_member_add(call: &Call<'_>) -> Result<Response<ResponseBod
             .map_err(db)?;
         updated.push(json!({"user_id": user_id, "organization_id": id, "user_role": role}));
     }
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&json!({"organization_id": id, "updated_users": updated, "updated_organization_memberships": updated}))
 }
 
@@ -287,7 +287,7 @@ async fn customer_new(call: &Call<'_>) -> Result<Response<ResponseBody>, Gateway
     cells.push(("user_id", Cell::text(&id)));
     cells.push(("budget_id", Cell::Text(budget_id)));
     call.tenancy.store.insert(Table::EndUsers, cells).await.map_err(db)?;
-    call.tenancy.cache.remove_end_user(&id);
+    call.tenancy.forget_end_user(&id);
     let record = customer(call, &id).await?;
     ok(&with_budget(call, &record, record.budget_id.as_deref()).await?)
 }
@@ -313,7 +313,7 @@ async fn customer_update(call: &Call<'_>) -> Result<Response<ResponseBody>, Gate
         None => {}
     }
     call.tenancy.store.update(Table::EndUsers, &id, cells).await.map_err(db)?;
-    call.tenancy.cache.remove_end_user(&id);
+    call.tenancy.forget_end_user(&id);
     let record = customer(call, &id).await?;
     ok(&with_budget(call, &record, record.budget_id.as_deref()).await?)
 }
@@ -334,7 +334,7 @@ async fn customer_delete(call: &Call<'_>) -> Result<Response<ResponseBody>, Gate
     }
     let deleted = call.tenancy.store.delete(Table::EndUsers, &ids).await.map_err(db)?;
     for id in &ids {
-        call.tenancy.cache.remove_end_user(id);
+        call.tenancy.forget_end_user(id);
     }
     ok(
         &json!({"deleted_customers": deleted, "message": format!("Successfully deleted customers with ids: {ids:?}")}),
@@ -358,7 +358,7 @@ async fn customer_block(call: &Call<'_>, blocked: bool) -> Result<Response<Respo
             .update(Table::EndUsers, id, vec![("blocked", Cell::Bool(Some(blocked)))])
             .await
             .map_err(db)?;
-        call.tenancy.cache.remove_end_user(id);
+        call.tenancy.forget_end_user(id);
         rows.push(customer(call, id).await?);
     }
     let field = if blocked { "blocked_users" } else { "unblocked_users" };
@@ -391,7 +391,7 @@ async fn budget_update(call: &Call<'_>) -> Result<Response<ResponseBody>, Gatewa
     let id = call.required("budget_id")?;
     budget(call, Some(&id)).await?.ok_or_else(|| not_found(format!("Budget {id} not found"), "budget_id"))?;
     update_budget(call, &id).await?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&budget(call, Some(&id)).await?)
 }
 
@@ -412,7 +412,7 @@ async fn budget_delete(call: &Call<'_>) -> Result<Response<ResponseBody>, Gatewa
     call.tenancy.store.delete(Table::Budgets, std::slice::from_ref(&id)).await.map_err(|error| {
         GatewayError::bad_request(format!("Budget {id} is still in use and cannot be deleted: {error}"))
     })?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&record)
 }
 

@@ -125,7 +125,7 @@ async fn update(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayError>
     }
     cells.push(("updated_at", Cell::Time(Some(now()))));
     call.tenancy.store.update(Table::Teams, &team_id, cells).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&json!({"team_id": team_id, "data": team(call, &team_id).await?}))
 }
 
@@ -144,7 +144,7 @@ async fn delete(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayError>
     store.delete_where(Table::Keys, "team_id", &ids).await.map_err(db)?;
     store.delete_where(Table::TeamMemberships, "team_id", &ids).await.map_err(db)?;
     store.delete(Table::Teams, &ids).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&json!({"deleted_teams": ids}))
 }
 
@@ -266,7 +266,7 @@ async fn write_members(call: &Call<'_>, team_id: &str, members: Vec<Value>) -> R
         ("updated_at", Cell::Time(Some(now()))),
     ];
     call.tenancy.store.update(Table::Teams, team_id, cells).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     Ok(())
 }
 
@@ -374,7 +374,7 @@ async fn set_blocked(call: &Call<'_>, blocked: bool) -> Result<Response<Response
     team(call, &team_id).await?;
     let cells = vec![("blocked", Cell::Bool(Some(blocked))), ("updated_at", Cell::Time(Some(now())))];
     call.tenancy.store.update(Table::Teams, &team_id, cells).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&team(call, &team_id).await?)
 }
 
@@ -390,6 +390,6 @@ async fn model_add(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayErr
     }
     let cells = vec![("models", Cell::List(models)), ("updated_at", Cell::Time(Some(now())))];
     call.tenancy.store.update(Table::Teams, &team_id, cells).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&team(call, &team_id).await?)
 }

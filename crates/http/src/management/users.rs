@@ -168,7 +168,7 @@ async fn update(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayError>
     cells.extend(budget_schedule(&call.body)?);
     cells.push(("updated_at", Cell::Time(Some(now()))));
     call.tenancy.store.update(Table::Users, &user_id, cells).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&user(call, &user_id).await?)
 }
 
@@ -189,7 +189,7 @@ async fn delete(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayError>
     store.delete_where(Table::TeamMemberships, "user_id", &ids).await.map_err(db)?;
     store.delete_where(Table::OrganizationMemberships, "user_id", &ids).await.map_err(db)?;
     store.delete(Table::Users, &ids).await.map_err(db)?;
-    call.tenancy.cache.clear();
+    call.tenancy.forget_all();
     ok(&json!({"deleted_users": ids}))
 }
 

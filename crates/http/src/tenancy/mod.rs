@@ -109,6 +109,8 @@ pub struct Tenancy {
     pub budget_status: u16,
     /// How often spend is written to the database (`proxy_batch_write_at`).
     pub write_every: std::time::Duration,
+    /// Change announcements to and from the other replicas, when Redis is configured.
+    bus: std::sync::OnceLock<tollgate_storage::redis::ChangeBus>,
 }
 
 impl Tenancy {
@@ -120,7 +122,50 @@ impl Tenancy {
             ledger: Ledger::default(),
             budget_status,
             write_every,
+            bus: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Joins the replicas' change announcements on Redis at `url`.
+    pub fn connect_bus(self: &Arc<Self>, url: &str) -> Result<(), StoreError> {
+        let weak = Arc::downgrade(self);
+        let bus = tollgate_storage::redis::ChangeBus::start(url, self.store.runtime(), move |change| {
+            if let Some(tenancy) = weak.upgrade() {
+                tenancy.apply_change(change);
+            }
+        })?;
+        let _ = self.bus.set(bus);
+        Ok(())
+    }
+
+    /// Drops what an announcement names: `key:<hash>`, `end_user:<id>`, or `*` (everything).
+    fn apply_change(&self, change: &str) {
+        if let Some(token) = change.strip_prefix("key:") {
+            self.cache.remove(token);
+        } else if let Some(id) = change.strip_prefix("end_user:") {
+            self.cache.remove_end_user(id);
+        } else {
+            self.cache.clear();
+        }
+    }
+
+    fn announce(&self, change: String) {
+        if let Some(bus) = self.bus.get() {
+            bus.announce(change);
+        }
+    }
+
+    /// Forgets every cached key and end user here and on the other replicas (after a
+    /// change to a team, user, organization or budget, which many keys may carry).
+    pub fn forget_all(&self) {
+        self.cache.clear();
+        self.announce(tollgate_storage::redis::EVERYTHING.to_owned());
+    }
+
+    /// Forgets an end user here and on the other replicas.
+    pub fn forget_end_user(&self, id: &str) {
+        self.cache.remove_end_user(id);
+        self.announce(format!("end_user:{id}"));
     }
 
     /// Spend of a record: what the database said when it was loaded plus what this process
@@ -185,9 +230,11 @@ impl Tenancy {
         Ok(loaded)
     }
 
-    /// Forgets a key so the next request reads it afresh (after an update, block or delete).
+    /// Forgets a key so the next request reads it afresh (after an update, block or
+    /// delete), here and on the other replicas.
     pub fn forget(&self, token: &str) {
         self.cache.remove(token);
+        self.announce(format!("key:{token}"));
     }
 
     /// Every check LiteLLM makes before an LLM call, in its order. On success the permit

@@ -34,6 +34,6 @@ pub async fn reset_due_budgets(tenancy: &Tenancy) {
     if reset > 0 {
         tracing::info!(reset, "budget periods ended; spend reset");
         // Spend sits in many cached records (a team's in each of its keys): start afresh.
-        tenancy.cache.clear();
+        tenancy.forget_all();
     }
 }
