@@ -119,11 +119,8 @@ impl GatewayConfig {
                 .map(|(k, v)| Ok((k.clone(), scalar_to_string(v, &format!("environment_variables.{k}"))?)))
                 .collect::<Result<_, ConfigError>>()?,
         };
-        let mut reader = Reader {
-            env: Layered { config: &environment_variables, process: env },
-            unsupported: Vec::new(),
-            prices: std::cell::OnceCell::new(),
-        };
+        let mut reader =
+            Reader { env: Layered { config: &environment_variables, process: env }, unsupported: Vec::new() };
 
         for key in root.keys() {
             if !matches!(
@@ -323,8 +320,6 @@ impl Layered<'_> {
 struct Reader<'a> {
     env: Layered<'a>,
     unsupported: Vec<String>,
-    /// The pricing table, parsed on first use and dropped with the reader.
-    prices: std::cell::OnceCell<PriceTable>,
 }
 
 const LITELLM_PARAMS: &[&str] = &[
@@ -603,7 +598,7 @@ impl Reader<'_> {
         // Offline answers cost nothing unless the config prices them.
         let listed = prefix != "fake";
         let base_model = model_info.get("base_model").and_then(Value::as_str).filter(|_| listed);
-        let table = self.prices.get_or_init(PriceTable::load);
+        let table = PriceTable::load();
         let mut pricing = base_model
             .and_then(|base| {
                 let (provider, model) = base.split_once('/').unwrap_or((prefix, base));

@@ -2,8 +2,6 @@
 //! LiteLLM's) or from a deployment's own `input_cost_per_token` / `output_cost_per_token`,
 //! applied to the usage the upstream reported.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 /// Prices in US dollars per token (per second or per image where a model is priced so).
@@ -81,29 +79,37 @@ impl Pricing {
 }
 
 /// The built-in table: model name (with or without its provider prefix, as LiteLLM keys
-/// it) to prices. Parsed when a config is read and dropped after: a deployment keeps only
-/// its own prices, so the ~4,000 entries do not stay in memory.
-#[derive(Debug)]
-pub struct PriceTable(HashMap<String, Pricing>);
+/// it) to prices. The data file holds one model per line (`cargo xtask pricing` writes it
+/// so), so a lookup finds its line and parses only that: the ~4,000 entries are never all
+/// held in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PriceTable(&'static str);
 
 impl PriceTable {
     pub fn load() -> PriceTable {
-        // The file is checked by this crate's tests; a broken refresh fails them, not start-up.
-        PriceTable(serde_json::from_str(include_str!("../data/model_prices.json")).unwrap_or_default())
+        PriceTable(include_str!("../data/model_prices.json"))
     }
 
     /// The prices for a deployment's `provider/model`: the full name first (as
     /// `azure/gpt-4o` or `gemini/gemini-2.5-flash` are listed), then the bare model name.
     pub fn lookup(&self, provider: &str, model: &str) -> Option<Pricing> {
-        self.0.get(&format!("{provider}/{model}")).or_else(|| self.0.get(model)).copied()
+        self.entry(&format!("{provider}/{model}")).or_else(|| self.entry(model))
     }
 
+    fn entry(&self, model: &str) -> Option<Pricing> {
+        let needle = format!("\n{}: ", serde_json::Value::from(model));
+        let start = self.0.find(&needle)? + needle.len();
+        let line = self.0[start..].lines().next()?;
+        serde_json::from_str(line.trim_end().trim_end_matches(',')).ok()
+    }
+
+    /// How many models the table prices.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.lines().filter(|line| line.starts_with('"')).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -120,6 +126,17 @@ mod tests {
         assert!(table.lookup("anthropic", "claude-sonnet-4-5").unwrap().cache_creation.is_some());
         assert!(table.lookup("openai", "no-such-model").is_none());
         assert!(table.len() > 1000);
+    }
+
+    #[test]
+    fn every_line_of_the_table_parses() {
+        let text = include_str!("../data/model_prices.json");
+        let all: std::collections::HashMap<String, Pricing> = serde_json::from_str(text).unwrap();
+        assert_eq!(all.len(), PriceTable::load().len(), "one model per line, as the lookup expects");
+        let table = PriceTable::load();
+        for (name, pricing) in all.iter().take(200) {
+            assert_eq!(table.entry(name), Some(*pricing), "{name}");
+        }
     }
 
     #[test]

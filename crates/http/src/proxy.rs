@@ -120,7 +120,8 @@ where
     // Spend needs a stream's usage: ask the upstream for it when the client did not, and
     // take the usage chunk out of what the client receives.
     let client_wants_usage = field::<StreamOptions>(&top, "stream_options")?.is_some_and(|o| o.include_usage);
-    let ask_for_usage = stream && app.tenancy.is_some() && !client_wants_usage;
+    let metered = app.tenancy.is_some() && (access.principal().is_some() || end_user.is_some());
+    let ask_for_usage = stream && metered && !client_wants_usage;
     let asked;
     let (body, top) = if ask_for_usage {
         asked = Bytes::from(top.rewrite(&[("stream_options", r#"{"include_usage":true}"#)]));
@@ -171,7 +172,7 @@ where
         }
         UpstreamBody::Stream(stream) => {
             let relay = AliasRelay::new(stream, alias_json);
-            let relay = if app.tenancy.is_some() { relay.metered(meter, ask_for_usage) } else { relay };
+            let relay = if metered { relay.metered(meter, ask_for_usage) } else { relay };
             sse_response(relay.boxed_unsync())
         }
     };

@@ -122,7 +122,7 @@ impl AliasRelay {
         }
         let mut complete = whole.slice(..complete);
         if let Some(tap) = &mut self.tap
-            && memchr::memmem::find(&complete, b"\"usage\"").is_some()
+            && reports_usage(&complete)
         {
             let (usage, kept) = take_usage(&complete, tap.strip);
             if let Some(usage) = usage.filter(|_| !tap.recorded) {
@@ -212,6 +212,14 @@ impl Body for AliasRelay {
     fn is_end_stream(&self) -> bool {
         self.done
     }
+}
+
+/// Whether some event may carry a usage object: a `"usage":` key followed by `{` (OpenAI
+/// sends `"usage":null` on every chunk but the last once usage is asked for, and those
+/// need no parsing).
+fn reports_usage(events: &[u8]) -> bool {
+    memchr::memmem::find_iter(events, b"\"usage\":")
+        .any(|at| events[at + 8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
 
 /// The usage reported in `events`, and (when `strip`) the events without the usage-only
@@ -397,6 +405,8 @@ mod tests {
         );
         let (usage, kept) = take_usage(events, false);
         assert!(usage.is_some() && kept.is_none(), "a client that asked keeps its chunk");
+        assert!(!reports_usage(b"data: {\"choices\":[],\"usage\":null}\n\n"));
+        assert!(reports_usage(b"data: {\"usage\": {\"prompt_tokens\":1}}\n\n"));
         let crlf = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\r\n\r\ndata: [DONE]\r\n\r\n";
         assert_eq!(take_usage(crlf, true).1.unwrap(), b"data: [DONE]\r\n\r\n");
     }

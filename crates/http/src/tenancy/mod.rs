@@ -287,8 +287,8 @@ impl Tenancy {
             .with_type("expired_key")
             .with_param(key.key_name.clone().unwrap_or_default()));
         }
-        let key_spend = self.spent(Table::Keys, &key.token, key.spend);
         if let Some(max) = key.max_budget
+            && let key_spend = self.spent(Table::Keys, &key.token, key.spend)
             && key_spend >= max
         {
             let name = key.key_alias.as_deref().unwrap_or("key");
@@ -320,8 +320,8 @@ impl Tenancy {
             if !model_allowed(&team.models.0, router, model) {
                 return Err(model_denied(model, "team_model_access_denied"));
             }
-            let team_spend = self.spent(Table::Teams, &team.team_id, team.spend);
             if let Some(max) = team.max_budget
+                && let team_spend = self.spent(Table::Teams, &team.team_id, team.spend)
                 && team_spend > max
             {
                 return Err(self.budget_error(format!(
@@ -334,8 +334,9 @@ impl Tenancy {
             if !model_allowed(&organization.models.0, router, model) {
                 return Err(model_denied(model, "org_model_access_denied"));
             }
-            let spend = self.spent(Table::Organizations, &organization.organization_id, organization.spend);
             if let Some(max) = budget.as_ref().and_then(|b| b.max_budget)
+                && let spend =
+                    self.spent(Table::Organizations, &organization.organization_id, organization.spend)
                 && spend >= max
             {
                 return Err(self.budget_error(format!(
@@ -351,8 +352,8 @@ impl Tenancy {
             if !model_allowed(&user.models.0, router, model) {
                 return Err(model_denied(model, "user_model_access_denied"));
             }
-            let spend = self.spent(Table::Users, &user.user_id, user.spend);
             if let Some(max) = user.max_budget
+                && let spend = self.spent(Table::Users, &user.user_id, user.spend)
                 && spend >= max
             {
                 return Err(self.budget_error(format!(
@@ -394,8 +395,8 @@ impl Tenancy {
             .with_type("customer_model_access_denied")
             .with_param("model"));
         }
-        let spend = self.spent(Table::EndUsers, end_user, record.spend);
         if let Some(max) = budget.as_ref().and_then(|b| b.max_budget)
+            && let spend = self.spent(Table::EndUsers, end_user, record.spend)
             && spend > max
         {
             return Err(self.budget_error(format!(
