@@ -152,6 +152,11 @@ async fn key_endpoints_update_block_regenerate_and_reset() {
     assert_eq!(chat(&gateway, &key, "gpt-4o").await.status, 401);
     assert_eq!(chat(&gateway, new, "gpt-4o").await.status, 200);
     assert_eq!(call(&gateway, new, "/key/health", json!({})).await.json()["key"], "healthy");
+    // The path form regenerates too.
+    let again = admin(&gateway, &format!("/key/{new}/regenerate"), json!({})).await;
+    let newest = again["key"].as_str().unwrap();
+    assert_eq!(chat(&gateway, new, "gpt-4o").await.status, 401);
+    assert_eq!(chat(&gateway, newest, "gpt-4o").await.status, 200);
 
     // Custom keys: accepted when well-formed, refused otherwise; duplicates refused.
     let custom = new_key(&gateway, json!({"key": "sk-my-custom-key-0001"})).await;
