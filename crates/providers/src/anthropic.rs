@@ -499,18 +499,7 @@ impl TranslateEvents for Translator {
         self.finished
     }
 
-    fn event(&mut self, raw: &[u8]) -> Option<Bytes> {
-        let text = std::str::from_utf8(raw).ok()?;
-        let data: String = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(str::trim_start)
-            .collect::<Vec<_>>()
-            .join("\n");
-        if data.is_empty() {
-            return None;
-        }
-        let event: Value = serde_json::from_str(&data).ok()?;
+    fn event(&mut self, event: &Value) -> Option<Bytes> {
         let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
         match event.get("type").and_then(Value::as_str)? {
             "message_start" => {
@@ -626,6 +615,7 @@ fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::translate_raw;
 
     #[test]
     fn version_header_defaults_and_can_be_overridden() {
@@ -797,7 +787,7 @@ data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":
         ];
         let out: Vec<String> = events
             .iter()
-            .filter_map(|e| t.event(e.as_bytes()))
+            .filter_map(|e| translate_raw(&mut t, e.as_bytes()))
             .map(|b| String::from_utf8(b.to_vec()).unwrap())
             .collect();
         assert_eq!(out.len(), 6, "{out:?}");

@@ -86,11 +86,28 @@ pub(crate) trait TranslateEvents: Send + Unpin + 'static {
     /// Named in the error of a stream that ends early.
     const PROVIDER: &'static str;
 
-    /// One raw SSE event in (without its blank line), the OpenAI event(s) it becomes out.
-    fn event(&mut self, raw: &[u8]) -> Option<Bytes>;
+    /// One event's JSON (its `data:` lines joined) in, the OpenAI event(s) it becomes out.
+    fn event(&mut self, event: &serde_json::Value) -> Option<Bytes>;
 
     /// Whether the last event has been translated (`[DONE]` included); the stream ends then.
     fn finished(&self) -> bool;
+}
+
+/// Hands one raw SSE event (without its blank line) to `translator` as JSON; comments,
+/// `event:` lines without data, and data that is not JSON are skipped.
+pub(crate) fn translate_raw<T: TranslateEvents>(translator: &mut T, raw: &[u8]) -> Option<Bytes> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let data: String = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if data.is_empty() {
+        return None;
+    }
+    let event: serde_json::Value = serde_json::from_str(&data).ok()?;
+    translator.event(&event)
 }
 
 /// An upstream SSE stream translated event by event as frames arrive; an event split across
@@ -109,7 +126,7 @@ impl<T: TranslateEvents> TranslatedStream<T> {
     }
 
     fn translate(&mut self, event: &[u8]) {
-        if let Some(out) = self.translator.event(event) {
+        if let Some(out) = translate_raw(&mut self.translator, event) {
             self.ready.push_back(out);
         }
     }

@@ -655,18 +655,7 @@ impl TranslateEvents for Translator {
         self.finished
     }
 
-    fn event(&mut self, raw: &[u8]) -> Option<Bytes> {
-        let text = std::str::from_utf8(raw).ok()?;
-        let data: String = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(str::trim_start)
-            .collect::<Vec<_>>()
-            .join("\n");
-        if data.is_empty() {
-            return None;
-        }
-        let answer: Value = serde_json::from_str(&data).ok()?;
+    fn event(&mut self, answer: &Value) -> Option<Bytes> {
         let mut out = String::new();
         if let Some(error) = answer.get("error") {
             self.finished = true;
@@ -691,7 +680,7 @@ impl TranslateEvents for Translator {
             self.usage = usage(metadata);
         }
         // A refused prompt ends the stream the way a filtered answer does.
-        if blocked_prompt(&answer).is_some() {
+        if blocked_prompt(answer).is_some() {
             self.finished = true;
             out.push_str(&self.chunk(json!({}), json!("content_filter")));
             out.push_str(&self.finish());
@@ -754,6 +743,7 @@ fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::translate_raw;
 
     fn deployment(params: &str) -> Deployment {
         tollgate_domain::GatewayConfig::from_yaml(
@@ -954,7 +944,7 @@ mod tests {
         ];
         let out: String = events
             .iter()
-            .filter_map(|e| t.event(e.as_bytes()))
+            .filter_map(|e| translate_raw(&mut t, e.as_bytes()))
             .map(|b| String::from_utf8(b.to_vec()).unwrap())
             .collect::<String>();
         assert!(t.finished());
