@@ -222,39 +222,43 @@ fn reports_usage(events: &[u8]) -> bool {
         .any(|at| events[at + 8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
 
+/// The `data:` lines of `events`: where each line starts, where its payload lies, and where
+/// the next line starts.
+fn data_lines(events: &[u8]) -> impl Iterator<Item = (usize, std::ops::Range<usize>, usize)> + '_ {
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        while next < events.len() {
+            let start = next;
+            let end = memchr::memchr(b'\n', &events[start..]).map_or(events.len(), |p| start + p);
+            next = (end + 1).min(events.len());
+            let line = &events[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(payload) = line.strip_prefix(b"data:") {
+                let offset = start + 5 + payload.iter().take_while(|b| **b == b' ').count();
+                return Some((start, offset..start + line.len(), next));
+            }
+        }
+        None
+    })
+}
+
 /// The usage reported in `events`, and (when `strip`) the events without the usage-only
 /// chunk, or `None` when nothing was removed.
 fn take_usage(events: &[u8], strip: bool) -> (Option<Usage>, Option<Vec<u8>>) {
     let mut usage = None;
     let mut out: Option<Vec<u8>> = None;
     let mut copied_to = 0;
-    let mut line_start = 0;
-    while line_start < events.len() {
-        let line_end = memchr::memchr(b'\n', &events[line_start..]).map_or(events.len(), |p| line_start + p);
-        let line = &events[line_start..line_end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(payload) = line.strip_prefix(b"data:") {
-            let payload = payload.trim_ascii_start();
-            if let Some(found) = usage_in(payload) {
-                usage = Some(found);
-                if strip && has_no_choices(payload) {
-                    // Drop the line and the blank line that ends its event.
-                    let mut end = line_end + 1;
-                    for terminator in [&b"\r\n"[..], b"\n"] {
-                        if events.get(end..end + terminator.len()) == Some(terminator) {
-                            end += terminator.len();
-                            break;
-                        }
-                    }
-                    let buffer = out.get_or_insert_with(|| Vec::with_capacity(events.len()));
-                    buffer.extend_from_slice(&events[copied_to..line_start]);
-                    copied_to = end.min(events.len());
-                    line_start = copied_to;
-                    continue;
-                }
-            }
+    for (start, payload, next) in data_lines(events) {
+        let payload = &events[payload];
+        let Some(found) = usage_in(payload) else { continue };
+        usage = Some(found);
+        if strip && has_no_choices(payload) && start >= copied_to {
+            // Drop the line and the blank line that ends its event.
+            let blank = [&b"\r\n"[..], b"\n"].into_iter().find(|blank| events[next..].starts_with(blank));
+            let buffer = out.get_or_insert_with(|| Vec::with_capacity(events.len()));
+            buffer.extend_from_slice(&events[copied_to..start]);
+            copied_to = next + blank.map_or(0, <[u8]>::len);
         }
-        line_start = line_end + 1;
     }
     let out = out.map(|mut out| {
         out.extend_from_slice(&events[copied_to..]);
@@ -268,25 +272,17 @@ fn take_usage(events: &[u8], strip: bool) -> (Option<Usage>, Option<Vec<u8>>) {
 fn rewrite_events(events: &[u8], alias_json: &str) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
     let mut copied_to = 0;
-    let mut line_start = 0;
-    while line_start < events.len() {
-        let line_end = memchr::memchr(b'\n', &events[line_start..]).map_or(events.len(), |p| line_start + p);
-        let line = &events[line_start..line_end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(payload) = line.strip_prefix(b"data:") {
-            let offset = line_start + 5 + payload.iter().take_while(|b| **b == b' ').count();
-            let payload = &events[offset..line_start + line.len()];
-            if let Some(model) = top_level_value_span(payload, "model")
-                && payload[model.start] == b'"'
-                && &payload[model.clone()] != alias_json.as_bytes()
-            {
-                let buffer = out.get_or_insert_with(|| Vec::with_capacity(events.len() + 64));
-                buffer.extend_from_slice(&events[copied_to..offset + model.start]);
-                buffer.extend_from_slice(alias_json.as_bytes());
-                copied_to = offset + model.end;
-            }
+    for (_, payload_at, _) in data_lines(events) {
+        let payload = &events[payload_at.clone()];
+        if let Some(model) = top_level_value_span(payload, "model")
+            && payload[model.start] == b'"'
+            && &payload[model.clone()] != alias_json.as_bytes()
+        {
+            let buffer = out.get_or_insert_with(|| Vec::with_capacity(events.len() + 64));
+            buffer.extend_from_slice(&events[copied_to..payload_at.start + model.start]);
+            buffer.extend_from_slice(alias_json.as_bytes());
+            copied_to = payload_at.start + model.end;
         }
-        line_start = line_end + 1;
     }
     let mut out = out?;
     out.extend_from_slice(&events[copied_to..]);
