@@ -86,6 +86,8 @@ pub struct GatewayConfig {
     pub budget_exceeded_status: u16,
     /// `general_settings.proxy_batch_write_at`: how often spend is written (default 10 s).
     pub spend_write_interval: Duration,
+    /// `general_settings.disable_spend_logs`: no `LiteLLM_SpendLogs` rows.
+    pub disable_spend_logs: bool,
     /// Redis, from `router_settings.redis_url` / `redis_host` (+ `redis_port`,
     /// `redis_password`), else `REDIS_URL`, else `REDIS_HOST` (+ `REDIS_PORT`,
     /// `REDIS_PASSWORD`), as LiteLLM reads them.
@@ -253,10 +255,15 @@ impl GatewayConfig {
         let spend_write_interval = reader
             .seconds(general_settings, "proxy_batch_write_at", "general_settings")?
             .unwrap_or(Duration::from_secs(10));
+        let disable_spend_logs = match general_settings.get("disable_spend_logs") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(disabled)) => *disabled,
+            Some(_) => return Err(invalid("general_settings.disable_spend_logs", "must be true or false")),
+        };
         reader.flag_unknown(
             general_settings,
             "general_settings",
-            &["master_key", "database_url", "proxy_batch_write_at"],
+            &["master_key", "database_url", "proxy_batch_write_at", "disable_spend_logs"],
         );
         let redis_url = reader.redis_url(router_settings)?;
 
@@ -282,6 +289,7 @@ impl GatewayConfig {
             schema_updates,
             budget_exceeded_status,
             spend_write_interval,
+            disable_spend_logs,
             redis_url,
             unsupported: reader.unsupported,
         })

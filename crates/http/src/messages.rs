@@ -28,7 +28,7 @@ use tollgate_router::RequestOptions;
 use crate::proxy::{
     Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
 };
-use crate::spend::Meter;
+use crate::spend::{Meter, MeteredCall};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, errors, hold, json_response};
 use tollgate_domain::pricing::Usage;
@@ -88,7 +88,8 @@ where
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
-    let meter = Meter::new(app, access, model, end_user, &routed.deployment);
+    let request = MeteredCall { call_id, call_type: "anthropic_messages", started };
+    let mut meter = Meter::new(app, access, model, end_user, &routed.deployment, &request);
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
             let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -441,7 +442,7 @@ impl EventStream {
             Self::emit(out, "message_start", &start);
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            if let (Some(meter), Some(counts)) = (self.meter.take(), Usage::from_json(usage)) {
+            if let (Some(mut meter), Some(counts)) = (self.meter.take(), Usage::from_json(usage)) {
                 meter.record(&counts);
             }
             self.usage = Some(usage.clone());

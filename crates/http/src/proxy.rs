@@ -22,7 +22,7 @@ use tollgate_router::{RequestOptions, Routed, Selection};
 
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
-use crate::spend::{Meter, usage_in};
+use crate::spend::{Meter, MeteredCall, usage_in};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, hold, json_response};
 
@@ -120,7 +120,11 @@ where
     // Spend needs a stream's usage: ask the upstream for it when the client did not, and
     // take the usage chunk out of what the client receives.
     let client_wants_usage = field::<StreamOptions>(&top, "stream_options")?.is_some_and(|o| o.include_usage);
-    let metered = app.tenancy.is_some() && (access.principal().is_some() || end_user.is_some());
+    // Usage is needed for a spend log row, or to charge a key or an end user.
+    let metered = app
+        .tenancy
+        .as_ref()
+        .is_some_and(|tenancy| tenancy.spend_logs || access.principal().is_some() || end_user.is_some());
     let ask_for_usage = stream && metered && !client_wants_usage;
     let asked;
     let (body, top) = if ask_for_usage {
@@ -158,7 +162,13 @@ where
     let upstream = routed.value;
 
     let alias_json = quote(&requested);
-    let meter = Meter::new(app, access, &model, end_user.as_deref(), &routed.deployment);
+    let call_type = match endpoint {
+        Endpoint::ChatCompletions => "acompletion",
+        Endpoint::Completions => "atext_completion",
+        Endpoint::Embeddings => "aembedding",
+    };
+    let request = MeteredCall { call_id, call_type, started };
+    let mut meter = Meter::new(app, access, &model, end_user.as_deref(), &routed.deployment, &request);
     let mut spend_headers = Vec::new();
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {

@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 
 pub use cell::{Cell, Json, TextList};
 pub use records::{
-    BudgetRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord, TeamRecord, UserRecord,
+    BudgetRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord, SpendLogRecord,
+    SpendLogRow, TeamRecord, UserRecord,
 };
 pub use sea_orm::DbBackend as Backend;
 
@@ -43,6 +44,7 @@ pub enum Table {
     OrganizationMemberships,
     EndUsers,
     Budgets,
+    SpendLogs,
 }
 
 impl Table {
@@ -56,6 +58,7 @@ impl Table {
             Table::OrganizationMemberships => "LiteLLM_OrganizationMembership",
             Table::EndUsers => "LiteLLM_EndUserTable",
             Table::Budgets => "LiteLLM_BudgetTable",
+            Table::SpendLogs => "LiteLLM_SpendLogs",
         }
     }
 
@@ -69,6 +72,7 @@ impl Table {
             Table::Teams => "team_id",
             Table::Organizations => "organization_id",
             Table::Budgets => "budget_id",
+            Table::SpendLogs => "request_id",
         }
     }
 }
@@ -306,6 +310,79 @@ impl Store {
             .value(Alias::new("spend"), Expr::col(Alias::new("spend")).add(delta))
             .and_where(Expr::col(Alias::new(table.id_column())).eq(id));
         self.execute(&update).await.map(drop)
+    }
+
+    /// Writes spend log rows in one statement (all or none).
+    pub async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let backend = self.backend();
+        let mut insert = Query::insert();
+        insert.into_table(Alias::new("LiteLLM_SpendLogs")).columns(
+            [
+                "request_id",
+                "call_type",
+                "api_key",
+                "spend",
+                "total_tokens",
+                "prompt_tokens",
+                "completion_tokens",
+                "startTime",
+                "endTime",
+                "request_duration_ms",
+                "model",
+                "model_id",
+                "model_group",
+                "custom_llm_provider",
+                "api_base",
+                "user",
+                "end_user",
+                "team_id",
+                "organization_id",
+                "metadata",
+                "cache_hit",
+                "request_tags",
+                "status",
+            ]
+            .map(Alias::new),
+        );
+        for row in rows {
+            let duration = (row.end_time - row.start_time).num_milliseconds();
+            let cells = [
+                Cell::text(&row.request_id),
+                Cell::text(&row.call_type),
+                Cell::text(&row.api_key),
+                Cell::Float(Some(row.spend)),
+                Cell::Int(Some(row.prompt_tokens.saturating_add(row.completion_tokens))),
+                Cell::Int(Some(row.prompt_tokens)),
+                Cell::Int(Some(row.completion_tokens)),
+                Cell::Time(Some(row.start_time)),
+                Cell::Time(Some(row.end_time)),
+                Cell::Int(Some(i32::try_from(duration).unwrap_or(i32::MAX))),
+                Cell::text(&row.model),
+                Cell::text(&row.model_id),
+                Cell::text(&row.model_group),
+                Cell::text(&row.custom_llm_provider),
+                Cell::text(&row.api_base),
+                Cell::Text(Some(row.end_user.clone().unwrap_or_default())),
+                Cell::Text(row.end_user.clone()),
+                Cell::Text(row.team_id.clone()),
+                Cell::Text(row.organization_id.clone()),
+                Cell::Json(row.metadata.clone()),
+                Cell::text("False"),
+                Cell::Json(serde_json::json!([])),
+                Cell::text(&row.status),
+            ];
+            insert
+                .values(cells.into_iter().map(|cell| cell.into_expr(backend)))
+                .map_err(|error| DbErr::Custom(error.to_string()))?;
+        }
+        // A retried batch may hold rows an earlier, unanswered attempt did write.
+        insert.on_conflict(
+            sea_orm::sea_query::OnConflict::column(Alias::new("request_id")).do_nothing().to_owned(),
+        );
+        self.execute(&insert).await.map(drop)
     }
 
     /// Rows of `table` (keys, users, teams or budgets) whose budget period ended by `now`.

@@ -173,3 +173,63 @@ pub struct MembershipRecord {
     pub spend: f64,
     pub budget_id: Option<String>,
 }
+
+/// One row of `LiteLLM_SpendLogs`, as the gateway writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpendLogRow {
+    pub request_id: String,
+    /// LiteLLM's call type: `acompletion`, `atext_completion`, `aembedding`, `anthropic_messages`.
+    pub call_type: String,
+    /// The SHA-256 of the key that paid (the master key's, for the master key).
+    pub api_key: String,
+    pub spend: f64,
+    pub prompt_tokens: i32,
+    pub completion_tokens: i32,
+    pub start_time: NaiveDateTime,
+    pub end_time: NaiveDateTime,
+    /// The upstream model (`gpt-4o-2024-08-06`), the group (`gpt-4o`) and the deployment id.
+    pub model: String,
+    pub model_group: String,
+    pub model_id: String,
+    pub custom_llm_provider: String,
+    pub api_base: String,
+    /// The request's `user` (end user), also written to `end_user`.
+    pub end_user: Option<String>,
+    pub team_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub status: String,
+}
+
+/// A `LiteLLM_SpendLogs` row as read back (the columns Tollgate writes).
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct SpendLogRecord {
+    pub request_id: String,
+    pub call_type: String,
+    pub api_key: String,
+    pub spend: f64,
+    pub total_tokens: i32,
+    pub prompt_tokens: i32,
+    pub completion_tokens: i32,
+    #[sea_orm(alias = "startTime")]
+    #[serde(rename = "startTime", serialize_with = "utc_required")]
+    pub start_time: NaiveDateTime,
+    #[sea_orm(alias = "endTime")]
+    #[serde(rename = "endTime", serialize_with = "utc_required")]
+    pub end_time: NaiveDateTime,
+    pub model: String,
+    pub model_group: Option<String>,
+    pub model_id: Option<String>,
+    pub custom_llm_provider: Option<String>,
+    pub api_base: Option<String>,
+    pub user: Option<String>,
+    pub end_user: Option<String>,
+    pub team_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub metadata: Json,
+    pub status: Option<String>,
+}
+
+fn utc_required<S: Serializer>(time: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+    utc(&Some(*time), serializer)
+}

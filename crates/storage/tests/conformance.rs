@@ -199,3 +199,43 @@ async fn budgets_come_due_and_reset_once() {
         assert!(store.budgets_due(Table::Keys, Utc::now().naive_utc()).await.unwrap().is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
+    use tollgate_storage::{SpendLogRecord, SpendLogRow};
+    for store in stores("spend_logs").await {
+        store.migrate().await.unwrap();
+        let now = Utc::now().naive_utc();
+        let rows: Vec<SpendLogRow> = (0..3)
+            .map(|i| SpendLogRow {
+                request_id: format!("req-{i}"),
+                call_type: "acompletion".into(),
+                api_key: "hash".into(),
+                spend: 0.25,
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                start_time: now,
+                end_time: now + chrono::Duration::milliseconds(120),
+                model: "gpt-4o-2024-08-06".into(),
+                model_group: "gpt-4o".into(),
+                model_id: "dep-1".into(),
+                custom_llm_provider: "openai".into(),
+                api_base: "https://api.openai.com/v1".into(),
+                end_user: (i == 0).then(|| "cust".to_owned()),
+                team_id: None,
+                organization_id: None,
+                metadata: serde_json::json!({"user_api_key_alias": "a"}),
+                status: "success".into(),
+            })
+            .collect();
+        store.insert_spend_logs(&rows).await.unwrap();
+        store.insert_spend_logs(&rows[1..]).await.expect("a retried batch is not an error");
+        let all: Vec<SpendLogRecord> = store.list(Table::SpendLogs, &ListQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 3, "{:?}", store.backend());
+        let first = all.iter().find(|row| row.request_id == "req-0").unwrap();
+        assert_eq!(first.total_tokens, 15);
+        assert_eq!((first.user.as_deref(), first.end_user.as_deref()), (Some("cust"), Some("cust")));
+        assert_eq!(first.metadata.0["user_api_key_alias"], "a");
+        assert_eq!((first.end_time - first.start_time).num_milliseconds(), 120);
+    }
+}

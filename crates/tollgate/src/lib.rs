@@ -175,7 +175,14 @@ async fn open_tenancy(config: &GatewayConfig) -> Result<Arc<Tenancy>, Error> {
     } else {
         tracing::info!(database = %tollgate_storage::redact(url), "database connected; migrations left to the operator (DISABLE_SCHEMA_UPDATE)");
     }
-    let tenancy = Arc::new(Tenancy::new(store, config.budget_exceeded_status, config.spend_write_interval));
+    let mut tenancy = Tenancy::new(
+        store,
+        config.budget_exceeded_status,
+        config.spend_write_interval,
+        config.master_key.as_ref(),
+    );
+    tenancy.spend_logs = !config.disable_spend_logs;
+    let tenancy = Arc::new(tenancy);
     tollgate_http::tenancy::cache::spawn_refresher(&tenancy);
     if let Some(url) = &config.redis_url {
         tenancy.connect_bus(url.expose())?;

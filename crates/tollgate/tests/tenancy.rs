@@ -790,3 +790,97 @@ async fn redis_announces_changes_to_the_other_replicas() {
         }
     }
 }
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    sha2::Sha256::digest(text.as_bytes()).iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
+
+/// Every request becomes a LiteLLM_SpendLogs row, written by the background writer.
+#[tokio::test]
+async fn requests_become_spend_log_rows() {
+    let mock = MockUpstream::start().await;
+    let url = temp_sqlite_url();
+    let gateway = TestGateway::start(&priced_config(&mock, &url, 1)).await;
+    admin(&gateway, "/team/new", json!({"team_id": "logs"})).await;
+    let key = new_key(&gateway, json!({"team_id": "logs", "key_alias": "logger"})).await;
+    let plain = chat(&gateway, &key, "gpt-4o").await;
+    let body = json!({"model": "gpt-4o", "stream": true, "user": "cust-9", "messages": [{"role": "user", "content": "hi"}]});
+    let streamed = call(&gateway, &key, "/v1/chat/completions", body).await;
+    let by_master = chat(&gateway, MASTER_KEY, "gpt-4o").await;
+
+    let store = tollgate_storage::Store::connect(&url).await.unwrap();
+    let row = |reply: &Reply| {
+        let id = reply.header("x-litellm-call-id").to_owned();
+        let store = store.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                if let Some(row) = store
+                    .get::<tollgate_storage::SpendLogRecord>(tollgate_storage::Table::SpendLogs, &id)
+                    .await
+                    .unwrap()
+                {
+                    return row;
+                }
+                assert!(started.elapsed() < Duration::from_secs(5), "no spend log row for {id}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let first = row(&plain).await;
+    assert_eq!(first.call_type, "acompletion");
+    assert_eq!(first.api_key, sha256_hex(&key));
+    assert!((first.spend - one_request_cost()).abs() < 1e-12);
+    assert_eq!(first.prompt_tokens as u64, tollgate_mock_upstream::PROMPT_TOKENS);
+    assert_eq!(first.completion_tokens as u64, tollgate_mock_upstream::COMPLETION_TOKENS);
+    assert_eq!(first.total_tokens, first.prompt_tokens + first.completion_tokens);
+    assert_eq!((first.model.as_str(), first.model_group.as_deref()), ("gpt-4o", Some("gpt-4o")));
+    assert_eq!(first.custom_llm_provider.as_deref(), Some("openai"));
+    assert_eq!(first.team_id.as_deref(), Some("logs"));
+    assert_eq!(first.metadata.0["user_api_key_alias"], "logger");
+    assert_eq!(first.status.as_deref(), Some("success"));
+    assert!(first.end_time >= first.start_time);
+
+    let stream_row = row(&streamed).await;
+    assert_eq!(stream_row.end_user.as_deref(), Some("cust-9"));
+    assert!((stream_row.spend - one_request_cost()).abs() < 1e-12, "a stream is charged once");
+    assert_eq!(row(&by_master).await.api_key, sha256_hex(MASTER_KEY));
+}
+
+/// Spend log rows survive the database refusing writes: 1,000 requests while the table is
+/// gone, then every row once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_log_rows_survive_a_database_outage() {
+    let mock = MockUpstream::start().await;
+    let url = temp_sqlite_url();
+    let gateway = TestGateway::start(&priced_config(&mock, &url, 1)).await;
+    let key = new_key(&gateway, json!({})).await;
+    let store = tollgate_storage::Store::connect(&url).await.unwrap();
+    store.execute_script(r#"ALTER TABLE "LiteLLM_SpendLogs" RENAME TO "spend_logs_away""#).await.unwrap();
+
+    let started = Instant::now();
+    for _ in 0..1_000 {
+        assert_eq!(chat(&gateway, &key, "gpt-4o").await.status, 200, "requests never wait on the database");
+    }
+    let took = started.elapsed();
+    // Let the writer fail at least once.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    store.execute_script(r#"ALTER TABLE "spend_logs_away" RENAME TO "LiteLLM_SpendLogs""#).await.unwrap();
+
+    let all = tollgate_storage::ListQuery::default();
+    let waiting = Instant::now();
+    loop {
+        let rows = store.count(tollgate_storage::Table::SpendLogs, &all).await.unwrap();
+        if rows == 1_000 {
+            break;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(10), "{rows} of 1000 rows written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("1,000 requests in {took:?} with the spend log table gone");
+}

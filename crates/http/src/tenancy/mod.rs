@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 mod resets;
+pub mod spend_log;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +106,12 @@ pub struct Tenancy {
     pub limits: Limits,
     /// Spend recorded since the last write to the database.
     pub ledger: Ledger,
+    /// Spend log rows waiting to be written.
+    pub spend_log: spend_log::SpendLog,
+    /// The SHA-256 of the master key, the `api_key` of its spend log rows.
+    pub master_hash: Option<String>,
+    /// Whether requests become `LiteLLM_SpendLogs` rows (off with `disable_spend_logs`).
+    pub spend_logs: bool,
     /// The status of a spent budget (`budget_exceeded_status_code`).
     pub budget_status: u16,
     /// How often spend is written to the database (`proxy_batch_write_at`).
@@ -114,12 +121,20 @@ pub struct Tenancy {
 }
 
 impl Tenancy {
-    pub fn new(store: Store, budget_status: u16, write_every: std::time::Duration) -> Self {
+    pub fn new(
+        store: Store,
+        budget_status: u16,
+        write_every: std::time::Duration,
+        master_key: Option<&tollgate_domain::Secret>,
+    ) -> Self {
         Self {
             store,
             cache: PrincipalCache::default(),
             limits: Limits::default(),
             ledger: Ledger::default(),
+            spend_log: spend_log::SpendLog::default(),
+            master_hash: master_key.map(|key| keys::hash(key.expose())),
+            spend_logs: true,
             budget_status,
             write_every,
             bus: std::sync::OnceLock::new(),
@@ -210,12 +225,18 @@ impl Tenancy {
         self.spent(Table::Keys, &principal.key.token, principal.key.spend)
     }
 
-    /// Writes pending spend now (the refresher does it on its schedule; shutdown calls this).
+    /// Writes pending spend and spend log rows now (the refresher does it on its schedule;
+    /// shutdown calls this).
     pub async fn write_spend(&self) {
         match self.ledger.flush(&self.store).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "spend written"),
             Err(error) => tracing::warn!(%error, "could not write spend; it stays pending and is retried"),
+        }
+        match self.spend_log.write(&self.store).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "spend log rows written"),
+            Err(error) => tracing::warn!(%error, "could not write spend log rows; they are kept and retried"),
         }
     }
 

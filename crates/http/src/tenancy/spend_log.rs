@@ -1,0 +1,96 @@
+//! Rows for `LiteLLM_SpendLogs`, queued on the request path and written in batches by the
+//! background writer, never by a request. The queue is bounded: when it is full a row is
+//! dropped, counted and logged rather than slowing requests down. A failed write keeps its
+//! rows (up to a bound) for the next pass, so a database outage loses nothing short of that.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tollgate_storage::{SpendLogRow, Store, StoreError};
+
+/// Rows waiting for the writer.
+const QUEUE_ROWS: usize = 100_000;
+/// Rows kept across failed writes.
+const RETRY_ROWS: usize = 200_000;
+/// Rows per INSERT.
+const BATCH_ROWS: usize = 500;
+
+#[derive(Debug)]
+pub struct SpendLog {
+    sender: mpsc::Sender<SpendLogRow>,
+    receiver: Mutex<mpsc::Receiver<SpendLogRow>>,
+    retry: Mutex<VecDeque<SpendLogRow>>,
+    dropped: AtomicU64,
+}
+
+impl Default for SpendLog {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_ROWS);
+        Self { sender, receiver: Mutex::new(receiver), retry: Mutex::default(), dropped: AtomicU64::new(0) }
+    }
+}
+
+impl SpendLog {
+    /// Queues a row without waiting.
+    pub fn push(&self, row: SpendLogRow) {
+        if self.sender.try_send(row).is_err() {
+            self.count_dropped(1);
+        }
+    }
+
+    /// Rows dropped because the queue or the retry buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn count_dropped(&self, rows: u64) {
+        let before = self.dropped.fetch_add(rows, Ordering::Relaxed);
+        // Log at powers of two: an outage does not become a log flood.
+        if (before + rows).is_power_of_two() || before == 0 {
+            tracing::error!(
+                dropped = before + rows,
+                "spend log rows dropped: the writer cannot keep up or the database is away"
+            );
+        }
+    }
+
+    /// Writes what is queued (and what failed before), in batches; returns rows written.
+    pub async fn write(&self, store: &Store) -> Result<usize, StoreError> {
+        let mut rows: Vec<SpendLogRow> = {
+            let mut retry = self.retry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            retry.drain(..).collect()
+        };
+        {
+            let mut receiver = self.receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while let Ok(row) = receiver.try_recv() {
+                rows.push(row);
+            }
+        }
+        let mut written = 0;
+        let mut batches = rows.chunks(BATCH_ROWS);
+        for batch in batches.by_ref() {
+            if let Err(error) = store.insert_spend_logs(batch).await {
+                let unwritten: Vec<SpendLogRow> =
+                    batch.iter().cloned().chain(batches.flatten().cloned()).collect();
+                self.keep(unwritten);
+                return Err(error);
+            }
+            written += batch.len();
+        }
+        Ok(written)
+    }
+
+    /// Keeps rows for the next pass, dropping the oldest beyond the bound.
+    fn keep(&self, rows: Vec<SpendLogRow>) {
+        let mut retry = self.retry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        retry.extend(rows);
+        let excess = retry.len().saturating_sub(RETRY_ROWS);
+        if excess > 0 {
+            retry.drain(..excess);
+            drop(retry);
+            self.count_dropped(excess as u64);
+        }
+    }
+}
