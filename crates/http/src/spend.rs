@@ -72,10 +72,11 @@ impl Meter {
                     .as_ref()
                     .and_then(|p| p.organization.as_ref().map(|(o, _)| o.organization_id.clone())),
                 metadata: serde_json::json!({
-                    "user_api_key_alias": key.and_then(|k| k.key_alias.clone()),
-                    "user_api_key_user_id": key.and_then(|k| k.user_id.clone()),
-                    "user_api_key_team_id": key.and_then(|k| k.team_id.clone()),
-                }),
+                    "user_api_key_alias": key.and_then(|k| k.key_alias.as_deref()),
+                    "user_api_key_user_id": key.and_then(|k| k.user_id.as_deref()),
+                    "user_api_key_team_id": key.and_then(|k| k.team_id.as_deref()),
+                })
+                .to_string(),
                 status: "success".to_owned(),
             }
         });

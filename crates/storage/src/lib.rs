@@ -369,7 +369,7 @@ impl Store {
                 Cell::Text(row.end_user.clone()),
                 Cell::Text(row.team_id.clone()),
                 Cell::Text(row.organization_id.clone()),
-                Cell::Json(row.metadata.clone()),
+                Cell::Json(serde_json::from_str(&row.metadata).unwrap_or(serde_json::Value::Null)),
                 Cell::text("False"),
                 Cell::Json(serde_json::json!([])),
                 Cell::text(&row.status),

@@ -197,7 +197,8 @@ pub struct SpendLogRow {
     pub end_user: Option<String>,
     pub team_id: Option<String>,
     pub organization_id: Option<String>,
-    pub metadata: serde_json::Value,
+    /// The `metadata` column's JSON, already serialized.
+    pub metadata: String,
     pub status: String,
 }
 

@@ -224,7 +224,7 @@ async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
                 end_user: (i == 0).then(|| "cust".to_owned()),
                 team_id: None,
                 organization_id: None,
-                metadata: serde_json::json!({"user_api_key_alias": "a"}),
+                metadata: serde_json::json!({"user_api_key_alias": "a"}).to_string(),
                 status: "success".into(),
             })
             .collect();

@@ -172,6 +172,8 @@ pub fn spawn_refresher(tenancy: &Arc<Tenancy>) {
             if last_write.elapsed() >= tenancy.write_every {
                 tenancy.write_spend().await;
                 last_write = Instant::now();
+            } else {
+                tenancy.write_spend_logs().await;
             }
             super::resets::reset_due_budgets(&tenancy).await;
             refresh_once(&tenancy).await;

@@ -225,14 +225,19 @@ impl Tenancy {
         self.spent(Table::Keys, &principal.key.token, principal.key.spend)
     }
 
-    /// Writes pending spend and spend log rows now (the refresher does it on its schedule;
-    /// shutdown calls this).
+    /// Writes pending spend and spend log rows now (shutdown calls this).
     pub async fn write_spend(&self) {
         match self.ledger.flush(&self.store).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "spend written"),
             Err(error) => tracing::warn!(%error, "could not write spend; it stays pending and is retried"),
         }
+        self.write_spend_logs().await;
+    }
+
+    /// Writes queued spend log rows (the refresher does it every second, so the queue stays
+    /// short whatever `proxy_batch_write_at` says).
+    pub async fn write_spend_logs(&self) {
         match self.spend_log.write(&self.store).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "spend log rows written"),

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tollgate_storage::{SpendLogRow, Store, StoreError};
 
-/// Rows waiting for the writer.
-const QUEUE_ROWS: usize = 100_000;
-/// Rows kept across failed writes.
-const RETRY_ROWS: usize = 200_000;
+/// Rows waiting for the writer, which drains them every second: room for a burst of
+/// 20,000 requests a second.
+const QUEUE_ROWS: usize = 20_000;
+/// Rows kept across failed writes: about 100 MB at worst, minutes of an outage at full load.
+const RETRY_ROWS: usize = 100_000;
 /// Rows per INSERT.
 const BATCH_ROWS: usize = 500;
 
