@@ -27,13 +27,16 @@ pub(crate) fn options(url: &str) -> Result<ConnectOptions, StoreError> {
     if sqlite {
         // One writer at a time is all SQLite allows; two connections let a read pass a
         // write. WAL lets readers (another gateway on the same file, too) work beside a
-        // writer, a busy timeout waits out a lock instead of failing, and a small page cache
-        // keeps a laptop's gateway small (SQLite's default is 2 MiB per connection).
+        // writer, a busy timeout waits out a lock instead of failing, a small page cache keeps
+        // a laptop's gateway small (SQLite's default is 2 MiB per connection).
         options.max_connections(2).map_sqlx_sqlite_opts(|sqlite| {
             sqlite
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5))
                 .pragma("cache_size", "-512")
+                // With WAL, NORMAL is safe against corruption and syncs at checkpoints rather
+                // than at every commit.
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
         });
     } else {
         options.max_connections(10);

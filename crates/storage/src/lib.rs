@@ -312,77 +312,25 @@ impl Store {
         self.execute(&update).await.map(drop)
     }
 
-    /// Writes spend log rows in one statement (all or none).
+    /// Writes spend log rows in one transaction (all or none), 500 rows per statement.
     pub async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
+        let backend = self.backend();
+        let statements = rows
+            .chunks(500)
+            .map(|chunk| spend_log_insert(chunk, backend).map(|insert| backend.build(&insert)))
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        if statements.is_empty() {
             return Ok(());
         }
-        let backend = self.backend();
-        let mut insert = Query::insert();
-        insert.into_table(Alias::new("LiteLLM_SpendLogs")).columns(
-            [
-                "request_id",
-                "call_type",
-                "api_key",
-                "spend",
-                "total_tokens",
-                "prompt_tokens",
-                "completion_tokens",
-                "startTime",
-                "endTime",
-                "request_duration_ms",
-                "model",
-                "model_id",
-                "model_group",
-                "custom_llm_provider",
-                "api_base",
-                "user",
-                "end_user",
-                "team_id",
-                "organization_id",
-                "metadata",
-                "cache_hit",
-                "request_tags",
-                "status",
-            ]
-            .map(Alias::new),
-        );
-        for row in rows {
-            let duration = (row.end_time - row.start_time).num_milliseconds();
-            let cells = [
-                Cell::text(&row.request_id),
-                Cell::text(&row.call_type),
-                Cell::text(&row.api_key),
-                Cell::Float(Some(row.spend)),
-                Cell::Int(Some(row.prompt_tokens.saturating_add(row.completion_tokens))),
-                Cell::Int(Some(row.prompt_tokens)),
-                Cell::Int(Some(row.completion_tokens)),
-                Cell::Time(Some(row.start_time)),
-                Cell::Time(Some(row.end_time)),
-                Cell::Int(Some(i32::try_from(duration).unwrap_or(i32::MAX))),
-                Cell::text(&row.model),
-                Cell::text(&row.model_id),
-                Cell::text(&row.model_group),
-                Cell::text(&row.custom_llm_provider),
-                Cell::text(&row.api_base),
-                Cell::Text(Some(row.end_user.clone().unwrap_or_default())),
-                Cell::Text(row.end_user.clone()),
-                Cell::Text(row.team_id.clone()),
-                Cell::Text(row.organization_id.clone()),
-                Cell::Json(serde_json::from_str(&row.metadata).unwrap_or(serde_json::Value::Null)),
-                Cell::text("False"),
-                Cell::Json(serde_json::json!([])),
-                Cell::text(&row.status),
-            ];
-            insert
-                .values(cells.into_iter().map(|cell| cell.into_expr(backend)))
-                .map_err(|error| DbErr::Custom(error.to_string()))?;
-        }
-        // A retried batch may hold rows an earlier, unanswered attempt did write.
-        insert.on_conflict(
-            sea_orm::sea_query::OnConflict::column(Alias::new("request_id")).do_nothing().to_owned(),
-        );
-        self.execute(&insert).await.map(drop)
+        self.run(|db| async move {
+            use sea_orm::TransactionTrait;
+            let transaction = db.begin().await?;
+            for statement in statements {
+                transaction.execute_raw(statement).await?;
+            }
+            transaction.commit().await
+        })
+        .await
     }
 
     /// Rows of `table` (keys, users, teams or budgets) whose budget period ended by `now`.
@@ -438,4 +386,76 @@ impl Store {
         delete.and_where(Expr::col(Alias::new("team_id")).eq(team_id));
         self.execute(&delete).await
     }
+}
+
+/// One multi-row INSERT of spend log rows; a row already written (a retried batch) is skipped.
+fn spend_log_insert(
+    rows: &[SpendLogRow],
+    backend: DbBackend,
+) -> Result<sea_orm::sea_query::InsertStatement, DbErr> {
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new("LiteLLM_SpendLogs")).columns(
+        [
+            "request_id",
+            "call_type",
+            "api_key",
+            "spend",
+            "total_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "startTime",
+            "endTime",
+            "request_duration_ms",
+            "model",
+            "model_id",
+            "model_group",
+            "custom_llm_provider",
+            "api_base",
+            "user",
+            "end_user",
+            "team_id",
+            "organization_id",
+            "metadata",
+            "cache_hit",
+            "request_tags",
+            "status",
+        ]
+        .map(Alias::new),
+    );
+    for row in rows {
+        let duration = (row.end_time - row.start_time).num_milliseconds();
+        let cells = [
+            Cell::text(&row.request_id),
+            Cell::text(&row.call_type),
+            Cell::text(&row.api_key),
+            Cell::Float(Some(row.spend)),
+            Cell::Int(Some(row.prompt_tokens.saturating_add(row.completion_tokens))),
+            Cell::Int(Some(row.prompt_tokens)),
+            Cell::Int(Some(row.completion_tokens)),
+            Cell::Time(Some(row.start_time)),
+            Cell::Time(Some(row.end_time)),
+            Cell::Int(Some(i32::try_from(duration).unwrap_or(i32::MAX))),
+            Cell::text(&row.model),
+            Cell::text(&row.model_id),
+            Cell::text(&row.model_group),
+            Cell::text(&row.custom_llm_provider),
+            Cell::text(&row.api_base),
+            Cell::Text(Some(row.end_user.clone().unwrap_or_default())),
+            Cell::Text(row.end_user.clone()),
+            Cell::Text(row.team_id.clone()),
+            Cell::Text(row.organization_id.clone()),
+            Cell::Json(serde_json::from_str(&row.metadata).unwrap_or(serde_json::Value::Null)),
+            Cell::text("False"),
+            Cell::Json(serde_json::json!([])),
+            Cell::text(&row.status),
+        ];
+        insert
+            .values(cells.into_iter().map(|cell| cell.into_expr(backend)))
+            .map_err(|error| DbErr::Custom(error.to_string()))?;
+    }
+    // A retried batch may hold rows an earlier, unanswered attempt did write.
+    insert.on_conflict(
+        sea_orm::sea_query::OnConflict::column(Alias::new("request_id")).do_nothing().to_owned(),
+    );
+    Ok(insert)
 }

@@ -15,8 +15,6 @@ use tollgate_storage::{SpendLogRow, Store, StoreError};
 const QUEUE_ROWS: usize = 20_000;
 /// Rows kept across failed writes: about 100 MB at worst, minutes of an outage at full load.
 const RETRY_ROWS: usize = 100_000;
-/// Rows per INSERT.
-const BATCH_ROWS: usize = 500;
 
 #[derive(Debug)]
 pub struct SpendLog {
@@ -57,7 +55,7 @@ impl SpendLog {
         }
     }
 
-    /// Writes what is queued (and what failed before), in batches; returns rows written.
+    /// Writes what is queued (and what failed before) in one transaction; returns rows written.
     pub async fn write(&self, store: &Store) -> Result<usize, StoreError> {
         let mut rows: Vec<SpendLogRow> = {
             let mut retry = self.retry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -69,18 +67,13 @@ impl SpendLog {
                 rows.push(row);
             }
         }
-        let mut written = 0;
-        let mut batches = rows.chunks(BATCH_ROWS);
-        for batch in batches.by_ref() {
-            if let Err(error) = store.insert_spend_logs(batch).await {
-                let unwritten: Vec<SpendLogRow> =
-                    batch.iter().cloned().chain(batches.flatten().cloned()).collect();
-                self.keep(unwritten);
-                return Err(error);
-            }
-            written += batch.len();
+        if let Err(error) = store.insert_spend_logs(&rows).await {
+            let kept = rows.len();
+            self.keep(rows);
+            tracing::debug!(kept, "spend log rows kept for the next pass");
+            return Err(error);
         }
-        Ok(written)
+        Ok(rows.len())
     }
 
     /// Keeps rows for the next pass, dropping the oldest beyond the bound.
