@@ -93,6 +93,7 @@ pub struct Metrics {
     deployment_failure: Family<DeploymentFailureLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     retries: Family<ModelLabels, Counter>,
+    spend_log_drops: Counter,
 }
 
 impl Default for Metrics {
@@ -176,7 +177,14 @@ impl Metrics {
             "Retries of upstream calls within model groups",
             retries.clone(),
         );
+        let spend_log_drops = Counter::default();
+        registry.register(
+            "tollgate_spend_log_rows_dropped",
+            "Spend log rows dropped because the queue or the retry buffer was full",
+            spend_log_drops.clone(),
+        );
         Self {
+            spend_log_drops,
             registry,
             requests,
             failures,
@@ -251,6 +259,11 @@ impl Metrics {
         };
     }
 
+    /// The counter of spend log rows dropped (queue or retry buffer full), for the writer.
+    pub fn spend_log_drops(&self) -> Counter {
+        self.spend_log_drops.clone()
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -278,8 +291,10 @@ mod tests {
         metrics.record_request(&outcome(200, None));
         metrics.record_request(&outcome(200, Some("backup")));
         metrics.record_request(&outcome(503, None));
+        metrics.spend_log_drops().inc_by(4);
         let text = metrics.encode();
         for line in [
+            "tollgate_spend_log_rows_dropped_total 4",
             r#"litellm_proxy_total_requests_metric_total{requested_model="gp",status_code="200"} 2"#,
             r#"litellm_proxy_failed_requests_metric_total{requested_model="gp",exception_status="503"} 1"#,
             r#"litellm_request_total_latency_metric_count{requested_model="gp"} 3"#,

@@ -86,7 +86,7 @@ impl Gateway {
         }
         let mut shared = Shared::default();
         if config.master_key.is_some() {
-            shared.tenancy = match (open_tenancy(&config).await, &config.database_url) {
+            shared.tenancy = match (open_tenancy(&config, &shared).await, &config.database_url) {
                 (Ok(tenancy), _) => Some(tenancy),
                 (Err(error), Some(_)) => return Err(error),
                 // The implicit SQLite file may be impossible (a read-only root in a pod):
@@ -166,7 +166,7 @@ impl Gateway {
 }
 
 /// Connects the database, applies pending migrations and starts the key cache's refresher.
-async fn open_tenancy(config: &GatewayConfig) -> Result<Arc<Tenancy>, Error> {
+async fn open_tenancy(config: &GatewayConfig, shared: &Shared) -> Result<Arc<Tenancy>, Error> {
     let url = config.database_url.as_ref().map_or(DEFAULT_DATABASE_URL, |url| url.expose());
     let store = tollgate_storage::Store::connect(url).await?;
     if config.schema_updates {
@@ -182,6 +182,8 @@ async fn open_tenancy(config: &GatewayConfig) -> Result<Arc<Tenancy>, Error> {
         config.master_key.as_ref(),
     );
     tenancy.spend_logs = !config.disable_spend_logs;
+    tenancy.spend_log =
+        tollgate_http::tenancy::spend_log::SpendLog::counting(shared.metrics.spend_log_drops());
     let tenancy = Arc::new(tenancy);
     tollgate_http::tenancy::cache::spawn_refresher(&tenancy);
     if let Some(url) = &config.redis_url {

@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tollgate_storage::{SpendLogRow, Store, StoreError};
 
@@ -21,17 +21,23 @@ pub struct SpendLog {
     sender: mpsc::Sender<SpendLogRow>,
     receiver: Mutex<mpsc::Receiver<SpendLogRow>>,
     retry: Mutex<VecDeque<SpendLogRow>>,
-    dropped: AtomicU64,
+    /// Rows dropped; shown on `/metrics` as `tollgate_spend_log_rows_dropped_total`.
+    dropped: Counter,
 }
 
 impl Default for SpendLog {
     fn default() -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_ROWS);
-        Self { sender, receiver: Mutex::new(receiver), retry: Mutex::default(), dropped: AtomicU64::new(0) }
+        Self { sender, receiver: Mutex::new(receiver), retry: Mutex::default(), dropped: Counter::default() }
     }
 }
 
 impl SpendLog {
+    /// A spend log that counts its drops on `dropped` (the gateway's metric).
+    pub fn counting(dropped: Counter) -> Self {
+        Self { dropped, ..Self::default() }
+    }
+
     /// Queues a row without waiting.
     pub fn push(&self, row: SpendLogRow) {
         if self.sender.try_send(row).is_err() {
@@ -41,11 +47,11 @@ impl SpendLog {
 
     /// Rows dropped because the queue or the retry buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 
     fn count_dropped(&self, rows: u64) {
-        let before = self.dropped.fetch_add(rows, Ordering::Relaxed);
+        let before = self.dropped.inc_by(rows);
         // Log at powers of two: an outage does not become a log flood.
         if (before + rows).is_power_of_two() || before == 0 {
             tracing::error!(
@@ -86,5 +92,56 @@ impl SpendLog {
             drop(retry);
             self.count_dropped(excess as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: usize) -> SpendLogRow {
+        let now = chrono::Utc::now().naive_utc();
+        SpendLogRow {
+            request_id: id.to_string(),
+            call_type: "acompletion".into(),
+            api_key: String::new(),
+            spend: 0.0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            start_time: now,
+            end_time: now,
+            model: String::new(),
+            model_group: String::new(),
+            model_id: String::new(),
+            custom_llm_provider: String::new(),
+            api_base: String::new(),
+            end_user: None,
+            team_id: None,
+            organization_id: None,
+            metadata: "{}".into(),
+            status: "success".into(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let counter = Counter::default();
+        let log = SpendLog::counting(counter.clone());
+        for id in 0..QUEUE_ROWS + 3 {
+            log.push(row(id));
+        }
+        assert_eq!(log.dropped(), 3);
+        assert_eq!(counter.get(), 3, "the metric sees the same count");
+    }
+
+    #[test]
+    fn the_retry_buffer_keeps_the_newest_rows() {
+        let log = SpendLog::default();
+        log.keep((0..RETRY_ROWS + 2).map(row).collect());
+        let retry = log.retry.lock().unwrap();
+        assert_eq!(retry.len(), RETRY_ROWS);
+        assert_eq!(retry.front().unwrap().request_id, "2", "the oldest went");
+        drop(retry);
+        assert_eq!(log.dropped(), 2);
     }
 }
