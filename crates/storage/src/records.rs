@@ -113,6 +113,26 @@ pub struct TeamRecord {
     pub model_max_budget: Json,
 }
 
+impl TeamRecord {
+    /// The user's role in the team (`admin` or `user`), from `members_with_roles`, `admins`
+    /// or `members`, as LiteLLM keeps membership in all three; `None` for a non-member.
+    pub fn role_of(&self, user_id: &str) -> Option<&str> {
+        let listed = self.members_with_roles.0.as_array().and_then(|members| {
+            members.iter().find(|member| member.get("user_id").and_then(|v| v.as_str()) == Some(user_id))
+        });
+        if let Some(member) = listed {
+            return Some(member.get("role").and_then(|v| v.as_str()).unwrap_or("user"));
+        }
+        if self.admins.0.iter().any(|admin| admin == user_id) {
+            Some("admin")
+        } else if self.members.0.iter().any(|member| member == user_id) {
+            Some("user")
+        } else {
+            None
+        }
+    }
+}
+
 /// `LiteLLM_OrganizationTable`; its limits live in the budget row `budget_id` names.
 #[derive(Clone, Debug, FromQueryResult, Serialize)]
 pub struct OrganizationRecord {

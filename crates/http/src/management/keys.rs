@@ -209,16 +209,7 @@ async fn team_or_404(call: &Call<'_>, team_id: &str) -> Result<TeamRecord, Gatew
 
 /// Whether the caller's user belongs to `team`.
 fn is_member(call: &Call<'_>, team: &TeamRecord) -> bool {
-    let Some(user_id) = call.caller_user_id() else { return false };
-    team.members.0.iter().chain(&team.admins.0).any(|member| member == user_id)
-        || team.members_with_roles.0.as_array().is_some_and(|members| {
-            members.iter().any(|member| member.get("user_id").and_then(Value::as_str) == Some(user_id))
-        })
-        || call
-            .access
-            .principal()
-            .and_then(|p| p.user.as_ref())
-            .is_some_and(|user| user.teams.0.contains(&team.team_id))
+    call.access.principal().is_some_and(|principal| principal.is_team_member(team))
 }
 
 /// May the caller change this key? Admins, the key itself, its owner, or an admin of its team.

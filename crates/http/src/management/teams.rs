@@ -67,9 +67,7 @@ fn may_manage(call: &Call<'_>, team: &TeamRecord) -> Result<(), GatewayError> {
 }
 
 fn is_member(call: &Call<'_>, team: &TeamRecord) -> bool {
-    let Some(user_id) = call.caller_user_id() else { return false };
-    members(team).iter().any(|member| member.get("user_id").and_then(Value::as_str) == Some(user_id))
-        || team.members.0.iter().chain(&team.admins.0).any(|member| member == user_id)
+    call.access.principal().is_some_and(|principal| principal.is_team_member(team))
 }
 
 fn members(team: &TeamRecord) -> Vec<Value> {
@@ -188,12 +186,7 @@ async fn list(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayError> {
     let visible: Vec<&TeamRecord> = teams
         .iter()
         .filter(|team| call.can_read_all() || is_member(call, team))
-        .filter(|team| {
-            asked_user.as_deref().is_none_or(|user_id| {
-                members(team).iter().any(|m| m.get("user_id").and_then(Value::as_str) == Some(user_id))
-                    || team.members.0.iter().chain(&team.admins.0).any(|m| m == user_id)
-            })
-        })
+        .filter(|team| asked_user.as_deref().is_none_or(|user_id| team.role_of(user_id).is_some()))
         .collect();
     ok(&visible)
 }

@@ -59,16 +59,15 @@ impl Principal {
                 || self.user.as_ref().is_none_or(|user| model_allowed(&user.models.0, router, model)))
     }
 
-    /// Whether the owning user is an admin member of `team` (`members_with_roles`).
+    /// Whether the owning user is an admin of `team`.
     pub fn is_team_admin(&self, team: &TeamRecord) -> bool {
-        let Some(user_id) = self.key.user_id.as_deref() else { return false };
-        team.admins.0.iter().any(|admin| admin == user_id)
-            || team.members_with_roles.0.as_array().is_some_and(|members| {
-                members.iter().any(|member| {
-                    member.get("user_id").and_then(|v| v.as_str()) == Some(user_id)
-                        && member.get("role").and_then(|v| v.as_str()) == Some("admin")
-                })
-            })
+        self.key.user_id.as_deref().is_some_and(|user_id| team.role_of(user_id) == Some("admin"))
+    }
+
+    /// Whether the owning user belongs to `team` (by the team's lists or the user's `teams`).
+    pub fn is_team_member(&self, team: &TeamRecord) -> bool {
+        self.key.user_id.as_deref().is_some_and(|user_id| team.role_of(user_id).is_some())
+            || self.user.as_ref().is_some_and(|user| user.teams.0.contains(&team.team_id))
     }
 }
 
