@@ -212,40 +212,45 @@ fn is_member(call: &Call<'_>, team: &TeamRecord) -> bool {
     call.access.principal().is_some_and(|principal| principal.is_team_member(team))
 }
 
-/// May the caller change this key? Admins, the key itself, its owner, or an admin of its team.
-async fn may_manage(call: &Call<'_>, key: &KeyRecord) -> Result<bool, GatewayError> {
+/// The team a key belongs to, if it names one that exists.
+async fn key_team(call: &Call<'_>, key: &KeyRecord) -> Result<Option<TeamRecord>, GatewayError> {
+    match key.team_id.as_deref() {
+        Some(team_id) => call.tenancy.store.get::<TeamRecord>(Table::Teams, team_id).await.map_err(db),
+        None => Ok(None),
+    }
+}
+
+/// How the caller stands to a key.
+#[derive(PartialEq, Eq)]
+enum Standing {
+    Stranger,
+    /// A member of the key's team: may read it.
+    TeamMember,
+    /// An admin, the key itself, its owner, or an admin of its team: may change it.
+    Manager,
+}
+
+async fn standing(call: &Call<'_>, key: &KeyRecord) -> Result<Standing, GatewayError> {
     if call.is_admin() {
-        return Ok(true);
+        return Ok(Standing::Manager);
     }
-    let Some(principal) = call.access.principal() else { return Ok(false) };
+    let Some(principal) = call.access.principal() else { return Ok(Standing::Stranger) };
     if principal.key.token == key.token || (key.user_id.is_some() && key.user_id == principal.key.user_id) {
-        return Ok(true);
+        return Ok(Standing::Manager);
     }
-    Ok(match key.team_id.as_deref() {
-        Some(team_id) => {
-            match call.tenancy.store.get::<TeamRecord>(Table::Teams, team_id).await.map_err(db)? {
-                Some(team) => principal.is_team_admin(&team),
-                None => false,
-            }
-        }
-        None => false,
+    Ok(match key_team(call, key).await? {
+        Some(team) if principal.is_team_admin(&team) => Standing::Manager,
+        Some(team) if principal.is_team_member(&team) => Standing::TeamMember,
+        _ => Standing::Stranger,
     })
 }
 
-/// May the caller read this key? Anyone who may manage it, readers, or a member of its team.
+async fn may_manage(call: &Call<'_>, key: &KeyRecord) -> Result<bool, GatewayError> {
+    Ok(standing(call, key).await? == Standing::Manager)
+}
+
 async fn may_read(call: &Call<'_>, key: &KeyRecord) -> Result<bool, GatewayError> {
-    if call.can_read_all() || may_manage(call, key).await? {
-        return Ok(true);
-    }
-    Ok(match key.team_id.as_deref() {
-        Some(team_id) => {
-            match call.tenancy.store.get::<TeamRecord>(Table::Teams, team_id).await.map_err(db)? {
-                Some(team) => is_member(call, &team),
-                None => false,
-            }
-        }
-        None => false,
-    })
+    Ok(call.can_read_all() || standing(call, key).await? != Standing::Stranger)
 }
 
 fn not_yours(call: &Call<'_>) -> GatewayError {
@@ -452,15 +457,9 @@ async fn regenerate(call: &Call<'_>, path_key: Option<&str>) -> Result<Response<
 async fn set_blocked(call: &Call<'_>, blocked: bool) -> Result<Response<ResponseBody>, GatewayError> {
     let named = call.required("key")?;
     let record = fetch(call, &keys::token_of(&named)).await?;
-    let team_admin = match (call.access.principal(), record.team_id.as_deref()) {
-        (Some(principal), Some(team_id)) => call
-            .tenancy
-            .store
-            .get::<TeamRecord>(Table::Teams, team_id)
-            .await
-            .map_err(db)?
-            .is_some_and(|team| principal.is_team_admin(&team)),
-        _ => false,
+    let team_admin = match call.access.principal() {
+        Some(principal) => key_team(call, &record).await?.is_some_and(|team| principal.is_team_admin(&team)),
+        None => false,
     };
     if !call.is_admin() && !team_admin {
         let route = if blocked { "/key/block" } else { "/key/unblock" };
