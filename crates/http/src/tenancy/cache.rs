@@ -88,10 +88,6 @@ impl<T: Clone> Map<T> {
             }
         }
     }
-
-    fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
-    }
 }
 
 fn millis_since(epoch: Instant) -> u64 {
@@ -142,15 +138,6 @@ impl PrincipalCache {
     pub fn clear(&self) {
         self.keys.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
         self.end_users.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
-    }
-
-    /// How many keys are cached, remembered misses included.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
