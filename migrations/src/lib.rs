@@ -3,10 +3,11 @@
 //!
 //! The first migration creates LiteLLM's core tables with LiteLLM's names, columns and
 //! types (`shared/reference/litellm/schema.prisma`), so a database written by either proxy
-//! can be read by the other. Tables that already exist are left as they are. Migrations are
-//! forward-only: `down` is refused.
+//! can be read by the other. The second adds LiteLLM's daily spend roll-ups. Tables that
+//! already exist are left as they are. Migrations are forward-only: `down` is refused.
 
 mod m20261122_000001_litellm_core_tables;
+mod m20261122_000002_daily_spend;
 mod schema;
 
 use sea_orm_migration::prelude::*;
@@ -18,7 +19,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_litellm_core_tables::Migration)]
+        vec![
+            Box::new(m20261122_000001_litellm_core_tables::Migration),
+            Box::new(m20261122_000002_daily_spend::Migration),
+        ]
     }
 
     /// Tollgate-only tables carry the `tollgate_` prefix, so the bookkeeping table does

@@ -19,6 +19,10 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+mod cache;
+mod rate_limits;
+mod spend_logs;
+
 const MASTER_KEY: &str = "sk-bench-master";
 const WARMUP: Duration = Duration::from_secs(1);
 
@@ -31,6 +35,18 @@ struct Options {
     /// Send a virtual key (made through /key/generate) instead of the master key, so the
     /// key cache and admission checks are on the measured path.
     virtual_key: bool,
+    /// Instead of the usual runs: a key with rpm, tpm and parallel limits against one
+    /// without, counted in process and in Redis (see `rate_limits`).
+    rate_limits: bool,
+    /// The Redis for `--rate-limits` and `--cache` (default redis://127.0.0.1:6379).
+    redis: Option<String>,
+    /// Instead of the usual runs: cache hits, with no cache, the in-process cache and Redis
+    /// (see `cache`).
+    cache: bool,
+    /// Instead of the usual runs: spend logs off against on, on SQLite and on the PostgreSQL
+    /// of `--database-url` (see `spend_logs`).
+    spend_logs: bool,
+    database_url: Option<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -41,6 +57,11 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         nginx: true,
         gateway_workers: 2,
         virtual_key: false,
+        rate_limits: false,
+        redis: None,
+        cache: false,
+        spend_logs: false,
+        database_url: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -69,6 +90,13 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--no-build" => options.build = false,
             "--no-nginx" => options.nginx = false,
             "--virtual-key" => options.virtual_key = true,
+            "--rate-limits" => options.rate_limits = true,
+            "--cache" => options.cache = true,
+            "--spend-logs" => options.spend_logs = true,
+            "--database-url" => {
+                options.database_url = Some(args.next().context("--database-url needs a url")?.clone())
+            }
+            "--redis" => options.redis = Some(args.next().context("--redis needs a url")?.clone()),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -184,6 +212,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let release = target_dir().join("release");
     let work = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
+    if options.cache {
+        let result = cache::run(&options, &release, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return result;
+    }
+    if options.spend_logs {
+        let result = spend_logs::run(&options, &release, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return result;
+    }
+    if options.rate_limits {
+        let result = rate_limits::run(&options, &release, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return result;
+    }
 
     let mock = start_mock(&release.join("tollgate-mock-upstream"))?;
     let (gateway, ready_ms) =
@@ -276,12 +319,25 @@ fn start_gateway(
     mock: SocketAddr,
     workers: usize,
 ) -> anyhow::Result<(Server, f64)> {
+    let database_url = format!("sqlite://{}/bench.db?mode=rwc", work.display());
+    start_gateway_with(binary, work, mock, workers, &database_url, "")
+}
+
+/// [`start_gateway`] on the database at `database_url`, with `extra` appended to the config
+/// (more `general_settings` lines, indented, or further sections).
+fn start_gateway_with(
+    binary: &Path,
+    work: &Path,
+    mock: SocketAddr,
+    workers: usize,
+    database_url: &str,
+    extra: &str,
+) -> anyhow::Result<(Server, f64)> {
     let config = work.join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-model\n      api_base: http://{mock}/v1\n      api_key: sk-bench-upstream\ngeneral_settings:\n  master_key: {MASTER_KEY}\n  database_url: \"sqlite://{}/bench.db?mode=rwc\"\n",
-            work.display()
+            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-model\n      api_base: http://{mock}/v1\n      api_key: sk-bench-upstream\ngeneral_settings:\n  master_key: {MASTER_KEY}\n  database_url: \"{database_url}\"\n{extra}"
         ),
     )?;
     let port = free_port()?;
@@ -304,6 +360,19 @@ fn start_gateway(
         std::thread::sleep(Duration::from_micros(500));
     }
     bail!("the gateway was not ready within 10 s")
+}
+
+/// Whether something accepts connections at a `redis://` URL's host and port.
+fn redis_reachable(redis: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let rest = redis.trim_start_matches("redis://");
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host_port = rest.split('/').next().unwrap_or_default();
+    host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
 }
 
 /// One blocking GET /health/readiness; true on a 200.

@@ -88,12 +88,21 @@ pub struct GatewayConfig {
     pub spend_write_interval: Duration,
     /// `general_settings.disable_spend_logs`: no `LiteLLM_SpendLogs` rows.
     pub disable_spend_logs: bool,
+    /// `general_settings.maximum_spend_logs_retention_period` (`7d`, `30d`, …): spend-log
+    /// rows older than this are deleted; `None` keeps them all.
+    pub spend_logs_retention: Option<Duration>,
+    /// `general_settings.maximum_spend_logs_retention_interval`: how often that deletion
+    /// runs (default 1 day, as LiteLLM's); read only when a retention period is set.
+    pub spend_logs_retention_interval: Duration,
     /// Redis, from `router_settings.redis_url` / `redis_host` (+ `redis_port`,
     /// `redis_password`), else `REDIS_URL`, else `REDIS_HOST` (+ `REDIS_PORT`,
     /// `REDIS_PASSWORD`), as LiteLLM reads them.
     pub redis_url: Option<Secret>,
+    /// The response cache (`litellm_settings.cache: true` with `cache_params`); `None`, the
+    /// default, is no caching at all.
+    pub cache: Option<CacheConfig>,
     /// Settings present in the config or environment that this build does not act on, by
-    /// path (`litellm_settings.cache`), in the order met.
+    /// path (`litellm_settings.cache_params.type=s3`), in the order met.
     pub unsupported: Vec<String>,
 }
 
@@ -193,6 +202,8 @@ impl GatewayConfig {
             "callbacks",
             "success_callback",
             "failure_callback",
+            "cache",
+            "cache_params",
         ];
         litellm_known.extend_from_slice(ROUTER_KEYS);
         reader.flag_unknown(litellm_settings, "litellm_settings", &litellm_known);
@@ -260,12 +271,31 @@ impl GatewayConfig {
             Some(Value::Bool(disabled)) => *disabled,
             Some(_) => return Err(invalid("general_settings.disable_spend_logs", "must be true or false")),
         };
+        let spend_logs_retention =
+            reader.litellm_duration(general_settings, "maximum_spend_logs_retention_period")?;
+        let spend_logs_retention_interval = reader
+            .litellm_duration(general_settings, "maximum_spend_logs_retention_interval")?
+            .unwrap_or(Duration::from_secs(86_400));
         reader.flag_unknown(
             general_settings,
             "general_settings",
-            &["master_key", "database_url", "proxy_batch_write_at", "disable_spend_logs"],
+            &[
+                "master_key",
+                "database_url",
+                "proxy_batch_write_at",
+                "disable_spend_logs",
+                "maximum_spend_logs_retention_period",
+                "maximum_spend_logs_retention_interval",
+            ],
         );
         let redis_url = reader.redis_url(router_settings)?;
+        let cache = reader.cache(litellm_settings, redis_url.as_ref())?;
+        // LiteLLM counts limits in the cache's Redis when the router names none: so do we,
+        // and share spend and change announcements there too.
+        let redis_url = redis_url.or_else(|| match cache.as_ref().map(|cache| &cache.backend) {
+            Some(CacheBackend::Redis { url }) => Some(url.clone()),
+            _ => None,
+        });
 
         for (path, groups) in router
             .fallbacks
@@ -290,7 +320,10 @@ impl GatewayConfig {
             budget_exceeded_status,
             spend_write_interval,
             disable_spend_logs,
+            spend_logs_retention,
+            spend_logs_retention_interval,
             redis_url,
+            cache,
             unsupported: reader.unsupported,
         })
     }
@@ -306,6 +339,73 @@ impl GatewayConfig {
         names
     }
 }
+
+/// The response cache, from `litellm_settings.cache: true` and `litellm_settings.cache_params`.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub backend: CacheBackend,
+    /// `namespace`: the prefix of every key (`litellm_cache` makes `litellm_cache:<sha256>`).
+    pub namespace: Option<String>,
+    /// How long entries live: `default_in_memory_ttl` / `default_in_redis_ttl` for the type in
+    /// use, else `ttl`; without any, [`DEFAULT_LOCAL_CACHE_TTL`] in process and no expiry in
+    /// Redis, as LiteLLM does.
+    pub ttl: Option<Duration>,
+    /// `supported_call_types`, LiteLLM's names (`acompletion`, `aembedding`, …); `None`
+    /// caches every call type.
+    pub supported_call_types: Option<Vec<String>>,
+    /// `cache_scope` (a Tollgate setting): who shares entries.
+    pub scope: CacheScope,
+    /// `mode: default_off` makes the cache opt-in per request (`cache: {use-cache: true}`).
+    pub default_on: bool,
+    /// `socket_timeout`: the longest one Redis command may take before the request goes on
+    /// without it.
+    pub redis_timeout: Duration,
+}
+
+/// Where cached answers are kept.
+#[derive(Debug, Clone)]
+pub enum CacheBackend {
+    /// `type: local`: in process, per replica.
+    Local,
+    /// `type: redis`: shared by every replica, the in-process cache standing in while Redis
+    /// is away.
+    Redis { url: Secret },
+}
+
+/// Which callers share cache entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheScope {
+    /// Everyone: an identical request from any key is answered from the cache (LiteLLM's
+    /// behaviour).
+    #[default]
+    Global,
+    /// The keys of one team (a key without a team keeps its own entries).
+    Team,
+    /// Each virtual key alone.
+    Key,
+}
+
+/// How long in-process entries live without a configured TTL (LiteLLM's in-memory default).
+pub const DEFAULT_LOCAL_CACHE_TTL: Duration = Duration::from_secs(600);
+/// The Redis command timeout without `cache_params.socket_timeout`.
+pub const DEFAULT_REDIS_CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The call types `supported_call_types` may name (LiteLLM's; the gateway serves the chat,
+/// text completion, embedding and Anthropic messages ones).
+pub const CACHE_CALL_TYPES: &[&str] = &[
+    "completion",
+    "acompletion",
+    "text_completion",
+    "atext_completion",
+    "embedding",
+    "aembedding",
+    "transcription",
+    "atranscription",
+    "rerank",
+    "arerank",
+    "responses",
+    "aresponses",
+    "anthropic_messages",
+];
 
 struct Defaults {
     timeout: Duration,
@@ -568,6 +668,302 @@ impl Reader<'_> {
         Ok(deployment)
     }
 
+    /// The response cache, when `litellm_settings.cache` is true.
+    fn cache(
+        &mut self,
+        litellm: &Map<String, Value>,
+        router_redis: Option<&Secret>,
+    ) -> Result<Option<CacheConfig>, ConfigError> {
+        let path = "litellm_settings.cache_params";
+        let enabled = match litellm.get("cache") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(enabled)) => *enabled,
+            Some(Value::String(text)) if text.eq_ignore_ascii_case("true") => true,
+            Some(Value::String(text)) if text.eq_ignore_ascii_case("false") => false,
+            Some(_) => return Err(invalid("litellm_settings.cache", "must be true or false")),
+        };
+        let empty = Map::new();
+        let params = match litellm.get("cache_params") {
+            None | Some(Value::Null) => &empty,
+            Some(value) => as_object(value, path)?,
+        };
+        if !enabled {
+            return Ok(None);
+        }
+        let redis = match self.string(params, "type", path)?.as_deref() {
+            None | Some("local") => false,
+            Some("redis") => true,
+            Some(other) => {
+                self.unsupported.push(format!("{path}.type={other} (the in-process cache is used instead)"));
+                false
+            }
+        };
+        let namespace = self.string(params, "namespace", path)?.filter(|n| !n.is_empty());
+        let typed_ttl = if redis { "default_in_redis_ttl" } else { "default_in_memory_ttl" };
+        let ttl = match self.seconds(params, typed_ttl, path)? {
+            Some(ttl) => Some(ttl),
+            None => self.seconds(params, "ttl", path)?,
+        }
+        .or(if redis { None } else { Some(DEFAULT_LOCAL_CACHE_TTL) });
+        let supported_call_types = match params.get("supported_call_types") {
+            None | Some(Value::Null) => None,
+            Some(value) => {
+                let at = format!("{path}.supported_call_types");
+                let names = value.as_array().ok_or_else(|| invalid(&at, "must be a list of call types"))?;
+                let mut list = Vec::with_capacity(names.len());
+                for name in names {
+                    match name.as_str() {
+                        Some(name) if CACHE_CALL_TYPES.contains(&name) => list.push(name.to_owned()),
+                        _ => {
+                            let name = name.as_str().map_or_else(|| name.to_string(), str::to_owned);
+                            return Err(invalid(
+                                &at,
+                                format!(
+                                    "'{name}' is not a call type (one of {})",
+                                    CACHE_CALL_TYPES.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Some(list)
+            }
+        };
+        let scope = match self.string(params, "cache_scope", path)?.as_deref() {
+            None | Some("global") => CacheScope::Global,
+            Some("team") => CacheScope::Team,
+            Some("key") => CacheScope::Key,
+            Some(other) => {
+                return Err(invalid(
+                    &format!("{path}.cache_scope"),
+                    format!("'{other}' is not global, team or key"),
+                ));
+            }
+        };
+        let default_on = match self.string(params, "mode", path)?.as_deref() {
+            None | Some("default_on") => true,
+            Some("default_off") => false,
+            Some(other) => {
+                return Err(invalid(
+                    &format!("{path}.mode"),
+                    format!("'{other}' is not default_on or default_off"),
+                ));
+            }
+        };
+        let redis_timeout =
+            self.seconds(params, "socket_timeout", path)?.unwrap_or(DEFAULT_REDIS_CACHE_TIMEOUT);
+        let backend = if redis {
+            CacheBackend::Redis { url: self.cache_redis_url(params, path, router_redis)? }
+        } else {
+            CacheBackend::Local
+        };
+        self.flag_unknown(
+            params,
+            path,
+            &[
+                "type",
+                "host",
+                "port",
+                "password",
+                "username",
+                "url",
+                "ssl",
+                "namespace",
+                "ttl",
+                "default_in_memory_ttl",
+                "default_in_redis_ttl",
+                "supported_call_types",
+                "cache_scope",
+                "mode",
+                "socket_timeout",
+                "redis_startup_nodes",
+                "sentinel_nodes",
+                "service_name",
+                "sentinel_password",
+            ],
+        );
+        Ok(Some(CacheConfig {
+            backend,
+            namespace,
+            ttl,
+            supported_call_types,
+            scope,
+            default_on,
+            redis_timeout,
+        }))
+    }
+
+    /// The Redis of a `type: redis` cache: `cache_params.url`, else `host` (+ `port`,
+    /// `username`, `password`, `ssl`) each falling back to `REDIS_HOST`, `REDIS_PORT`,
+    /// `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_SSL`; else `REDIS_URL`; else the Redis of
+    /// `router_settings`.
+    fn cache_redis_url(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        router_redis: Option<&Secret>,
+    ) -> Result<Secret, ConfigError> {
+        if let Some(url) = self.string(params, "url", path)?.filter(|url| !url.is_empty()) {
+            return Ok(Secret::new(url));
+        }
+        let password = match self.string(params, "password", path)? {
+            Some(password) => Some(password),
+            None => self.env.var("REDIS_PASSWORD"),
+        };
+        let ssl = self.string(params, "ssl", path)?.or_else(|| self.env.var("REDIS_SSL"));
+        if let Some(url) = self.redis_topology(params, path, password.as_deref(), ssl.as_deref())? {
+            return Ok(url);
+        }
+        let host = match self.string(params, "host", path)? {
+            Some(host) => Some(host),
+            None => self.env.var("REDIS_HOST"),
+        }
+        .filter(|host| !host.is_empty());
+        let Some(host) = host else {
+            return self
+                .env
+                .var("REDIS_URL")
+                .filter(|url| !url.is_empty())
+                .map(Secret::new)
+                .or_else(|| router_redis.cloned())
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("{path}.host"),
+                        "missing: a redis cache needs host (or REDIS_HOST or REDIS_URL)",
+                    )
+                });
+        };
+        let field = |key: &str, env: &str| -> Result<Option<String>, ConfigError> {
+            Ok(match self.string(params, key, path)? {
+                Some(value) => Some(value),
+                None => self.env.var(env),
+            }
+            .filter(|value| !value.is_empty()))
+        };
+        let port = field("port", "REDIS_PORT")?.unwrap_or_else(|| "6379".to_owned());
+        if port.parse::<u16>().is_err() {
+            return Err(invalid(&format!("{path}.port"), format!("'{port}' is not a port number")));
+        }
+        let ssl = match field("ssl", "REDIS_SSL")? {
+            None => false,
+            Some(flag) => match flag.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(invalid(&format!("{path}.ssl"), "must be true or false")),
+            },
+        };
+        let credentials = match (field("username", "REDIS_USERNAME")?, field("password", "REDIS_PASSWORD")?) {
+            (None, None) => String::new(),
+            (user, password) => format!(
+                "{}:{}@",
+                percent_encode(user.as_deref().unwrap_or_default()),
+                percent_encode(password.as_deref().unwrap_or_default())
+            ),
+        };
+        let scheme = if ssl { "rediss" } else { "redis" };
+        Ok(Secret::new(format!("{scheme}://{credentials}{host}:{port}")))
+    }
+
+    /// A Redis Cluster or Sentinel deployment, as LiteLLM names them, as one fred URL
+    /// (`redis-cluster://…?node=…`, `redis-sentinel://…?sentinelServiceName=…`):
+    /// `redis_startup_nodes` (`[{host, port}]`) or `REDIS_CLUSTER_NODES` (the same, as JSON);
+    /// `sentinel_nodes` (`[[host, port]]`) with `service_name` and `sentinel_password`, or
+    /// `REDIS_SENTINEL_NODES`, `REDIS_SERVICE_NAME`, `REDIS_SENTINEL_PASSWORD`.
+    fn redis_topology(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        password: Option<&str>,
+        ssl: Option<&str>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let from_env = |name: &str, at: &str| -> Result<Option<Value>, ConfigError> {
+            match self.env.var(name).filter(|text| !text.trim().is_empty()) {
+                None => Ok(None),
+                Some(text) => serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|error| invalid(at, format!("{name} is not a JSON list: {error}"))),
+            }
+        };
+        let listed = |key: &str, env: &str| -> Result<Option<Value>, ConfigError> {
+            match params.get(key) {
+                None | Some(Value::Null) => from_env(env, &format!("{path}.{key}")),
+                Some(value) => Ok(Some(value.clone())),
+            }
+        };
+        let node = |value: &Value, at: &str| -> Result<String, ConfigError> {
+            let (host, port) = match value {
+                Value::Object(fields) => (fields.get("host"), fields.get("port")),
+                Value::Array(pair) if pair.len() == 2 => (pair.first(), pair.get(1)),
+                _ => (None, None),
+            };
+            let host = host.and_then(Value::as_str).filter(|host| !host.is_empty());
+            let port = match port {
+                Some(Value::Number(port)) => port.as_u64().and_then(|port| u16::try_from(port).ok()),
+                Some(Value::String(port)) => port.parse::<u16>().ok(),
+                _ => None,
+            };
+            match (host, port) {
+                (Some(host), Some(port)) => Ok(format!("{host}:{port}")),
+                _ => Err(invalid(at, "each node needs a host and a port ({host, port} or [host, port])")),
+            }
+        };
+        let nodes = |list: Value, at: &str| -> Result<Vec<String>, ConfigError> {
+            let items = list
+                .as_array()
+                .filter(|items| !items.is_empty())
+                .ok_or_else(|| invalid(at, "must be a non-empty list of nodes"))?;
+            items.iter().map(|item| node(item, at)).collect()
+        };
+        let tls = match ssl.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false" | "0" | "no" | "") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(_) => return Err(invalid(&format!("{path}.ssl"), "must be true or false")),
+        };
+        let credentials = password
+            .filter(|p| !p.is_empty())
+            .map(|p| format!(":{}@", percent_encode(p)))
+            .unwrap_or_default();
+        let secure = if tls { "s" } else { "" };
+        let join = |first: &str, rest: &[String], extra: &str| {
+            let mut query: Vec<String> = rest.iter().map(|node| format!("node={node}")).collect();
+            if !extra.is_empty() {
+                query.push(extra.to_owned());
+            }
+            let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            format!("{first}{query}")
+        };
+        if let Some(list) = listed("redis_startup_nodes", "REDIS_CLUSTER_NODES")? {
+            let nodes = nodes(list, &format!("{path}.redis_startup_nodes"))?;
+            let url = join(&nodes[0], &nodes[1..], "");
+            return Ok(Some(Secret::new(format!("redis{secure}-cluster://{credentials}{url}"))));
+        }
+        if let Some(list) = listed("sentinel_nodes", "REDIS_SENTINEL_NODES")? {
+            let at = format!("{path}.sentinel_nodes");
+            let nodes = nodes(list, &at)?;
+            let service = self
+                .string(params, "service_name", path)?
+                .or_else(|| self.env.var("REDIS_SERVICE_NAME"))
+                .filter(|name| !name.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        &format!("{path}.service_name"),
+                        "missing: sentinel_nodes need the service_name of the primary",
+                    )
+                })?;
+            let mut extra = format!("sentinelServiceName={}", percent_encode(&service));
+            if let Some(sentinel_password) = self
+                .string(params, "sentinel_password", path)?
+                .or_else(|| self.env.var("REDIS_SENTINEL_PASSWORD"))
+                .filter(|p| !p.is_empty())
+            {
+                extra.push_str(&format!("&sentinelPassword={}", percent_encode(&sentinel_password)));
+            }
+            let url = join(&nodes[0], &nodes[1..], &extra);
+            return Ok(Some(Secret::new(format!("redis{secure}-sentinel://{credentials}{url}"))));
+        }
+        Ok(None)
+    }
+
     /// The Redis URL the settings name, if any.
     fn redis_url(&self, router_settings: &Map<String, Value>) -> Result<Option<Secret>, ConfigError> {
         let path = "router_settings";
@@ -575,6 +971,17 @@ impl Reader<'_> {
             self.string(router_settings, "redis_url", path)?.or_else(|| self.env.var("REDIS_URL"))
         {
             return Ok(Some(Secret::new(url)).filter(|url| !url.expose().is_empty()));
+        }
+        if self.string(router_settings, "redis_host", path)?.is_none() {
+            let password = self
+                .string(router_settings, "redis_password", path)?
+                .or_else(|| self.env.var("REDIS_PASSWORD"));
+            let ssl = self.env.var("REDIS_SSL");
+            if let Some(url) =
+                self.redis_topology(&Map::new(), "environment", password.as_deref(), ssl.as_deref())?
+            {
+                return Ok(Some(url));
+            }
         }
         let (host, port, password) = match self.string(router_settings, "redis_host", path)? {
             Some(host) => (
@@ -731,6 +1138,22 @@ impl Reader<'_> {
         Ok(settings)
     }
 
+    /// A `general_settings` field in LiteLLM's duration form (`30s`, `12h`, `7d`, `1mo`),
+    /// longer than zero.
+    fn litellm_duration(
+        &self,
+        general_settings: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = self.string(general_settings, key, "general_settings")? else { return Ok(None) };
+        let path = format!("general_settings.{key}");
+        let parsed = crate::duration::Duration::parse(&text).map_err(|reason| invalid(&path, reason))?;
+        match u64::try_from(parsed.seconds()) {
+            Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds))),
+            _ => Err(invalid(&path, format!("'{text}' must be longer than zero (e.g. 7d, 30d)"))),
+        }
+    }
+
     fn flag_unknown(&mut self, map: &Map<String, Value>, path: &str, known: &[&str]) {
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
@@ -839,6 +1262,19 @@ fn scalar_to_string(value: &Value, path: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// `text` with everything but URL-safe characters percent-encoded, for credentials in a URL.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// FNV-1a over the parts: an id that stays the same across restarts and replicas.
 fn stable_id(parts: &[&str]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -944,6 +1380,30 @@ general_settings:
     }
 
     #[test]
+    fn spend_log_retention_reads_litellm_durations() {
+        let config = load(
+            "general_settings: {maximum_spend_logs_retention_period: 30d, maximum_spend_logs_retention_interval: 12h}\n",
+        )
+        .unwrap();
+        assert_eq!(config.spend_logs_retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(config.spend_logs_retention_interval, Duration::from_secs(12 * 3_600));
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+
+        let defaults = load("general_settings: {maximum_spend_logs_retention_period: \"7d\"}\n").unwrap();
+        assert_eq!(defaults.spend_logs_retention, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(defaults.spend_logs_retention_interval, Duration::from_secs(86_400), "daily, as LiteLLM");
+        assert_eq!(load("model_list: []\n").unwrap().spend_logs_retention, None, "kept forever by default");
+
+        assert_eq!(
+            error_of("general_settings: {maximum_spend_logs_retention_period: soon}\n"),
+            "general_settings.maximum_spend_logs_retention_period: Invalid duration format: \"soon\" (use e.g. 30s, 10m, 1h, 7d, 1mo)"
+        );
+        assert!(error_of("general_settings: {maximum_spend_logs_retention_interval: 0d}\n").starts_with(
+            "general_settings.maximum_spend_logs_retention_interval: '0d' must be longer than zero"
+        ));
+    }
+
+    #[test]
     fn unsupported_settings_are_named_not_dropped() {
         let config = load(
             r#"
@@ -961,7 +1421,6 @@ include: [other.yaml]
             config.unsupported,
             [
                 "include",
-                "litellm_settings.cache",
                 "router_settings.routing_strategy=least-busy",
                 "model_list[0].litellm_params.vertex_project",
                 "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
@@ -973,6 +1432,133 @@ include: [other.yaml]
         assert_eq!(config.database_url.unwrap().expose(), "postgresql://x");
         assert_eq!(config.redis_url.unwrap().expose(), "redis://:pw@r:6379");
         assert_eq!(config.budget_exceeded_status, 422);
+        let cache = config.cache.expect("cache: true turns the in-process cache on");
+        assert!(matches!(cache.backend, CacheBackend::Local));
+        assert_eq!(cache.ttl, Some(DEFAULT_LOCAL_CACHE_TTL));
+    }
+
+    #[test]
+    fn cache_params_are_read_as_litellm_reads_them() {
+        let seed = GatewayConfig::from_yaml(
+            r#"
+litellm_settings:
+  cache: true
+  cache_params:
+    type: redis
+    host: os.environ/CACHE_HOST
+    port: 6380
+    namespace: litellm_cache
+    ttl: 86400
+    supported_call_types: [acompletion, aembedding]
+    cache_scope: team
+    socket_timeout: 0.2
+"#,
+            &env(&[("CACHE_HOST", "redis.redis.svc"), ("REDIS_PASSWORD", "p@ss:word")]),
+        )
+        .unwrap();
+        let cache = seed.cache.unwrap();
+        match &cache.backend {
+            CacheBackend::Redis { url } => {
+                assert_eq!(
+                    url.expose(),
+                    "redis://:p%40ss%3Aword@redis.redis.svc:6380",
+                    "REDIS_PASSWORD fills in"
+                )
+            }
+            CacheBackend::Local => panic!("type: redis"),
+        }
+        assert_eq!(cache.namespace.as_deref(), Some("litellm_cache"));
+        assert_eq!(cache.ttl, Some(Duration::from_secs(86400)));
+        assert_eq!(
+            cache.supported_call_types.as_deref(),
+            Some(&["acompletion".to_owned(), "aembedding".to_owned()][..])
+        );
+        assert_eq!((cache.scope, cache.default_on), (CacheScope::Team, true));
+        assert_eq!(cache.redis_timeout, Duration::from_millis(200));
+        assert!(seed.unsupported.is_empty(), "{:?}", seed.unsupported);
+
+        let from_env = GatewayConfig::from_yaml(
+            "litellm_settings: {cache: true, cache_params: {type: redis, ssl: true, mode: default_off, similarity_threshold: 0.8}}",
+            &env(&[("REDIS_HOST", "r"), ("REDIS_PORT", "6379")]),
+        )
+        .unwrap();
+        let cache = from_env.cache.unwrap();
+        assert!(matches!(&cache.backend, CacheBackend::Redis { url } if url.expose() == "rediss://r:6379"));
+        assert_eq!((cache.ttl, cache.default_on, cache.scope), (None, false, CacheScope::Global));
+        assert_eq!(from_env.unsupported, ["litellm_settings.cache_params.similarity_threshold"]);
+
+        let off = load("litellm_settings: {cache: false, cache_params: {type: redis}}").unwrap();
+        assert!(off.cache.is_none(), "cache_params alone turn nothing on");
+        let s3 = load("litellm_settings: {cache: true, cache_params: {type: s3, ttl: 5}}").unwrap();
+        assert!(matches!(s3.cache.as_ref().unwrap().backend, CacheBackend::Local));
+        assert_eq!(
+            s3.unsupported,
+            ["litellm_settings.cache_params.type=s3 (the in-process cache is used instead)"]
+        );
+        assert_eq!(
+            error_of("litellm_settings: {cache: true, cache_params: {type: redis}}"),
+            "litellm_settings.cache_params.host: missing: a redis cache needs host (or REDIS_HOST or REDIS_URL)"
+        );
+        assert!(
+            error_of("litellm_settings: {cache: true, cache_params: {supported_call_types: [chat]}}")
+                .starts_with("litellm_settings.cache_params.supported_call_types: 'chat' is not a call type")
+        );
+        assert!(
+            error_of("litellm_settings: {cache: true, cache_params: {cache_scope: user}}")
+                .contains("cache_scope")
+        );
+    }
+
+    #[test]
+    fn redis_cluster_and_sentinel_become_fred_urls() {
+        let cluster = GatewayConfig::from_yaml(
+            r#"
+litellm_settings:
+  cache: true
+  cache_params:
+    type: redis
+    password: pw
+    redis_startup_nodes: [{"host": "10.0.0.1", "port": "7001"}, {"host": "10.0.0.2", "port": 7002}]
+"#,
+            &env(&[]),
+        )
+        .unwrap();
+        let expected = "redis-cluster://:pw@10.0.0.1:7001?node=10.0.0.2:7002";
+        assert!(
+            matches!(&cluster.cache.unwrap().backend, CacheBackend::Redis { url } if url.expose() == expected)
+        );
+        assert_eq!(
+            cluster.redis_url.unwrap().expose(),
+            expected,
+            "limits, spend and announcements use the cache's Redis when the router names none"
+        );
+
+        let sentinel = GatewayConfig::from_yaml(
+            "litellm_settings: {cache: true, cache_params: {type: redis, ssl: true, service_name: mymaster, sentinel_nodes: [[s1, 26379], [s2, 26380]]}}",
+            &env(&[("REDIS_SENTINEL_PASSWORD", "sp")]),
+        )
+        .unwrap();
+        assert_eq!(
+            sentinel.redis_url.unwrap().expose(),
+            "rediss-sentinel://s1:26379?node=s2:26380&sentinelServiceName=mymaster&sentinelPassword=sp"
+        );
+
+        let from_env = GatewayConfig::from_yaml(
+            "model_list: []",
+            &env(&[("REDIS_CLUSTER_NODES", r#"[{"host": "c1", "port": 6379}]"#), ("REDIS_PASSWORD", "x")]),
+        )
+        .unwrap();
+        assert_eq!(from_env.redis_url.unwrap().expose(), "redis-cluster://:x@c1:6379");
+        assert!(
+            error_of(
+                "litellm_settings: {cache: true, cache_params: {type: redis, sentinel_nodes: [[s1, 26379]]}}"
+            )
+            .contains("service_name")
+        );
+        assert!(
+            error_of("litellm_settings: {cache: true, cache_params: {type: redis, redis_startup_nodes: [{host: a}]}}")
+                .contains("host and a port")
+        );
     }
 
     #[test]

@@ -87,12 +87,16 @@ pub struct GatewayError {
     /// The request field at fault, when there is one.
     pub param: Option<String>,
     /// A provider's own error `type`/`code`, kept when an upstream error is passed through.
-    pub upstream_type: Option<String>,
+    /// Boxed (16 bytes, not 24) to keep the error small enough to travel in every `Result`.
+    pub upstream_type: Option<Box<str>>,
     pub upstream_code: Option<String>,
     /// Whether the same request may succeed if tried again.
     pub retryable: bool,
     /// How long the upstream asked callers to wait (its `Retry-After`), when it said.
     pub retry_after: Option<std::time::Duration>,
+    /// Headers the error response carries besides the usual ones (a rate limit's
+    /// `x-ratelimit-*`); boxed, as few errors have any and errors travel in every `Result`.
+    pub headers: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 impl GatewayError {
@@ -109,6 +113,7 @@ impl GatewayError {
             upstream_code: None,
             retryable,
             retry_after: None,
+            headers: None,
         }
     }
 
@@ -128,7 +133,13 @@ impl GatewayError {
     /// Replaces the `type` of the error body (LiteLLM's finer types, such as
     /// `key_model_access_denied` or `token_not_found_in_db`).
     pub fn with_type(mut self, error_type: &str) -> Self {
-        self.upstream_type = Some(error_type.to_owned());
+        self.upstream_type = Some(error_type.into());
+        self
+    }
+
+    /// Adds a header to the error response.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.get_or_insert_default().push((name, value.into()));
         self
     }
 

@@ -16,7 +16,7 @@ pub mod routing;
 pub mod secret;
 pub mod sse;
 
-pub use config::{ConfigError, EnvSource, GatewayConfig};
+pub use config::{CacheBackend, CacheConfig, CacheScope, ConfigError, EnvSource, GatewayConfig};
 pub use deployment::{Deployment, Endpoint, ProviderKind};
 pub use error::{ErrorKind, GatewayError};
 pub use secret::Secret;

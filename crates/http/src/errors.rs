@@ -32,6 +32,11 @@ fn respond(error: &GatewayError, call_id: Option<&str>, body: Vec<u8>) -> Respon
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
         response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    for (name, value) in error.headers.iter().flat_map(|headers| headers.iter()) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
     response
 }
 

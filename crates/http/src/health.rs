@@ -19,14 +19,18 @@ pub fn liveliness() -> Response<ResponseBody> {
     json_response(StatusCode::OK, Bytes::from_static(b"\"I'm alive!\""))
 }
 
-pub fn readiness() -> Response<ResponseBody> {
-    let body = json!({
+pub fn readiness(app: &App) -> Response<ResponseBody> {
+    let mut body = json!({
         "status": "healthy",
         "db": "Not connected",
         "cache": null,
         "litellm_version": VERSION,
         "success_callbacks": [],
     });
+    // A detail, not a condition: without Redis requests are served, limits per replica.
+    if let Some(global) = app.tenancy.as_ref().and_then(|tenancy| tenancy.limits.redis_status()) {
+        body["redis"] = json!(if global { "connected" } else { "unavailable: rate limits are per replica" });
+    }
     json_response(StatusCode::OK, body.to_string())
 }
 

@@ -15,6 +15,8 @@
 //! | GET    | /health/readiness         | no   | [`health`], ready for traffic   |
 //! | GET    | /health                   | yes  | [`health`], probes each model   |
 //! | GET    | /metrics                  | opt. | [`metrics`], Prometheus text    |
+//! | GET    | /cache/ping               | admin | [`cache`], cache health        |
+//! | POST   | /cache/delete, /cache/flushall | admin | [`cache`], remove entries |
 //! | any    | /key/*, /user/*, /team/*, /organization/*, /customer/*, /budget/* | yes | [`management`] |
 //!
 //! The layers a request passes, outermost first: panic guard ([`App::serve`]), route
@@ -22,6 +24,7 @@
 //! in exactly one place, [`errors::error_response`].
 
 pub mod auth;
+pub mod cache;
 pub mod errors;
 pub mod health;
 pub mod management;
@@ -69,6 +72,8 @@ pub struct App {
     pub metrics_require_auth: bool,
     /// Virtual keys, when the gateway has a master key and a database.
     pub tenancy: Option<Arc<Tenancy>>,
+    /// The response cache (`litellm_settings.cache`); `None` when caching is off.
+    pub cache: Option<Arc<cache::ResponseCache>>,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -79,6 +84,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Virtual keys: one database pool, one key cache and one set of limit counters.
     pub tenancy: Option<Arc<Tenancy>>,
+    /// The response cache: one in-process store (or Redis client) for every worker.
+    pub cache: Option<Arc<cache::ResponseCache>>,
 }
 
 enum Route {
@@ -92,6 +99,9 @@ enum Route {
     Health,
     Metrics,
     Management,
+    CachePing,
+    CacheDelete,
+    CacheFlushAll,
 }
 
 impl Route {
@@ -110,6 +120,9 @@ impl Route {
             "/health/readiness" => (Self::Readiness, "GET"),
             "/health" => (Self::Health, "GET"),
             "/metrics" => (Self::Metrics, "GET"),
+            "/cache/ping" => (Self::CachePing, "GET"),
+            "/cache/delete" => (Self::CacheDelete, "POST"),
+            "/cache/flushall" => (Self::CacheFlushAll, "POST"),
             // Each management handler checks its own methods.
             path if management::owns(path) => return Some(Ok(Self::Management)),
             _ => return None,
@@ -145,6 +158,7 @@ impl App {
             metrics: Arc::clone(&shared.metrics),
             metrics_require_auth: config.metrics_require_auth,
             tenancy: shared.tenancy.clone(),
+            cache: shared.cache.clone(),
         }
     }
 
@@ -267,8 +281,14 @@ impl App {
             Route::ModelInfo => models::info(self, request.uri().query()),
             Route::ModelGroupInfo => models::group_info(self, request.uri().query()),
             Route::Liveliness => health::liveliness(),
-            Route::Readiness => health::readiness(),
+            Route::Readiness => health::readiness(self),
             Route::Health => health::check_all(self).await,
+            Route::CachePing => cache::ping(self, &access).await,
+            Route::CacheFlushAll => cache::flushall(self, &access).await,
+            Route::CacheDelete => match proxy::read_body(request.into_body()).await {
+                Ok(body) => cache::delete(self, &access, &body).await,
+                Err(error) => errors::error_response(&error, None),
+            },
             Route::Metrics => {
                 let mut response = json_response(StatusCode::OK, self.metrics.encode());
                 response.headers_mut().insert(

@@ -25,6 +25,7 @@ use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
 use tollgate_router::RequestOptions;
 
+use crate::cache;
 use crate::proxy::{
     Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
 };
@@ -41,7 +42,8 @@ where
     let started = Instant::now();
     let call_id = new_call_id();
     let mut report = Report::default();
-    let response = match front_door(app, access, request.into_body(), started, &call_id, &mut report).await {
+    let (parts, body) = request.into_parts();
+    let response = match front_door(app, access, &parts.headers, body, started, &call_id, &mut report).await {
         Ok(response) => response,
         Err(error) => errors::anthropic_error_response(&error, Some(&call_id)),
     };
@@ -52,6 +54,7 @@ where
 async fn front_door<'a, B>(
     app: &'a App,
     access: &Access,
+    headers: &http::HeaderMap,
     body: B,
     started: Instant,
     call_id: &str,
@@ -74,6 +77,35 @@ where
     let end_user = request.pointer("/metadata/user_id").and_then(Value::as_str);
     let permit = app.admit(access, model, end_user).await?;
 
+    // The response cache keeps the canonical (OpenAI) answer; a hit is translated like one.
+    let mut plan = None;
+    if let Some(cache) = &app.cache {
+        let cache_field = request.get("cache").map(Value::to_string);
+        let controls = cache::Controls::read(cache_field.as_deref(), headers)?;
+        let group = app.router.group_name(model).filter(|group| !group.contains('*')).unwrap_or(model);
+        plan = cache.plan(cache::CallKind::Messages, &controls, access, group, &body)?;
+        if let Some(plan) = &plan
+            && let Some(entry) = cache.lookup(plan).await
+        {
+            let hit = cache::Hit {
+                app,
+                access,
+                call_type: "anthropic_messages",
+                requested,
+                model,
+                end_user,
+                call_id,
+                started,
+                stream,
+                client_wants_usage: true,
+            };
+            if let Some(response) = answer_from_cache(&hit, entry, plan.header()) {
+                report.group = app.router.group_name(model);
+                return Ok(hold(response, permit));
+            }
+        }
+    }
+
     let routed = route(app, model, &RequestOptions::default(), report, |selection, label| {
         let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
         let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
@@ -84,14 +116,24 @@ where
             forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream).await
         }
     })
-    .await?;
+    .await;
+    let request = MeteredCall { call_id, call_type: "anthropic_messages", started };
+    let routed = match routed {
+        Ok(routed) => routed,
+        Err(error) => {
+            Meter::failed(app, access, model, end_user, &request, Vec::new(), &error);
+            return Err(error);
+        }
+    };
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
-    let request = MeteredCall { call_id, call_type: "anthropic_messages", started };
     let mut meter = Meter::new(app, access, model, end_user, &routed.deployment, &request);
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
+            if let (Some(cache), Some(plan)) = (&app.cache, &plan) {
+                cache.store(plan, cache::EntryKind::Complete, &bytes);
+            }
             let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 GatewayError::new(
                     ErrorKind::Upstream(502),
@@ -108,9 +150,16 @@ where
             response
         }
         UpstreamBody::Stream(chunks) => {
+            let chunks = match (&app.cache, &plan) {
+                (Some(cache), Some(plan)) => cache.record(plan, chunks),
+                _ => chunks,
+            };
             sse_response(EventStream::new(chunks, model, Some(meter)).boxed_unsync())
         }
     };
+    if let Some(key) = plan.as_ref().and_then(cache::Plan::header) {
+        response.headers_mut().insert(cache::CACHE_KEY_HEADER, key);
+    }
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
     let attempts = Attempts { retries: routed.retries, fallbacks: routed.fallbacks };
     add_litellm_headers(
@@ -122,7 +171,42 @@ where
         attempts,
         &upstream.headers,
     );
+    if let Some(permit) = &permit {
+        permit.add_headers(response.headers_mut());
+    }
     Ok(hold(response, permit))
+}
+
+/// A cached canonical answer as Anthropic's: a `message`, or the named events of a stream
+/// (an entry of the other kind converted first); `None` when it cannot be read.
+fn answer_from_cache(
+    hit: &cache::Hit<'_>,
+    entry: cache::Entry,
+    key: Option<http::HeaderValue>,
+) -> Option<Response<ResponseBody>> {
+    let (mut meter, deployment) = hit.meter()?;
+    let response = match (entry.kind, hit.stream) {
+        (cache::EntryKind::Complete | cache::EntryKind::Stream, false) => {
+            let answer = match entry.kind {
+                cache::EntryKind::Stream => cache::stream_to_complete(&entry.payload)?,
+                _ => entry.payload,
+            };
+            let completion: Value = serde_json::from_slice(&answer).ok()?;
+            if let Some(usage) = completion.get("usage").and_then(Usage::from_json) {
+                meter.record(&usage);
+            }
+            json_response(StatusCode::OK, to_message(&completion, hit.requested).to_string())
+        }
+        (cache::EntryKind::Complete | cache::EntryKind::Stream, true) => {
+            let events = match entry.kind {
+                cache::EntryKind::Complete => cache::complete_to_stream(&entry.payload)?,
+                _ => entry.payload,
+            };
+            sse_response(EventStream::new(cache::replay(events), hit.model, Some(meter)).boxed_unsync())
+        }
+        (cache::EntryKind::Embedding, _) => return None,
+    };
+    Some(hit.finish(response, &deployment, key))
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {

@@ -12,6 +12,8 @@
 //! | `litellm_deployment_failure_responses` | counter | the same, and `exception_status` |
 //! | `litellm_deployment_successful_fallbacks` | counter | `requested_model`, `fallback_model` |
 //! | `tollgate_retries` | counter | `requested_model` |
+//! | `tollgate_cache_hits`, `tollgate_cache_misses` | counter | |
+//! | `tollgate_cache_redis_errors` | counter | |
 //!
 //! `requested_model` is the model group the request named, or `unknown` when it named none
 //! the gateway serves, so a client cannot grow the label set at will. For a stream, latency
@@ -94,6 +96,19 @@ pub struct Metrics {
     fallbacks: Family<FallbackLabels, Counter>,
     retries: Family<ModelLabels, Counter>,
     spend_log_drops: Counter,
+    unpriced: Family<ModelLabels, Counter>,
+    cache: CacheCounters,
+}
+
+/// The response cache's counters.
+#[derive(Clone, Default)]
+pub struct CacheCounters {
+    /// Lookups answered from the cache (an embedding batch counts each item).
+    pub hits: Counter,
+    /// Lookups the cache could not answer.
+    pub misses: Counter,
+    /// Redis commands that failed or timed out.
+    pub redis_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -183,8 +198,32 @@ impl Metrics {
             "Spend log rows dropped because the queue or the retry buffer was full",
             spend_log_drops.clone(),
         );
+        let unpriced = Family::default();
+        registry.register(
+            "tollgate_unpriced_requests",
+            "Requests to deployments without a known price, recorded at a cost of 0",
+            unpriced.clone(),
+        );
+        let cache = CacheCounters::default();
+        registry.register(
+            "tollgate_cache_hits",
+            "Response cache lookups answered from the cache",
+            cache.hits.clone(),
+        );
+        registry.register(
+            "tollgate_cache_misses",
+            "Response cache lookups not found in the cache",
+            cache.misses.clone(),
+        );
+        registry.register(
+            "tollgate_cache_redis_errors",
+            "Response cache commands to Redis that failed or timed out",
+            cache.redis_errors.clone(),
+        );
         Self {
             spend_log_drops,
+            unpriced,
+            cache,
             registry,
             requests,
             failures,
@@ -260,8 +299,18 @@ impl Metrics {
     }
 
     /// The counter of spend log rows dropped (queue or retry buffer full), for the writer.
+    /// Counts a request to a deployment nobody prices (it costs 0).
+    pub fn record_unpriced(&self, model_group: &str) {
+        self.unpriced.get_or_create(&ModelLabels { requested_model: model_group.to_owned() }).inc();
+    }
+
     pub fn spend_log_drops(&self) -> Counter {
         self.spend_log_drops.clone()
+    }
+
+    /// The response cache's counters.
+    pub fn cache_counters(&self) -> CacheCounters {
+        self.cache.clone()
     }
 
     /// The OpenMetrics text exposition.

@@ -20,9 +20,10 @@ use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 use tollgate_router::{RequestOptions, Routed, Selection};
 
+use crate::cache;
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
-use crate::spend::{Meter, MeteredCall, usage_in};
+use crate::spend::{Meter, MeteredCall, request_tags, usage_in};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, hold, json_response};
 
@@ -42,8 +43,9 @@ where
     let started = Instant::now();
     let call_id = new_call_id();
     let mut report = Report::default();
+    let (parts, body) = request.into_parts();
     let response =
-        match proxy(app, access, endpoint, request.into_body(), started, &call_id, &mut report).await {
+        match proxy(app, access, endpoint, &parts.headers, body, started, &call_id, &mut report).await {
             Ok(response) => response,
             Err(error) => errors::error_response(&error, Some(&call_id)),
         };
@@ -80,10 +82,12 @@ pub(crate) fn new_call_id() -> String {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
+#[expect(clippy::too_many_arguments, reason = "the request's parts, passed down once")]
 async fn proxy<'a, B>(
     app: &'a App,
     access: &Access,
     endpoint: Endpoint,
+    headers: &HeaderMap,
     body: B,
     started: Instant,
     call_id: &str,
@@ -108,6 +112,14 @@ where
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
     let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
     let gateway = GatewayParams::read(&top)?;
+    // The response cache's controls: the body's `cache` object or a Cache-Control header. A
+    // per-request `mock_response` is a test's answer: neither served from nor kept in the cache.
+    let controls = match &app.cache {
+        Some(_) if gateway.mock_response.is_none() => {
+            Some(cache::Controls::read(top.get("cache").map(|raw| raw.get()), headers)?)
+        }
+        _ => None,
+    };
     // Parameters meant for the gateway never reach the upstream (OpenAI rejects unknown ones).
     let stripped;
     let (body, top) = if gateway.present {
@@ -117,15 +129,69 @@ where
     } else {
         (&body, top)
     };
-    // Spend needs a stream's usage: ask the upstream for it when the client did not, and
-    // take the usage chunk out of what the client receives.
     let client_wants_usage = field::<StreamOptions>(&top, "stream_options")?.is_some_and(|o| o.include_usage);
+
+    // The response cache: a hit answers here; embeddings send upstream only the items it
+    // does not hold.
+    let mut plan = None;
+    let mut split = None;
+    let partial;
+    let (body, top) = match app.cache.as_ref().zip(controls.as_ref()) {
+        None => (body, top),
+        Some((cache, controls)) => {
+            let group = app.router.group_name(&model).filter(|group| !group.contains('*')).unwrap_or(&model);
+            let hit = cache::Hit {
+                app,
+                access,
+                call_type: call_type(endpoint),
+                requested: &requested,
+                model: &model,
+                end_user: end_user.as_deref(),
+                call_id,
+                started,
+                stream,
+                client_wants_usage,
+            };
+            if endpoint == Endpoint::Embeddings {
+                split = cache.embeddings(controls, access, group, body).await?;
+            } else {
+                plan = cache.plan(cache::CallKind::of(endpoint), controls, access, group, body)?;
+            }
+            let answered = match (&plan, &split) {
+                (Some(plan), _) => match cache.lookup(plan).await {
+                    Some(entry) => hit.answer(entry, plan.header()),
+                    None => None,
+                },
+                (_, Some(split)) if split.all_cached() => hit.answer_embeddings(split),
+                _ => None,
+            };
+            if let Some(response) = answered {
+                report.group = app.router.group_name(&model);
+                return Ok(hold(response, permit));
+            }
+            match split.as_ref().and_then(cache::EmbeddingSplit::upstream_input) {
+                Some(input) => {
+                    partial = Bytes::from(top.rewrite(&[("input", &input)]));
+                    let top = TopLevel::parse(&partial).map_err(|e| GatewayError::internal(e.to_string()))?;
+                    (&partial, top)
+                }
+                None => (body, top),
+            }
+        }
+    };
+    let cache_key = plan
+        .as_ref()
+        .and_then(cache::Plan::header)
+        .or_else(|| split.as_ref().and_then(cache::EmbeddingSplit::header));
+    // Spend needs a stream's usage, and so does a stream the cache keeps: ask the upstream for
+    // it when the client did not, and take the usage chunk out of what the client receives.
     // Usage is needed for a spend log row, or to charge a key or an end user.
     let metered = app
         .tenancy
         .as_ref()
         .is_some_and(|tenancy| tenancy.spend_logs || access.principal().is_some() || end_user.is_some());
-    let ask_for_usage = stream && metered && !client_wants_usage;
+    let storing_stream = plan.as_ref().is_some_and(cache::Plan::stores);
+    let ask_for_usage = stream && (metered || storing_stream) && !client_wants_usage;
     let asked;
     let (body, top) = if ask_for_usage {
         asked = Bytes::from(top.rewrite(&[("stream_options", r#"{"include_usage":true}"#)]));
@@ -157,21 +223,32 @@ where
             forward(app, label, endpoint, &deployment, body, stream).await
         }
     })
-    .await?;
+    .await;
+    let request = MeteredCall { call_id, call_type: call_type(endpoint), started };
+    let routed = match routed {
+        Ok(routed) => routed,
+        Err(error) => {
+            Meter::failed(app, access, &model, end_user.as_deref(), &request, request_tags(&top), &error);
+            return Err(error);
+        }
+    };
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
 
     let alias_json = quote(&requested);
-    let call_type = match endpoint {
-        Endpoint::ChatCompletions => "acompletion",
-        Endpoint::Completions => "atext_completion",
-        Endpoint::Embeddings => "aembedding",
-    };
-    let request = MeteredCall { call_id, call_type, started };
     let mut meter = Meter::new(app, access, &model, end_user.as_deref(), &routed.deployment, &request);
+    meter.tag(request_tags(&top));
     let mut spend_headers = Vec::new();
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
+            let bytes = match (&app.cache, &plan, &split) {
+                (Some(cache), Some(plan), _) => {
+                    cache.store(plan, cache::EntryKind::Complete, &bytes);
+                    bytes
+                }
+                (Some(cache), _, Some(split)) => split.merge_and_store(cache, bytes)?,
+                _ => bytes,
+            };
             if let Some(usage) = usage_in(&bytes) {
                 spend_headers.push(("x-litellm-response-cost", meter.record(&usage)));
             }
@@ -181,8 +258,12 @@ where
             json_response(StatusCode::OK, with_alias(bytes, &alias_json))
         }
         UpstreamBody::Stream(stream) => {
+            let stream = match (&app.cache, &plan) {
+                (Some(cache), Some(plan)) => cache.record(plan, stream),
+                _ => stream,
+            };
             let relay = AliasRelay::new(stream, alias_json);
-            let relay = if metered { relay.metered(meter, ask_for_usage) } else { relay };
+            let relay = if metered || ask_for_usage { relay.metered(meter, ask_for_usage) } else { relay };
             sse_response(relay.boxed_unsync())
         }
     };
@@ -190,6 +271,9 @@ where
         if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
             response.headers_mut().insert(HeaderName::from_static(name), value);
         }
+    }
+    if let Some(key) = cache_key {
+        response.headers_mut().insert(cache::CACHE_KEY_HEADER, key);
     }
     let timing = Timing { total: started.elapsed(), upstream: upstream_time };
     let attempts = Attempts { retries: routed.retries, fallbacks: routed.fallbacks };
@@ -202,7 +286,19 @@ where
         attempts,
         &upstream.headers,
     );
+    if let Some(permit) = &permit {
+        permit.add_headers(response.headers_mut());
+    }
     Ok(hold(response, permit))
+}
+
+/// LiteLLM's call type of an endpoint (spend logs, `supported_call_types`).
+fn call_type(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "acompletion",
+        Endpoint::Completions => "atext_completion",
+        Endpoint::Embeddings => "aembedding",
+    }
 }
 
 /// Routes `model` with `call` (which gets each attempt's deployment and the metrics label of
@@ -255,7 +351,8 @@ pub(crate) async fn forward(
 
 /// Request fields that steer the gateway (LiteLLM's per-request parameters) rather than
 /// the model; they are taken out of the body before it goes upstream.
-const GATEWAY_PARAMS: &[&str] = &["fallbacks", "num_retries", "mock_testing_fallbacks", "mock_response"];
+const GATEWAY_PARAMS: &[&str] =
+    &["fallbacks", "num_retries", "mock_testing_fallbacks", "mock_response", "cache"];
 
 #[derive(serde::Deserialize)]
 struct StreamOptions {
@@ -334,7 +431,7 @@ fn check_required(top: &TopLevel<'_>, endpoint: Endpoint) -> Result<(), GatewayE
 
 /// The answer with its `model` set to the alias; bytes that are not a JSON object pass
 /// through as they came.
-fn with_alias(bytes: Bytes, alias_json: &str) -> Bytes {
+pub(crate) fn with_alias(bytes: Bytes, alias_json: &str) -> Bytes {
     match top_level_value_span(&bytes, "model") {
         Some(model) if bytes[model.start] == b'"' && &bytes[model.clone()] != alias_json.as_bytes() => {
             let mut out = Vec::with_capacity(bytes.len() + alias_json.len());

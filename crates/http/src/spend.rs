@@ -30,6 +30,12 @@ pub(crate) struct Meter {
     pricing: Option<Pricing>,
     /// The spend log row, filled in when the usage arrives; `None` when rows are not kept.
     row: Option<SpendLogRow>,
+    /// Answered from the response cache: nothing is charged.
+    cached: bool,
+    /// The request's tags and its key's and team's (`request_tags`, the tag roll-up).
+    tags: Vec<String>,
+    /// Counts requests nobody prices, when this one is such.
+    unpriced: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Meter {
@@ -39,6 +45,48 @@ impl Meter {
         model: &str,
         end_user: Option<&str>,
         deployment: &Deployment,
+        request: &MeteredCall<'_>,
+    ) -> Self {
+        Self::build(app, access, model, end_user, Some(deployment), request)
+    }
+
+    /// Queues a `failure` row for a request no deployment answered (LiteLLM logs those too),
+    /// with the error in its metadata as LiteLLM's `error_information`.
+    pub(crate) fn failed(
+        app: &App,
+        access: &Access,
+        model: &str,
+        end_user: Option<&str>,
+        request: &MeteredCall<'_>,
+        tags: Vec<String>,
+        error: &tollgate_domain::GatewayError,
+    ) {
+        let mut meter = Self::build(app, access, model, end_user, None, request);
+        meter.tag(tags);
+        let Some(tenancy) = &meter.tenancy else { return };
+        if let Some(mut row) = meter.row.take() {
+            row.status = "failure".to_owned();
+            row.end_time = chrono::Utc::now().naive_utc();
+            let mut metadata = meter.metadata(&Usage::default());
+            metadata.insert(
+                "error_information".to_owned(),
+                serde_json::json!({
+                    "error_code": error.status().to_string(),
+                    "error_class": format!("{:?}", error.kind),
+                    "error_message": error.message,
+                }),
+            );
+            row.metadata = serde_json::Value::Object(metadata).to_string();
+            tenancy.spend_log.push(row);
+        }
+    }
+
+    fn build(
+        app: &App,
+        access: &Access,
+        model: &str,
+        end_user: Option<&str>,
+        deployment: Option<&Deployment>,
         request: &MeteredCall<'_>,
     ) -> Self {
         let principal = match access {
@@ -61,46 +109,100 @@ impl Meter {
                 completion_tokens: 0,
                 start_time: start,
                 end_time: start,
-                model: deployment.upstream_model.clone(),
+                model: deployment.map(|d| d.upstream_model.clone()).unwrap_or_default(),
                 model_group: model.to_owned(),
-                model_id: deployment.id.clone(),
-                custom_llm_provider: deployment.provider_prefix().to_owned(),
-                api_base: deployment.api_base.clone().unwrap_or_default(),
+                model_id: deployment.map(|d| d.id.clone()).unwrap_or_default(),
+                custom_llm_provider: deployment.map(|d| d.provider_prefix().to_owned()).unwrap_or_default(),
+                api_base: deployment.and_then(|d| d.api_base.clone()).unwrap_or_default(),
                 end_user: end_user.map(str::to_owned),
                 team_id: key.and_then(|k| k.team_id.clone()),
                 organization_id: principal
                     .as_ref()
                     .and_then(|p| p.organization.as_ref().map(|(o, _)| o.organization_id.clone())),
-                metadata: serde_json::json!({
-                    "user_api_key_alias": key.and_then(|k| k.key_alias.as_deref()),
-                    "user_api_key_user_id": key.and_then(|k| k.user_id.as_deref()),
-                    "user_api_key_team_id": key.and_then(|k| k.team_id.as_deref()),
-                })
-                .to_string(),
+                // Completed with tags and usage when the usage arrives.
+                metadata: String::new(),
                 status: "success".to_owned(),
+                cache_hit: false,
             }
         });
+        let tags = principal.as_deref().map(standing_tags).unwrap_or_default();
         Self {
             tenancy: app.tenancy.clone(),
             principal,
             model: model.to_owned(),
             end_user: end_user.map(str::to_owned),
-            pricing: deployment.pricing,
+            pricing: deployment.and_then(|d| d.pricing),
             row,
+            cached: false,
+            tags,
+            unpriced: deployment.is_some_and(|d| d.pricing.is_none()).then(|| Arc::clone(&app.metrics)),
         }
     }
 
-    /// Records `usage`; returns its cost (0 for a model without prices).
+    /// Adds the request's own tags (`metadata.tags` or `tags` in its body).
+    pub(crate) fn tag(&mut self, tags: Vec<String>) {
+        for tag in tags {
+            if !self.tags.contains(&tag) {
+                self.tags.push(tag);
+            }
+        }
+    }
+
+    /// The row's `metadata`: who called (LiteLLM's `user_api_key_*`), the tags, and the cache
+    /// tokens of `usage` (as LiteLLM's `usage_object`).
+    fn metadata(&self, usage: &Usage) -> serde_json::Map<String, serde_json::Value> {
+        let key = self.principal.as_ref().map(|p| &p.key);
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("user_api_key_alias".into(), key.and_then(|k| k.key_alias.clone()).into());
+        metadata.insert("user_api_key_user_id".into(), key.and_then(|k| k.user_id.clone()).into());
+        metadata.insert("user_api_key_team_id".into(), key.and_then(|k| k.team_id.clone()).into());
+        if !self.tags.is_empty() {
+            metadata.insert("tags".into(), self.tags.clone().into());
+        }
+        if usage.cached_tokens > 0 || usage.cache_creation_tokens > 0 {
+            metadata.insert(
+                "usage_object".into(),
+                serde_json::json!({
+                    "cache_read_input_tokens": usage.cached_tokens,
+                    "cache_creation_input_tokens": usage.cache_creation_tokens,
+                }),
+            );
+        }
+        metadata
+    }
+
+    /// A meter for an answer from the response cache: it costs 0 and uses no tokens of any
+    /// limit; its spend log row says `cache_hit` and keeps the cached answer's token counts.
+    pub(crate) fn cache_hit(mut self) -> Self {
+        self.cached = true;
+        if let Some(row) = &mut self.row {
+            row.cache_hit = true;
+        }
+        self
+    }
+
+    /// Records `usage`; returns its cost (0 for a model without prices, or a cache hit).
     pub(crate) fn record(&mut self, usage: &Usage) -> f64 {
-        let cost = self.pricing.map_or(0.0, |pricing| pricing.cost(usage));
+        let cost = if self.cached { 0.0 } else { self.pricing.map_or(0.0, |pricing| pricing.cost(usage)) };
         let Some(tenancy) = &self.tenancy else { return cost };
-        tenancy.record(
-            self.principal.as_deref(),
-            &self.model,
-            self.end_user.as_deref(),
-            usage.total_tokens(),
-            cost,
-        );
+        if !self.cached {
+            tenancy.record(
+                self.principal.as_deref(),
+                &self.model,
+                self.end_user.as_deref(),
+                usage.total_tokens(),
+                cost,
+            );
+        }
+        if let Some(metrics) = self.unpriced.as_ref().filter(|_| !self.cached) {
+            metrics.record_unpriced(&self.model);
+        }
+        if self.row.is_some() {
+            let metadata = serde_json::Value::Object(self.metadata(usage)).to_string();
+            if let Some(row) = &mut self.row {
+                row.metadata = metadata;
+            }
+        }
         if let Some(mut row) = self.row.take() {
             row.spend = cost;
             row.prompt_tokens = i32::try_from(usage.prompt_tokens).unwrap_or(i32::MAX);
@@ -115,6 +217,47 @@ impl Meter {
     pub(crate) fn key_spend(&self) -> Option<f64> {
         Some(self.tenancy.as_ref()?.key_spend(self.principal.as_ref()?))
     }
+}
+
+/// Tags a key carries in its metadata, and its team's (LiteLLM adds both to the request's).
+fn standing_tags(principal: &Principal) -> Vec<String> {
+    let of = |metadata: &serde_json::Value| -> Vec<String> {
+        metadata
+            .get("tags")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|tag| tag.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut tags = of(&principal.key.metadata.0);
+    if let Some(team) = &principal.team {
+        for tag in of(&team.metadata.0) {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+    tags
+}
+
+/// The tags a request body carries: `metadata.tags` (LiteLLM's place) or a top-level `tags`.
+pub(crate) fn request_tags(top: &tollgate_domain::json::TopLevel<'_>) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Tagged {
+        #[serde(default)]
+        tags: Option<Vec<String>>,
+    }
+    let mut tags = Vec::new();
+    if let Some(Ok(Tagged { tags: Some(listed) })) =
+        top.get("metadata").map(|raw| serde_json::from_str(raw.get()))
+    {
+        tags.extend(listed);
+    }
+    if let Some(Ok(listed)) = top.get("tags").map(|raw| serde_json::from_str::<Vec<String>>(raw.get())) {
+        tags.extend(listed);
+    }
+    tags
 }
 
 /// The top-level `usage` object of a JSON answer or chunk, if it has one.

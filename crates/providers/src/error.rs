@@ -45,7 +45,7 @@ impl From<ProviderError> for GatewayError {
         };
         let mut gateway = GatewayError::new(kind, error.to_string());
         if let ProviderError::Upstream { error_type, param, code, retry_after, .. } = error {
-            gateway.upstream_type = error_type;
+            gateway.upstream_type = error_type.map(String::into_boxed_str);
             gateway.param = param;
             gateway.upstream_code = code;
             gateway.retry_after = retry_after;

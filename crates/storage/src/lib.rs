@@ -6,10 +6,15 @@
 //! are single-threaded runtimes that come and go with the server. Callers await the answer
 //! from anywhere.
 
+pub mod cache;
 mod cell;
 mod connect;
 mod records;
 pub mod redis;
+pub mod redis_limits;
+mod reports;
+mod rollup;
+pub mod shared_spend;
 
 pub use connect::redact;
 
@@ -23,10 +28,15 @@ use tokio::sync::oneshot;
 
 pub use cell::{Cell, Json, TextList};
 pub use records::{
-    BudgetRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord, SpendLogRecord,
-    SpendLogRow, TeamRecord, UserRecord,
+    BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord,
+    SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
 };
+pub use reports::{DailySpendFilter, DailySpendGroup, Dimension, SpendLogQuery};
+pub use rollup::RollupTable;
 pub use sea_orm::DbBackend as Backend;
+
+/// Rows one retention statement deletes at most ([`Store::delete_spend_logs_before`]).
+pub const RETENTION_BATCH_ROWS: u64 = 1_000;
 
 /// A row type the store can read: every record of [`records`], or a caller's own.
 pub trait Record: FromQueryResult + Send + 'static {}
@@ -86,6 +96,8 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("the database task stopped before answering")]
     Stopped,
+    #[error("redis error: {0}")]
+    Redis(String),
 }
 
 /// A row whose budget period has ended.
@@ -312,25 +324,79 @@ impl Store {
         self.execute(&update).await.map(drop)
     }
 
-    /// Writes spend log rows in one transaction (all or none), 500 rows per statement.
+    /// Writes spend log rows and their daily roll-ups in one transaction (all or none), 500
+    /// rows per statement. A row already written (a batch retried after an unanswered
+    /// commit) is skipped, and only the rows this call inserted are added to the roll-ups,
+    /// so a retry never counts a request twice.
     pub async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError> {
-        let backend = self.backend();
-        let statements = rows
-            .chunks(500)
-            .map(|chunk| spend_log_insert(chunk, backend).map(|insert| backend.build(&insert)))
-            .collect::<Result<Vec<_>, DbErr>>()?;
-        if statements.is_empty() {
+        if rows.is_empty() {
             return Ok(());
         }
-        self.run(|db| async move {
+        let backend = self.backend();
+        let metadata: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| serde_json::from_str(&row.metadata).unwrap_or(serde_json::Value::Null))
+            .collect();
+        let requests: Vec<rollup::LoggedRequest> = rows
+            .iter()
+            .zip(&metadata)
+            .map(|(row, metadata)| rollup::LoggedRequest::new(row, metadata))
+            .collect();
+        let inserts = rows
+            .chunks(500)
+            .zip(metadata.chunks(500))
+            .map(|(chunk, metadata)| {
+                spend_log_insert(chunk, metadata, backend).map(|insert| backend.build(&insert))
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        let now = chrono::Utc::now().naive_utc();
+        self.run(move |db| async move {
             use sea_orm::TransactionTrait;
             let transaction = db.begin().await?;
-            for statement in statements {
-                transaction.execute_raw(statement).await?;
+            let mut inserted = std::collections::HashSet::new();
+            for statement in inserts {
+                for row in transaction.query_all_raw(statement).await? {
+                    inserted.insert(row.try_get::<String>("", "request_id")?);
+                }
+            }
+            // `remove`: a request id twice in one batch was inserted (and is counted) once.
+            let fresh = requests.iter().filter(|request| inserted.remove(&request.request_id));
+            for upsert in rollup::upserts(&rollup::sums(fresh), backend, now)? {
+                transaction.execute_raw(backend.build(&upsert)).await?;
             }
             transaction.commit().await
         })
         .await
+    }
+
+    /// Deletes `LiteLLM_SpendLogs` rows that started before `cutoff`, at most
+    /// [`RETENTION_BATCH_ROWS`] per statement and `max_batches` statements, each its own
+    /// short transaction so writers are never held up for long; returns how many went. The
+    /// daily roll-ups are kept: reports over days read them, not the logs.
+    pub async fn delete_spend_logs_before(
+        &self,
+        cutoff: NaiveDateTime,
+        max_batches: u32,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for _ in 0..max_batches {
+            let mut oldest = Query::select();
+            oldest
+                .column(Alias::new("request_id"))
+                .from(Alias::new(Table::SpendLogs.name()))
+                .and_where(Expr::col(Alias::new("startTime")).lt(Value::ChronoDateTime(Some(cutoff))))
+                .limit(RETENTION_BATCH_ROWS);
+            let mut delete = Query::delete();
+            delete
+                .from_table(Alias::new(Table::SpendLogs.name()))
+                .and_where(Expr::col(Alias::new("request_id")).in_subquery(oldest));
+            let went = self.execute(&delete).await?;
+            deleted += went;
+            if went < RETENTION_BATCH_ROWS {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Rows of `table` (keys, users, teams or budgets) whose budget period ended by `now`.
@@ -388,9 +454,11 @@ impl Store {
     }
 }
 
-/// One multi-row INSERT of spend log rows; a row already written (a retried batch) is skipped.
+/// One multi-row INSERT of spend log rows, answering the ids it inserted; a row already
+/// written (a retried batch) is skipped. `metadata` is each row's metadata, parsed.
 fn spend_log_insert(
     rows: &[SpendLogRow],
+    metadata: &[serde_json::Value],
     backend: DbBackend,
 ) -> Result<sea_orm::sea_query::InsertStatement, DbErr> {
     let mut insert = Query::insert();
@@ -422,7 +490,7 @@ fn spend_log_insert(
         ]
         .map(Alias::new),
     );
-    for row in rows {
+    for (row, metadata) in rows.iter().zip(metadata) {
         let duration = (row.end_time - row.start_time).num_milliseconds();
         let cells = [
             Cell::text(&row.request_id),
@@ -440,13 +508,15 @@ fn spend_log_insert(
             Cell::text(&row.model_group),
             Cell::text(&row.custom_llm_provider),
             Cell::text(&row.api_base),
-            Cell::Text(Some(row.end_user.clone().unwrap_or_default())),
+            // LiteLLM's `user` is the key's user (`/spend/logs?user_id=` reads it); the
+            // request's `user` field is the end user.
+            Cell::text(rollup::key_user(metadata)),
             Cell::Text(row.end_user.clone()),
             Cell::Text(row.team_id.clone()),
             Cell::Text(row.organization_id.clone()),
-            Cell::Json(serde_json::from_str(&row.metadata).unwrap_or(serde_json::Value::Null)),
-            Cell::text("False"),
-            Cell::Json(serde_json::json!([])),
+            Cell::Json(metadata.clone()),
+            Cell::text(if row.cache_hit { "True" } else { "False" }),
+            Cell::Json(rollup::tags(metadata).into()),
             Cell::text(&row.status),
         ];
         insert
@@ -457,5 +527,6 @@ fn spend_log_insert(
     insert.on_conflict(
         sea_orm::sea_query::OnConflict::column(Alias::new("request_id")).do_nothing().to_owned(),
     );
+    insert.returning_col(Alias::new("request_id"));
     Ok(insert)
 }

@@ -220,6 +220,8 @@ pub struct SpendLogRow {
     /// The `metadata` column's JSON, already serialized.
     pub metadata: String,
     pub status: String,
+    /// Answered from the response cache (written as LiteLLM's `"True"` / `"False"`).
+    pub cache_hit: bool,
 }
 
 /// A `LiteLLM_SpendLogs` row as read back (the columns Tollgate writes).
@@ -248,7 +250,33 @@ pub struct SpendLogRecord {
     pub team_id: Option<String>,
     pub organization_id: Option<String>,
     pub metadata: Json,
+    pub request_tags: Json,
+    pub cache_hit: Option<String>,
+    pub request_duration_ms: Option<i32>,
     pub status: Option<String>,
+}
+
+/// A row of one of LiteLLM's daily roll-ups (`LiteLLM_DailyUserSpend`, `…TeamSpend`,
+/// `…OrganizationSpend`, `…EndUserSpend`, `…TagSpend`), its entity column read as
+/// `entity_id`.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct DailySpendRecord {
+    pub id: String,
+    pub entity_id: Option<String>,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub date: String,
+    pub api_key: String,
+    pub model: Option<String>,
+    pub model_group: Option<String>,
+    pub custom_llm_provider: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cache_read_input_tokens: i64,
+    pub cache_creation_input_tokens: i64,
+    pub spend: f64,
+    pub api_requests: i64,
+    pub successful_requests: i64,
+    pub failed_requests: i64,
 }
 
 fn utc_required<S: Serializer>(time: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {

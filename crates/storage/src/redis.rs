@@ -1,7 +1,6 @@
-//! Redis through fred. Today one use: a pub/sub channel on which every replica announces the
-//! virtual keys, teams and customers it changed, so the others drop them from their caches
-//! at once instead of at their next reload. Counters, caching and cooldowns in Redis come
-//! with the Redis issue, behind this module as well.
+//! Redis through fred: how every client connects ([`builder`]), and a pub/sub channel on
+//! which every replica announces the virtual keys, teams and customers it changed, so the
+//! others drop them from their caches at once instead of at their next reload.
 
 use std::time::Duration;
 
@@ -10,6 +9,20 @@ use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, PubsubI
 use tokio::runtime::Handle;
 
 use crate::StoreError;
+
+/// How every Redis client of the gateway connects: the URL (standalone, `rediss://` for TLS,
+/// `redis-cluster://…?node=…`, `redis-sentinel://…?sentinelServiceName=…`, as the config reader
+/// writes them), a first connection that is retried like a lost one rather than given up on,
+/// reconnects backing off to two seconds, and `connect_timeout` per attempt.
+pub fn builder(url: &str, connect_timeout: Duration) -> Result<Builder, StoreError> {
+    let mut config = Config::from_url(url)
+        .map_err(|error| StoreError::InvalidUrl(format!("redis url {}: {error}", crate::redact(url))))?;
+    config.fail_fast = false;
+    let mut builder = Builder::from_config(config);
+    builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    builder.with_connection_config(|connection| connection.connection_timeout = connect_timeout);
+    Ok(builder)
+}
 
 /// The channel change announcements travel on.
 pub const CHANGES_CHANNEL: &str = "tollgate:tenancy-changes";
@@ -40,13 +53,7 @@ impl ChangeBus {
         runtime: &Handle,
         on_change: impl Fn(&str) + Send + Sync + 'static,
     ) -> Result<ChangeBus, StoreError> {
-        let config = Config::from_url(url)
-            .map_err(|error| StoreError::InvalidUrl(format!("redis url {}: {error}", crate::redact(url))))?;
-        let mut builder = Builder::from_config(config);
-        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-        builder.with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(5);
-        });
+        let builder = builder(url, Duration::from_secs(5))?;
         let publisher = builder.build().map_err(|error| StoreError::InvalidUrl(format!("redis: {error}")))?;
         let subscriber: SubscriberClient = builder
             .build_subscriber_client()

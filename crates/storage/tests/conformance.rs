@@ -64,8 +64,8 @@ async fn migrations_run_once_and_are_idempotent() {
     for store in stores("migrate").await {
         assert_eq!(
             store.migrate().await.unwrap(),
-            1,
-            "{:?}: the first run applies the migration",
+            2,
+            "{:?}: the first run applies both migrations",
             store.backend()
         );
         assert_eq!(
@@ -148,7 +148,7 @@ async fn reads_a_database_litellm_created() {
     let store = postgres_schema(&url, "litellm_fixture").await;
     assert_eq!(store.backend(), Backend::Postgres);
     store.execute_script(include_str!("fixtures/litellm_core_schema.sql")).await.expect("the fixture loads");
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 2);
 
     // SHA-256 of "sk-seed-0123456789", as LiteLLM stored it.
     let token = "cc6d746d5eac00365787fb26550b4df91cfec79729c680bed294b0fdd51dd67c";
@@ -224,8 +224,10 @@ async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
                 end_user: (i == 0).then(|| "cust".to_owned()),
                 team_id: None,
                 organization_id: None,
-                metadata: serde_json::json!({"user_api_key_alias": "a"}).to_string(),
+                metadata: serde_json::json!({"user_api_key_alias": "a", "user_api_key_user_id": "u-1"})
+                    .to_string(),
                 status: "success".into(),
+                cache_hit: false,
             })
             .collect();
         store.insert_spend_logs(&rows).await.unwrap();
@@ -234,7 +236,8 @@ async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
         assert_eq!(all.len(), 3, "{:?}", store.backend());
         let first = all.iter().find(|row| row.request_id == "req-0").unwrap();
         assert_eq!(first.total_tokens, 15);
-        assert_eq!((first.user.as_deref(), first.end_user.as_deref()), (Some("cust"), Some("cust")));
+        // `user` is the key's user, as LiteLLM writes it; the request's `user` is the end user.
+        assert_eq!((first.user.as_deref(), first.end_user.as_deref()), (Some("u-1"), Some("cust")));
         assert_eq!(first.metadata.0["user_api_key_alias"], "a");
         assert_eq!((first.end_time - first.start_time).num_milliseconds(), 120);
     }

@@ -101,6 +101,12 @@ impl Gateway {
                 "a database_url is set but no master key: virtual keys need a master key, so the database is not used"
             );
         }
+        if let Some(cache) = &config.cache {
+            let cache =
+                tollgate_http::cache::ResponseCache::open(cache, shared.metrics.cache_counters()).await?;
+            tracing::info!(cache_type = cache.kind(), "response cache on");
+            shared.cache = Some(Arc::new(cache));
+        }
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
         Ok(Self { config, options, workers: 0, shared })
     }
@@ -123,6 +129,15 @@ impl Gateway {
     /// How long in-flight requests may continue once shutdown begins.
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.options.shutdown_grace = grace;
+        self
+    }
+
+    /// The longest a request waits on Redis for its rate limits before this replica decides
+    /// on its own (100 ms by default); only matters with a `redis_url`.
+    pub fn with_redis_timeout(self, timeout: Duration) -> Self {
+        if let Some(tenancy) = &self.shared.tenancy {
+            tenancy.limits.set_redis_timeout(timeout);
+        }
         self
     }
 
@@ -182,15 +197,24 @@ async fn open_tenancy(config: &GatewayConfig, shared: &Shared) -> Result<Arc<Ten
         config.master_key.as_ref(),
     );
     tenancy.spend_logs = !config.disable_spend_logs;
+    tenancy.spend_logs_retention =
+        config.spend_logs_retention.map(|keep| (keep, config.spend_logs_retention_interval));
     tenancy.spend_log =
         tollgate_http::tenancy::spend_log::SpendLog::counting(shared.metrics.spend_log_drops());
     let tenancy = Arc::new(tenancy);
     tollgate_http::tenancy::cache::spawn_refresher(&tenancy);
-    if let Some(url) = &config.redis_url {
-        tenancy.connect_bus(url.expose())?;
+    if let Some(redis) = &config.redis_url {
+        tenancy.connect_bus(redis.expose())?;
+        // Rate limits are counted once per database too (replicas of one deployment).
+        let limits = tollgate_http::tenancy::keys::hash(url);
+        tenancy.connect_limits(redis.expose(), &format!("tollgate:limits:{}", &limits[..16]))?;
+        // Replicas of one database share one ledger; other databases on the same Redis
+        // (staging beside production, parallel tests) keep theirs apart.
+        let ledger = tollgate_http::tenancy::keys::hash(url);
+        tenancy.share_spend(redis.expose(), &format!("tollgate:spend:{}", &ledger[..16]))?;
         tracing::info!(
-            redis = %tollgate_storage::redact(url.expose()),
-            "redis: key, team and customer changes are announced to every replica (rate limits and caching stay per process for now)"
+            redis = %tollgate_storage::redact(redis.expose()),
+            "redis: key, team and customer changes are announced to every replica, and spend is shared"
         );
     }
     Ok(tenancy)

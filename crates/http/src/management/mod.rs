@@ -8,6 +8,7 @@
 
 mod budgets;
 mod keys;
+mod reports;
 mod teams;
 mod users;
 
@@ -30,9 +31,19 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The first path segments this module answers.
 pub fn owns(path: &str) -> bool {
-    ["/key/", "/user/", "/team/", "/organization/", "/customer/", "/end_user/", "/budget/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    [
+        "/key/",
+        "/user/",
+        "/team/",
+        "/organization/",
+        "/customer/",
+        "/end_user/",
+        "/budget/",
+        "/spend/",
+        "/global/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
 }
 
 /// One management request, already authenticated.
@@ -72,6 +83,8 @@ where
         let call = Call { app, tenancy, access, method: parts.method, path, query, body };
         let segment = path.split('/').nth(1).unwrap_or_default();
         match segment {
+            // Before "user" and "team": their daily activity reports live with the others.
+            _ if reports::serves(path) => reports::handle(&call).await,
             "key" => keys::handle(&call).await,
             "user" => users::handle(&call).await,
             "team" => teams::handle(&call).await,

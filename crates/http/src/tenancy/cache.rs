@@ -151,19 +151,27 @@ pub fn spawn_refresher(tenancy: &Arc<Tenancy>) {
         let mut tick = tokio::time::interval(REFRESH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_write = Instant::now();
+        let mut retention = weak
+            .upgrade()
+            .and_then(|tenancy| tenancy.spend_logs_retention)
+            .map(|(keep, every)| super::resets::Retention::new(keep, every));
         loop {
             tick.tick().await;
             let Some(tenancy) = weak.upgrade() else { return };
             // Spend goes to the database first, so the reload that follows reads it back
             // and pending and loaded spend never count the same dollars twice.
-            if last_write.elapsed() >= tenancy.write_every {
-                tenancy.write_spend().await;
+            let write_due = last_write.elapsed() >= tenancy.write_every;
+            if write_due {
                 last_write = Instant::now();
-            } else {
-                tenancy.write_spend_logs().await;
             }
+            tenancy.sync_spend(write_due).await;
+            tenancy.write_spend_logs().await;
             super::resets::reset_due_budgets(&tenancy).await;
+            if let Some(retention) = &mut retention {
+                super::resets::delete_expired_spend_logs(&tenancy, retention).await;
+            }
             refresh_once(&tenancy).await;
+            tenancy.share_now().await;
         }
     });
 }

@@ -1,11 +1,17 @@
 //! Spend not yet written to the database: added in memory when a request's usage is known,
-//! counted by every budget check at once, and written as `spend = spend + delta` in one pass
-//! every `proxy_batch_write_at` seconds (LiteLLM's setting, default 10) and at shutdown. A
-//! failed write keeps the deltas for the next pass, so a database outage loses no spend.
+//! counted by every budget check at once, and written as `spend = spend + delta` in one
+//! transaction every `proxy_batch_write_at` seconds (LiteLLM's setting, default 10) and at
+//! shutdown. A failed write keeps the deltas for the next pass, so a database outage loses
+//! no spend.
+//!
+//! With Redis the deltas go to Redis every second instead ([`SharedSpend`]), and the ledger
+//! also holds what every replica has recorded there and the database does not have yet, so
+//! a budget check here sees the spend of all replicas.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use tollgate_storage::shared_spend::{SharedSpend, SpendDeltas};
 use tollgate_storage::{Store, StoreError, Table};
 
 /// Deltas by (table, id): keys, users, teams, organizations and end users; and each key's
@@ -13,8 +19,19 @@ use tollgate_storage::{Store, StoreError, Table};
 /// LiteLLM keeps it in its cache).
 #[derive(Debug, Default)]
 pub struct Ledger {
-    pending: Mutex<HashMap<(Table, String), f64>>,
+    spend: Mutex<Unwritten>,
     model_windows: Mutex<HashMap<(String, String), ModelWindow>>,
+}
+
+/// Spend the database does not have yet, in three places that are all counted.
+#[derive(Debug, Default)]
+struct Unwritten {
+    /// Recorded here since the last hand-over.
+    local: SpendDeltas,
+    /// Taken from `local` and being handed to Redis.
+    handing_over: SpendDeltas,
+    /// Every replica's unwritten spend, as Redis last said.
+    shared: SpendDeltas,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -28,8 +45,8 @@ impl Ledger {
         if cost <= 0.0 || !cost.is_finite() {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *pending.entry((table, id.to_owned())).or_insert(0.0) += cost;
+        let mut spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *spend.local.entry((table, id.to_owned())).or_insert(0.0) += cost;
     }
 
     /// Adds to a key's spend on `model` in its current period of `period` (a new period
@@ -57,45 +74,71 @@ impl Ledger {
             .map_or(0.0, |window| window.spent)
     }
 
-    /// Spend recorded here and not yet in the database.
+    /// Spend not yet in the database: recorded here, and by the other replicas when shared.
     pub fn pending(&self, table: Table, id: &str) -> f64 {
-        let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // A lookup by borrowed parts would need a second map; the clone is short and rare
         // (only keys with a budget ask).
-        pending.get(&(table, id.to_owned())).copied().unwrap_or(0.0)
+        let row = (table, id.to_owned());
+        [&spend.local, &spend.handing_over, &spend.shared].iter().filter_map(|deltas| deltas.get(&row)).sum()
     }
 
-    /// Writes every pending delta; what fails stays pending. Returns how many rows moved.
+    /// Writes this process's deltas to the database in one transaction; what fails stays
+    /// pending. Returns how many rows moved.
     pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
-        let deltas: Vec<((Table, String), f64)> = {
-            let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            pending.drain().collect()
+        let deltas =
+            std::mem::take(&mut self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).local);
+        match store.add_spend_many(&deltas).await {
+            Ok(()) => Ok(deltas.len()),
+            Err(error) => {
+                let mut spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                merge(&mut spend.local, deltas);
+                Err(error)
+            }
+        }
+    }
+
+    /// Hands this process's deltas to Redis and reads back every replica's unwritten spend.
+    /// The deltas are counted throughout; on failure they return to this process's own.
+    pub async fn share(&self, shared: &SharedSpend) -> Result<(), StoreError> {
+        let deltas = {
+            let mut spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let local = std::mem::take(&mut spend.local);
+            merge(&mut spend.handing_over, local);
+            spend.handing_over.clone()
         };
-        let mut written = 0;
-        let mut failure = None;
-        let mut unwritten = Vec::new();
-        for ((table, id), delta) in deltas {
-            if failure.is_some() {
-                unwritten.push(((table, id), delta));
-                continue;
+        if let Err(error) = shared.push(&deltas).await {
+            // Whether a timed-out push reached Redis is unknown; counting it again errs on
+            // the side of charging rather than losing spend.
+            let mut spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let handing_over = std::mem::take(&mut spend.handing_over);
+            merge(&mut spend.local, handing_over);
+            return Err(error);
+        }
+        let unwritten = shared.unwritten().await;
+        let mut spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let handed_over = std::mem::take(&mut spend.handing_over);
+        match unwritten {
+            Ok(unwritten) => {
+                spend.shared = unwritten;
+                Ok(())
             }
-            match store.add_spend(table, &id, delta).await {
-                Ok(()) => written += 1,
-                Err(error) => {
-                    failure = Some(error);
-                    unwritten.push(((table, id), delta));
-                }
+            Err(error) => {
+                // Redis has the deltas; keep counting them until it can be read again.
+                merge(&mut spend.shared, handed_over);
+                Err(error)
             }
         }
-        if !unwritten.is_empty() {
-            let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (entity, delta) in unwritten {
-                *pending.entry(entity).or_insert(0.0) += delta;
-            }
-        }
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(written),
-        }
+    }
+
+    /// Forgets the other replicas' spend (Redis is away: each replica counts its own).
+    pub fn forget_shared(&self) {
+        self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).shared.clear();
+    }
+}
+
+fn merge(into: &mut SpendDeltas, deltas: SpendDeltas) {
+    for (row, delta) in deltas {
+        *into.entry(row).or_insert(0.0) += delta;
     }
 }

@@ -16,10 +16,12 @@ pub mod spend_log;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 use tollgate_domain::{ErrorKind, GatewayError};
 use tollgate_router::Router;
+use tollgate_storage::shared_spend::SharedSpend;
 use tollgate_storage::{
     BudgetRecord, EndUserRecord, KeyRecord, ListQuery, OrganizationRecord, Record, Store, StoreError, Table,
     TeamRecord, UserRecord,
@@ -27,7 +29,7 @@ use tollgate_storage::{
 
 pub use cache::PrincipalCache;
 pub use ledger::Ledger;
-pub use limits::{Limits, Permit};
+pub use limits::{Caller, Limits, Permit};
 
 /// A virtual key and the records it answers to, as loaded together.
 #[derive(Debug, Clone)]
@@ -115,8 +117,15 @@ pub struct Tenancy {
     pub budget_status: u16,
     /// How often spend is written to the database (`proxy_batch_write_at`).
     pub write_every: std::time::Duration,
+    /// How long spend logs are kept and how often older ones are deleted
+    /// (`maximum_spend_logs_retention_period` / `_interval`); kept forever when unset.
+    pub spend_logs_retention: Option<(std::time::Duration, std::time::Duration)>,
     /// Change announcements to and from the other replicas, when Redis is configured.
     bus: std::sync::OnceLock<tollgate_storage::redis::ChangeBus>,
+    /// Spend shared with the other replicas, when Redis is configured.
+    shared_spend: std::sync::OnceLock<SharedSpend>,
+    /// Whether the last hand-over to Redis worked (to warn once per outage).
+    sharing: std::sync::atomic::AtomicBool,
 }
 
 impl Tenancy {
@@ -136,8 +145,24 @@ impl Tenancy {
             spend_logs: true,
             budget_status,
             write_every,
+            spend_logs_retention: None,
             bus: std::sync::OnceLock::new(),
+            shared_spend: std::sync::OnceLock::new(),
+            sharing: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Shares spend with the other replicas through Redis at `url`, under `prefix` (the
+    /// refresher hands it over and reads it back every round).
+    pub fn share_spend(&self, url: &str, prefix: &str) -> Result<(), StoreError> {
+        let shared = SharedSpend::start(url, prefix, self.store.runtime())?;
+        let _ = self.shared_spend.set(shared);
+        Ok(())
+    }
+
+    /// Counts rate limits in Redis at `url`, shared by every replica using `namespace`.
+    pub fn connect_limits(&self, url: &str, namespace: &str) -> Result<(), StoreError> {
+        self.limits.connect_redis(url, namespace, self.store.runtime())
     }
 
     /// Joins the replicas' change announcements on Redis at `url`.
@@ -198,8 +223,12 @@ impl Tenancy {
         tokens: u64,
         cost: f64,
     ) {
+        if principal.is_some() || end_user.is_some() {
+            let customer = end_user.and_then(|id| self.cache.end_user(id).flatten());
+            let caller = Caller { principal, customer: customer_limits(customer.as_deref()) };
+            self.limits.add_tokens(&caller, model, tokens);
+        }
         if let Some(principal) = principal {
-            self.limits.add_tokens(principal, model, tokens);
             self.ledger.add(Table::Keys, &principal.key.token, cost);
             if let Some((_, period)) = model_budget(principal, model) {
                 self.ledger.add_model_spend(&principal.key.token, model, period, cost);
@@ -224,12 +253,87 @@ impl Tenancy {
         self.spent(Table::Keys, &principal.key.token, principal.key.spend)
     }
 
-    /// Writes pending spend and spend log rows now (shutdown calls this).
-    pub async fn write_spend(&self) {
+    /// Writes unwritten spend to the database when `write_due` (every
+    /// `proxy_batch_write_at`): this process's own, or, with Redis, everyone's from Redis when
+    /// this replica holds the writer's lease. Redis being away falls back to this process's own.
+    pub async fn sync_spend(&self, write_due: bool) {
+        if !write_due {
+            return;
+        }
+        match self.shared_spend.get() {
+            Some(shared) if self.sharing.load(Ordering::Acquire) => self.write_shared_spend(shared).await,
+            _ => self.flush_local_spend().await,
+        }
+    }
+
+    /// Hands this process's spend to Redis and reads everyone's back (see [`Ledger::share`]).
+    /// The refresher calls it right after reloading keys from the database, so the spend read
+    /// from the database and the spend read from Redis describe nearly the same moment: a
+    /// batch another replica writes in between is counted twice or not at all for one round.
+    pub async fn share_now(&self) {
+        let Some(shared) = self.shared_spend.get() else { return };
+        // While Redis is away this process writes its own spend; only a Redis that answers
+        // again gets it back (a hand-over that waits out a timeout holds the spend meanwhile).
+        if !self.sharing.load(Ordering::Acquire) && shared.ping().await.is_err() {
+            return;
+        }
+        match self.ledger.share(shared).await {
+            Ok(()) => {
+                if !self.sharing.swap(true, Ordering::AcqRel) {
+                    tracing::info!("redis is back: spend is shared across replicas again");
+                }
+            }
+            Err(error) => {
+                if self.sharing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(%error, "redis unreachable: each replica writes its own spend, and budgets count only this replica's unwritten spend");
+                }
+                self.ledger.forget_shared();
+            }
+        }
+    }
+
+    /// The writer's turn: the batch every replica handed to Redis, into the database.
+    async fn write_shared_spend(&self, shared: &SharedSpend) {
+        let lease = (self.write_every * 3).max(std::time::Duration::from_secs(5));
+        match shared.lead(lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => return, // sync_spend reports Redis being away
+        }
+        let batch = match shared.take_batch().await {
+            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "could not take the shared spend batch from redis; retried next round");
+                return;
+            }
+        };
+        if let Err(error) = self.store.add_spend_many(&batch).await {
+            tracing::warn!(%error, "could not write shared spend; it stays in redis and is retried");
+            return;
+        }
+        if let Err(error) = shared.finish_batch().await {
+            tracing::warn!(%error, "shared spend written but not cleared from redis");
+        }
+        tracing::debug!(rows = batch.len(), "shared spend written");
+    }
+
+    async fn flush_local_spend(&self) {
         match self.ledger.flush(&self.store).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "spend written"),
             Err(error) => tracing::warn!(%error, "could not write spend; it stays pending and is retried"),
+        }
+    }
+
+    /// Writes pending spend and spend log rows now (shutdown calls this): with Redis, hands
+    /// this process's spend over (the writer, this one included, stores it).
+    pub async fn write_spend(&self) {
+        self.share_now().await;
+        if let Some(shared) = self.shared_spend.get().filter(|_| self.sharing.load(Ordering::Acquire)) {
+            self.write_shared_spend(shared).await;
+        } else {
+            self.flush_local_spend().await;
         }
         self.write_spend_logs().await;
     }
@@ -274,13 +378,12 @@ impl Tenancy {
         if let Some(principal) = principal {
             self.admit_key(principal, router, model)?;
         }
-        if let Some(end_user) = end_user {
-            self.admit_end_user(end_user, router, model).await?;
-        }
-        match principal {
-            Some(principal) => self.limits.acquire(principal, model),
-            None => Ok(Permit::default()),
-        }
+        let customer = match end_user {
+            Some(end_user) => self.admit_end_user(end_user, router, model).await?,
+            None => None,
+        };
+        let caller = Caller { principal, customer: customer_limits(customer.as_deref()) };
+        self.limits.acquire(&caller, model).await
     }
 
     fn admit_key(&self, principal: &Principal, router: &Router, model: &str) -> Result<(), GatewayError> {
@@ -390,7 +493,13 @@ impl Tenancy {
         Ok(())
     }
 
-    async fn admit_end_user(&self, end_user: &str, router: &Router, model: &str) -> Result<(), GatewayError> {
+    /// The customer's checks; returns the customer (with its budget row) when it is known.
+    async fn admit_end_user(
+        &self,
+        end_user: &str,
+        router: &Router,
+        model: &str,
+    ) -> Result<Option<Arc<(EndUserRecord, Option<BudgetRecord>)>>, GatewayError> {
         let customer = match self.cache.end_user(end_user) {
             Some(cached) => cached,
             None => {
@@ -400,7 +509,7 @@ impl Tenancy {
                 loaded
             }
         };
-        let Some(customer) = customer else { return Ok(()) };
+        let Some(customer) = customer else { return Ok(None) };
         let (record, budget) = &*customer;
         if record.blocked {
             return Err(GatewayError::new(
@@ -428,12 +537,20 @@ impl Tenancy {
                 "ExceededBudget: End User={end_user} over budget. Spend={spend}, Budget={max}"
             )));
         }
-        Ok(())
+        Ok(Some(customer))
     }
 
     fn budget_error(&self, message: String) -> GatewayError {
         GatewayError::new(ErrorKind::BudgetExceeded(self.budget_status), message)
     }
+}
+
+/// A customer's id and budget row, where its rate limits live.
+fn customer_limits(
+    customer: Option<&(EndUserRecord, Option<BudgetRecord>)>,
+) -> Option<(&str, &BudgetRecord)> {
+    let (record, budget) = customer?;
+    Some((record.user_id.as_str(), budget.as_ref()?))
 }
 
 /// A key's budget for `model` (`model_max_budget: {model: {budget_limit, time_period}}`)

@@ -120,6 +120,7 @@ mod tests {
             organization_id: None,
             metadata: "{}".into(),
             status: "success".into(),
+            cache_hit: false,
         }
     }
 

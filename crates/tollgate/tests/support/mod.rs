@@ -191,3 +191,44 @@ pub async fn read_rest(mut incoming: hyper::body::Incoming, bytes: &mut Vec<u8>)
         bytes.extend_from_slice(&frame.expect("frame").into_data().expect("data frame"));
     }
 }
+
+/// The test environment's Redis (`TOLLGATE_TEST_REDIS_URL`), or `None` and a note that
+/// `test` did not run.
+pub fn redis_url(test: &str) -> Option<String> {
+    let url = std::env::var("TOLLGATE_TEST_REDIS_URL").ok().filter(|url| !url.is_empty());
+    if url.is_none() {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "not run: {test} (TOLLGATE_TEST_REDIS_URL is not set)");
+    }
+    url
+}
+
+/// The test environment's PostgreSQL (`TOLLGATE_TEST_DATABASE_URL`) with a fresh schema
+/// named after `test`, or `None` and a note that `test` did not run there.
+pub async fn postgres_url(test: &str) -> Option<String> {
+    let Some(url) = std::env::var("TOLLGATE_TEST_DATABASE_URL").ok().filter(|url| !url.is_empty()) else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "not run: {test} on PostgreSQL (TOLLGATE_TEST_DATABASE_URL is not set)"
+        );
+        return None;
+    };
+    let store =
+        tollgate_storage::Store::connect(&url).await.expect("TOLLGATE_TEST_DATABASE_URL is unreachable");
+    let schema = format!("tollgate_gateway_{test}");
+    store
+        .execute_script(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\";"))
+        .await
+        .expect("a fresh schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}schema={schema}"))
+}
+
+/// [`postgres_url`], else a fresh SQLite file.
+pub async fn postgres_or_sqlite(test: &str) -> String {
+    match postgres_url(test).await {
+        Some(url) => url,
+        None => temp_sqlite_url(),
+    }
+}
