@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{Builder, Client, ClientLike, Config, Options, ReconnectPolicy, Value};
+use fred::prelude::{Client, ClientLike, Options, Value};
 use fred::types::{ClusterHash, CustomCommand};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -516,16 +516,9 @@ impl RedisLimits {
     /// Connects to `url` in the background on `runtime` (the store's); keys live under
     /// `namespace` (one per database, so replicas of one deployment share them).
     pub fn start(url: &str, namespace: &str, runtime: &Handle) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url)
-            .map_err(|error| StoreError::InvalidUrl(format!("redis url {}: {error}", crate::redact(url))))?;
-        // A first connection that fails is retried like a lost one, in the background.
-        config.fail_fast = false;
-        let mut builder = Builder::from_config(config);
-        builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
-        builder.with_connection_config(|connection| {
-            connection.connection_timeout = Duration::from_secs(2);
-        });
-        let client = builder.build().map_err(|error| StoreError::InvalidUrl(format!("redis: {error}")))?;
+        let client = crate::redis::builder(url, Duration::from_secs(2))?
+            .build()
+            .map_err(|error| StoreError::InvalidUrl(format!("redis: {error}")))?;
         let (ops, batches) = mpsc::unbounded_channel();
         let parked = Arc::new(AtomicBool::new(false));
         let urgent = Arc::new(AtomicBool::new(false));

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tollgate_domain::{ErrorKind, GatewayError};
 use tollgate_storage::redis_limits::{
     Lease, LimitKind, LimitScope, LocalCounts, RedisLimits, Refusal, Verdict, WindowCount, WindowUse,
@@ -123,31 +123,32 @@ impl Report {
     }
 
     fn write(&self, headers: &mut HeaderMap) {
-        let reset = reset_text(self.reset);
-        for (values, [limit, remaining, reset_name]) in [
-            (
-                self.requests,
-                [
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ],
-            ),
-            (
-                self.tokens,
-                ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
-            ),
-        ] {
+        let reset = HeaderValue::from_str(&reset_text(self.reset)).ok();
+        for (values, [limit, remaining, reset_name]) in
+            [(self.requests, REQUEST_HEADERS), (self.tokens, TOKEN_HEADERS)]
+        {
             if let Some((limit_value, remaining_value)) = values {
                 headers.insert(limit, HeaderValue::from(limit_value));
                 headers.insert(remaining, HeaderValue::from(remaining_value));
-                if let Ok(value) = HeaderValue::from_str(&reset) {
-                    headers.insert(reset_name, value);
+                if let Some(reset) = &reset {
+                    headers.insert(reset_name, reset.clone());
                 }
             }
         }
     }
 }
+
+/// `x-ratelimit-{limit,remaining,reset}-requests`, named once (not parsed per response).
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// Time until a window resets in OpenAI's header format (`250ms`, `17s`).
 fn reset_text(reset: Duration) -> String {
