@@ -51,6 +51,12 @@ end
 return 0
 ";
 
+/// Gives the lease up if this replica holds it. KEYS: lease. ARGV: replica id.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// Adds each (field, delta) pair of ARGV to the pending hash. KEYS: pending.
 const PUSH: &str = r"
 for i = 1, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -155,6 +161,14 @@ impl SharedSpend {
         ))
         .await?;
         Ok(held == 1)
+    }
+
+    /// Lets another replica take the writer's lease at once (this one is shutting down)
+    /// instead of when it expires.
+    pub async fn release(&self) -> Result<(), StoreError> {
+        let _: i64 =
+            bounded(self.client.eval(RELEASE, vec![self.lease.clone()], vec![self.replica.clone()])).await?;
+        Ok(())
     }
 
     /// The batch to write to the database (see the module comment); empty when nothing is due.
@@ -304,6 +318,10 @@ mod tests {
         assert_eq!(one.take_batch().await.unwrap()[&key], 1.0);
         one.finish_batch().await.unwrap();
         assert!(one.take_batch().await.unwrap().is_empty());
+        two.release().await.unwrap();
+        assert!(!two.lead(lease).await.unwrap(), "only the holder can give the lease up");
+        one.release().await.unwrap();
+        assert!(two.lead(lease).await.unwrap(), "a released lease is free at once");
     }
 
     #[test]

@@ -332,6 +332,9 @@ impl Tenancy {
         self.share_now().await;
         if let Some(shared) = self.shared_spend.get().filter(|_| self.sharing.load(Ordering::Acquire)) {
             self.write_shared_spend(shared).await;
+            if let Err(error) = shared.release().await {
+                tracing::debug!(%error, "could not give up the spend writer's lease; it expires on its own");
+            }
         } else {
             self.flush_local_spend().await;
         }
