@@ -484,21 +484,26 @@ fn request_body(stream: bool) -> Bytes {
 
 /// A fresh virtual key for the bench model, made with the master key.
 async fn virtual_key(gateway: SocketAddr) -> anyhow::Result<String> {
+    generate_key(gateway, r#"{"models": ["bench"], "key_alias": "bench"}"#).await
+}
+
+/// A virtual key made with the master key from a `/key/generate` body.
+async fn generate_key(gateway: SocketAddr, body: &'static str) -> anyhow::Result<String> {
     let stream = tokio::net::TcpStream::connect(gateway).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);
     let request = http::Request::post("/key/generate")
         .header(http::header::HOST, "127.0.0.1")
         .header(http::header::AUTHORIZATION, format!("Bearer {MASTER_KEY}"))
-        .body(Full::new(Bytes::from_static(br#"{"models": ["bench"], "key_alias": "bench"}"#)))?;
+        .body(Full::new(Bytes::from_static(body.as_bytes())))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    let answer = response.into_body().collect().await?.to_bytes();
     connection.abort();
     if !status.is_success() {
-        bail!("/key/generate answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!("/key/generate answered {status}: {}", String::from_utf8_lossy(&answer));
     }
-    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
     Ok(answer["key"].as_str().context("no key in /key/generate's answer")?.to_owned())
 }
 

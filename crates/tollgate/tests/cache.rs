@@ -333,24 +333,7 @@ async fn a_hit_is_logged_as_a_cache_hit_that_cost_nothing() {
     let hit = call(&gateway, &key, "/v1/chat/completions", body).await;
     assert_eq!(hit.json()["id"], miss.json()["id"]);
     let store = tollgate_storage::Store::connect(&url).await.unwrap();
-    let row = |reply: &Reply| {
-        let id = reply.header("x-litellm-call-id").to_owned();
-        let store = store.clone();
-        async move {
-            let started = Instant::now();
-            loop {
-                if let Some(row) = store
-                    .get::<tollgate_storage::SpendLogRecord>(tollgate_storage::Table::SpendLogs, &id)
-                    .await
-                    .unwrap()
-                {
-                    return row;
-                }
-                assert!(started.elapsed() < Duration::from_secs(5), "no spend log row for {id}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let row = |reply| support::spend_log_row(&store, reply);
     let miss_row = row(&miss).await;
     assert!(miss_row.spend > 0.0);
     assert_eq!(miss_row.cache_hit.as_deref(), Some("False"));

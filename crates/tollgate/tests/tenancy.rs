@@ -786,24 +786,7 @@ async fn requests_become_spend_log_rows() {
     let by_master = chat(&gateway, MASTER_KEY, "gpt-4o").await;
 
     let store = tollgate_storage::Store::connect(&url).await.unwrap();
-    let row = |reply: &Reply| {
-        let id = reply.header("x-litellm-call-id").to_owned();
-        let store = store.clone();
-        async move {
-            let started = Instant::now();
-            loop {
-                if let Some(row) = store
-                    .get::<tollgate_storage::SpendLogRecord>(tollgate_storage::Table::SpendLogs, &id)
-                    .await
-                    .unwrap()
-                {
-                    return row;
-                }
-                assert!(started.elapsed() < Duration::from_secs(5), "no spend log row for {id}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let row = |reply| support::spend_log_row(&store, reply);
     let first = row(&plain).await;
     assert_eq!(first.call_type, "acompletion");
     assert_eq!(first.api_key, sha256_hex(&key));

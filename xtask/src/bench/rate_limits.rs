@@ -12,11 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 
-use super::{MASTER_KEY, Measurement, Options, Server, cpu_time, measure, start_gateway_with, start_mock};
+use super::{Measurement, Options, Server, cpu_time, generate_key, measure, start_gateway_with, start_mock};
 
 const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 /// Limits far above what a run can reach: counted on every request, never refusing.
@@ -163,26 +160,6 @@ fn wait_for_redis(addr: SocketAddr) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the gateway did not connect to redis within 10 s")
-}
-
-/// A virtual key made with the master key from a `/key/generate` body.
-async fn generate_key(gateway: SocketAddr, body: &'static str) -> anyhow::Result<String> {
-    let stream = tokio::net::TcpStream::connect(gateway).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(connection);
-    let request = http::Request::post("/key/generate")
-        .header(http::header::HOST, "127.0.0.1")
-        .header(http::header::AUTHORIZATION, format!("Bearer {MASTER_KEY}"))
-        .body(Full::new(Bytes::from_static(body.as_bytes())))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let answer = response.into_body().collect().await?.to_bytes();
-    connection.abort();
-    if !status.is_success() {
-        bail!("/key/generate answered {status}: {}", String::from_utf8_lossy(&answer));
-    }
-    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
-    Ok(answer["key"].as_str().context("no key in /key/generate's answer")?.to_owned())
 }
 
 fn print_report(options: &Options, rows: &[Row]) {

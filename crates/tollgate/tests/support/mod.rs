@@ -232,3 +232,24 @@ pub async fn postgres_or_sqlite(test: &str) -> String {
         None => temp_sqlite_url(),
     }
 }
+
+/// The spend log row of the request `reply` answered, once the background writer has it
+/// (waits up to 5 s).
+pub async fn spend_log_row(
+    store: &tollgate_storage::Store,
+    reply: &Reply,
+) -> tollgate_storage::SpendLogRecord {
+    let id = reply.header("x-litellm-call-id");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(row) = store
+            .get::<tollgate_storage::SpendLogRecord>(tollgate_storage::Table::SpendLogs, id)
+            .await
+            .expect("the spend log is readable")
+        {
+            return row;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no spend log row for {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
