@@ -44,16 +44,47 @@ impl Usage {
 
     /// Reads an OpenAI `usage` object (`prompt_tokens_details.cached_tokens`,
     /// `completion_tokens_details.reasoning_tokens`, and Anthropic-style
-    /// `cache_creation_input_tokens` when a provider passes it through).
+    /// `cache_creation_input_tokens` when a provider passes it through); `None` without
+    /// `prompt_tokens`. A count that is not a whole number counts 0.
     pub fn from_json(usage: &serde_json::Value) -> Option<Usage> {
-        let count = |pointer: &str| usage.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        usage.get("prompt_tokens")?;
+        WireUsage::deserialize(usage).ok()?.counts()
+    }
+
+    /// [`Usage::from_json`] straight from the object's bytes: every answer is read for its
+    /// usage, so this skips building a JSON tree.
+    pub fn from_slice(usage: &[u8]) -> Option<Usage> {
+        serde_json::from_slice::<WireUsage>(usage).ok()?.counts()
+    }
+}
+
+/// The `usage` fields Tollgate reads; the rest are skipped unparsed.
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: Option<serde_json::Number>,
+    completion_tokens: Option<serde_json::Number>,
+    cache_creation_input_tokens: Option<serde_json::Number>,
+    prompt_tokens_details: Option<WireDetails>,
+    completion_tokens_details: Option<WireDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireDetails {
+    cached_tokens: Option<serde_json::Number>,
+    reasoning_tokens: Option<serde_json::Number>,
+}
+
+impl WireUsage {
+    fn counts(self) -> Option<Usage> {
+        let count = |number: Option<serde_json::Number>| number.and_then(|n| n.as_u64()).unwrap_or(0);
+        let prompt = self.prompt_tokens?;
         Some(Usage {
-            prompt_tokens: count("/prompt_tokens"),
-            completion_tokens: count("/completion_tokens"),
-            cached_tokens: count("/prompt_tokens_details/cached_tokens"),
-            cache_creation_tokens: count("/cache_creation_input_tokens"),
-            reasoning_tokens: count("/completion_tokens_details/reasoning_tokens"),
+            prompt_tokens: count(Some(prompt)),
+            completion_tokens: count(self.completion_tokens),
+            cached_tokens: count(self.prompt_tokens_details.and_then(|details| details.cached_tokens)),
+            cache_creation_tokens: count(self.cache_creation_input_tokens),
+            reasoning_tokens: count(
+                self.completion_tokens_details.and_then(|details| details.reasoning_tokens),
+            ),
         })
     }
 }
@@ -159,5 +190,16 @@ mod tests {
         .unwrap();
         assert_eq!((usage.cached_tokens, usage.reasoning_tokens, usage.total_tokens()), (4, 2, 15));
         assert!(Usage::from_json(&serde_json::json!(null)).is_none());
+        let bytes = br#"{"prompt_tokens": 10, "completion_tokens": 5.5, "prompt_tokens_details": null,
+            "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0},
+            "cache_creation_input_tokens": 3, "server_tool_use": {"web_search_requests": 1}}"#;
+        let from_bytes = Usage::from_slice(bytes).unwrap();
+        assert_eq!(
+            (from_bytes.prompt_tokens, from_bytes.completion_tokens, from_bytes.reasoning_tokens),
+            (10, 0, 2),
+            "unknown fields are skipped; a fractional count counts 0"
+        );
+        assert_eq!((from_bytes.cached_tokens, from_bytes.cache_creation_tokens), (0, 3));
+        assert!(Usage::from_slice(br#"{"completion_tokens": 5}"#).is_none(), "no prompt_tokens, no usage");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tollgate_domain::Deployment;
 use tollgate_domain::json::top_level_value_span;
 use tollgate_domain::pricing::{Pricing, Usage};
-use tollgate_storage::SpendLogRow;
+use tollgate_storage::{SpendLogError, SpendLogRow};
 
 use crate::App;
 use crate::tenancy::{Access, Principal, Tenancy};
@@ -65,18 +65,14 @@ impl Meter {
         meter.tag(tags);
         let Some(tenancy) = &meter.tenancy else { return };
         if let Some(mut row) = meter.row.take() {
-            row.status = "failure".to_owned();
+            row.status = "failure";
             row.end_time = chrono::Utc::now().naive_utc();
-            let mut metadata = meter.metadata(&Usage::default());
-            metadata.insert(
-                "error_information".to_owned(),
-                serde_json::json!({
-                    "error_code": error.status().to_string(),
-                    "error_class": format!("{:?}", error.kind),
-                    "error_message": error.message,
-                }),
-            );
-            row.metadata = serde_json::Value::Object(metadata).to_string();
+            row.tags = meter.tags.iter().map(|tag| Arc::from(tag.as_str())).collect();
+            row.error = Some(SpendLogError {
+                error_code: error.status().to_string(),
+                error_class: format!("{:?}", error.kind),
+                error_message: error.message.clone(),
+            });
             tenancy.spend_log.push(row);
         }
     }
@@ -97,31 +93,37 @@ impl Meter {
             let start = chrono::Utc::now().naive_utc()
                 - chrono::Duration::from_std(request.started.elapsed()).unwrap_or_default();
             let key = principal.as_ref().map(|p| &p.key);
+            let shared = |text: &str| Arc::<str>::from(text);
             SpendLogRow {
-                request_id: request.call_id.to_owned(),
-                call_type: request.call_type.to_owned(),
+                request_id: shared(request.call_id),
+                call_type: request.call_type,
                 api_key: key
-                    .map(|k| k.token.clone())
-                    .or_else(|| tenancy.master_hash.clone())
-                    .unwrap_or_default(),
+                    .map(|k| shared(&k.token))
+                    .or_else(|| tenancy.master_hash.as_deref().map(shared))
+                    .unwrap_or_else(|| shared("")),
                 spend: 0.0,
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 start_time: start,
                 end_time: start,
-                model: deployment.map(|d| d.upstream_model.clone()).unwrap_or_default(),
-                model_group: model.to_owned(),
-                model_id: deployment.map(|d| d.id.clone()).unwrap_or_default(),
-                custom_llm_provider: deployment.map(|d| d.provider_prefix().to_owned()).unwrap_or_default(),
-                api_base: deployment.and_then(|d| d.api_base.clone()).unwrap_or_default(),
-                end_user: end_user.map(str::to_owned),
-                team_id: key.and_then(|k| k.team_id.clone()),
+                model: shared(deployment.map_or("", |d| &d.upstream_model)),
+                model_group: shared(model),
+                model_id: shared(deployment.map_or("", |d| &d.id)),
+                custom_llm_provider: shared(deployment.map_or("", |d| d.provider_prefix())),
+                api_base: shared(deployment.and_then(|d| d.api_base.as_deref()).unwrap_or("")),
+                end_user: end_user.map(shared),
+                team_id: key.and_then(|k| k.team_id.as_deref()).map(shared),
                 organization_id: principal
                     .as_ref()
-                    .and_then(|p| p.organization.as_ref().map(|(o, _)| o.organization_id.clone())),
+                    .and_then(|p| p.organization.as_ref().map(|(o, _)| shared(&o.organization_id))),
+                key_alias: key.and_then(|k| k.key_alias.as_deref()).map(shared),
+                user_id: key.and_then(|k| k.user_id.as_deref()).map(shared),
                 // Completed with tags and usage when the usage arrives.
-                metadata: String::new(),
-                status: "success".to_owned(),
+                tags: Vec::new(),
+                cache_read_input_tokens: 0,
+                cache_creation_input_tokens: 0,
+                error: None,
+                status: "success",
                 cache_hit: false,
             }
         });
@@ -146,29 +148,6 @@ impl Meter {
                 self.tags.push(tag);
             }
         }
-    }
-
-    /// The row's `metadata`: who called (LiteLLM's `user_api_key_*`), the tags, and the cache
-    /// tokens of `usage` (as LiteLLM's `usage_object`).
-    fn metadata(&self, usage: &Usage) -> serde_json::Map<String, serde_json::Value> {
-        let key = self.principal.as_ref().map(|p| &p.key);
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("user_api_key_alias".into(), key.and_then(|k| k.key_alias.clone()).into());
-        metadata.insert("user_api_key_user_id".into(), key.and_then(|k| k.user_id.clone()).into());
-        metadata.insert("user_api_key_team_id".into(), key.and_then(|k| k.team_id.clone()).into());
-        if !self.tags.is_empty() {
-            metadata.insert("tags".into(), self.tags.clone().into());
-        }
-        if usage.cached_tokens > 0 || usage.cache_creation_tokens > 0 {
-            metadata.insert(
-                "usage_object".into(),
-                serde_json::json!({
-                    "cache_read_input_tokens": usage.cached_tokens,
-                    "cache_creation_input_tokens": usage.cache_creation_tokens,
-                }),
-            );
-        }
-        metadata
     }
 
     /// A meter for an answer from the response cache: it costs 0 and uses no tokens of any
@@ -197,13 +176,10 @@ impl Meter {
         if let Some(metrics) = self.unpriced.as_ref().filter(|_| !self.cached) {
             metrics.record_unpriced(&self.model);
         }
-        if self.row.is_some() {
-            let metadata = serde_json::Value::Object(self.metadata(usage)).to_string();
-            if let Some(row) = &mut self.row {
-                row.metadata = metadata;
-            }
-        }
         if let Some(mut row) = self.row.take() {
+            row.tags = self.tags.iter().map(|tag| Arc::from(tag.as_str())).collect();
+            row.cache_read_input_tokens = i64::try_from(usage.cached_tokens).unwrap_or(i64::MAX);
+            row.cache_creation_input_tokens = i64::try_from(usage.cache_creation_tokens).unwrap_or(i64::MAX);
             row.spend = cost;
             row.prompt_tokens = i32::try_from(usage.prompt_tokens).unwrap_or(i32::MAX);
             row.completion_tokens = i32::try_from(usage.completion_tokens).unwrap_or(i32::MAX);
@@ -266,8 +242,7 @@ pub(crate) fn usage_in(json: &[u8]) -> Option<Usage> {
     if json[span.start] != b'{' {
         return None;
     }
-    let value: serde_json::Value = serde_json::from_slice(&json[span]).ok()?;
-    Usage::from_json(&value)
+    Usage::from_slice(&json[span])
 }
 
 /// Whether a chunk carries no choices (the usage-only chunk OpenAI ends a stream with).
