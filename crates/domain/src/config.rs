@@ -833,8 +833,22 @@ impl Reader<'_> {
                     )
                 });
         };
+        self.host_redis_url(params, path, "", host)
+    }
+
+    /// `redis://` (or `rediss://`) for `host`, with `{prefix}port`, `{prefix}username`,
+    /// `{prefix}password` and `{prefix}ssl` read from `params`, each falling back to
+    /// `REDIS_PORT`, `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_SSL`; credentials
+    /// percent-encoded.
+    fn host_redis_url(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        prefix: &str,
+        host: String,
+    ) -> Result<Secret, ConfigError> {
         let field = |key: &str, env: &str| -> Result<Option<String>, ConfigError> {
-            Ok(match self.string(params, key, path)? {
+            Ok(match self.string(params, &format!("{prefix}{key}"), path)? {
                 Some(value) => Some(value),
                 None => self.env.var(env),
             }
@@ -842,14 +856,14 @@ impl Reader<'_> {
         };
         let port = field("port", "REDIS_PORT")?.unwrap_or_else(|| "6379".to_owned());
         if port.parse::<u16>().is_err() {
-            return Err(invalid(&format!("{path}.port"), format!("'{port}' is not a port number")));
+            return Err(invalid(&format!("{path}.{prefix}port"), format!("'{port}' is not a port number")));
         }
         let ssl = match field("ssl", "REDIS_SSL")? {
             None => false,
             Some(flag) => match flag.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
-                _ => return Err(invalid(&format!("{path}.ssl"), "must be true or false")),
+                _ => return Err(invalid(&format!("{path}.{prefix}ssl"), "must be true or false")),
             },
         };
         let credentials = match (field("username", "REDIS_USERNAME")?, field("password", "REDIS_PASSWORD")?) {
@@ -983,20 +997,14 @@ impl Reader<'_> {
                 return Ok(Some(url));
             }
         }
-        let (host, port, password) = match self.string(router_settings, "redis_host", path)? {
-            Some(host) => (
-                host,
-                self.string(router_settings, "redis_port", path)?,
-                self.string(router_settings, "redis_password", path)?,
-            ),
-            None => match self.env.var("REDIS_HOST").filter(|host| !host.is_empty()) {
-                Some(host) => (host, self.env.var("REDIS_PORT"), self.env.var("REDIS_PASSWORD")),
-                None => return Ok(None),
-            },
-        };
-        let port = port.filter(|p| !p.is_empty()).unwrap_or_else(|| "6379".to_owned());
-        let credentials = password.filter(|p| !p.is_empty()).map(|p| format!(":{p}@")).unwrap_or_default();
-        Ok(Some(Secret::new(format!("redis://{credentials}{host}:{port}"))))
+        let host = self
+            .string(router_settings, "redis_host", path)?
+            .or_else(|| self.env.var("REDIS_HOST"))
+            .filter(|host| !host.is_empty());
+        match host {
+            Some(host) => self.host_redis_url(router_settings, path, "redis_", host).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The deployment's prices: the table's entry for its model (or `model_info.base_model`,
@@ -1507,6 +1515,26 @@ litellm_settings:
             error_of("litellm_settings: {cache: true, cache_params: {cache_scope: user}}")
                 .contains("cache_scope")
         );
+    }
+
+    #[test]
+    fn router_redis_from_host_settings_encodes_credentials_and_honours_ssl() {
+        let settings = GatewayConfig::from_yaml(
+            "router_settings: {redis_host: r.svc, redis_port: 6380, redis_password: 'p@ss:w/rd'}",
+            &env(&[("REDIS_USERNAME", "gw user"), ("REDIS_SSL", "true")]),
+        )
+        .unwrap();
+        assert_eq!(settings.redis_url.unwrap().expose(), "rediss://gw%20user:p%40ss%3Aw%2Frd@r.svc:6380");
+        let from_env = GatewayConfig::from_yaml(
+            "model_list: []",
+            &env(&[("REDIS_HOST", "r"), ("REDIS_PASSWORD", "a#b")]),
+        )
+        .unwrap();
+        assert_eq!(from_env.redis_url.unwrap().expose(), "redis://:a%23b@r:6379");
+        let bad_port =
+            GatewayConfig::from_yaml("router_settings: {redis_host: r, redis_port: http}", &env(&[]))
+                .unwrap_err();
+        assert!(bad_port.to_string().contains("router_settings.redis_port"), "{bad_port}");
     }
 
     #[test]
