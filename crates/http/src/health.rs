@@ -19,10 +19,25 @@ pub fn liveliness() -> Response<ResponseBody> {
     json_response(StatusCode::OK, Bytes::from_static(b"\"I'm alive!\""))
 }
 
-pub fn readiness(app: &App) -> Response<ResponseBody> {
+/// The longest readiness waits on the database before calling it unreachable.
+const DATABASE_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ready whatever the database and Redis do: requests are served from the key cache and
+/// spend is buffered while either is away, so taking every replica out of its Service
+/// during a database outage would turn a degraded gateway into a dead one. The body says
+/// what is connected (LiteLLM's `db` field), for dashboards and people.
+pub async fn readiness(app: &App) -> Response<ResponseBody> {
+    let db = match &app.tenancy {
+        None => "Not connected".to_owned(),
+        Some(tenancy) => match tokio::time::timeout(DATABASE_PING_TIMEOUT, tenancy.store.ping()).await {
+            Ok(Ok(())) => "connected".to_owned(),
+            Ok(Err(error)) => format!("unreachable: {error}"),
+            Err(_) => format!("unreachable: no answer within {DATABASE_PING_TIMEOUT:?}"),
+        },
+    };
     let mut body = json!({
         "status": "healthy",
-        "db": "Not connected",
+        "db": db,
         "cache": null,
         "litellm_version": VERSION,
         "success_callbacks": [],

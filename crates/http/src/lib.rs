@@ -281,7 +281,7 @@ impl App {
             Route::ModelInfo => models::info(self, request.uri().query()),
             Route::ModelGroupInfo => models::group_info(self, request.uri().query()),
             Route::Liveliness => health::liveliness(),
-            Route::Readiness => health::readiness(self),
+            Route::Readiness => health::readiness(self).await,
             Route::Health => health::check_all(self).await,
             Route::CachePing => cache::ping(self, &access).await,
             Route::CacheFlushAll => cache::flushall(self, &access).await,

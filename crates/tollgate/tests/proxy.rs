@@ -168,6 +168,7 @@ async fn auth_is_required_except_for_probes() {
     assert_eq!(live.status, 200);
     let ready = send(get(&gateway.url("/health/readiness"), None)).await;
     assert_eq!(ready.json()["status"], "healthy");
+    assert_eq!(ready.json()["db"], "connected", "a master key brings a database");
 }
 
 #[tokio::test]
