@@ -3,11 +3,13 @@
 //!
 //! The first migration creates LiteLLM's core tables with LiteLLM's names, columns and
 //! types (`shared/reference/litellm/schema.prisma`), so a database written by either proxy
-//! can be read by the other. The second adds LiteLLM's daily spend roll-ups. Tables that
+//! can be read by the other. The second adds LiteLLM's daily spend roll-ups; the third drops,
+//! on SQLite only, spend-log indexes nothing reads there. Tables that
 //! already exist are left as they are. Migrations are forward-only: `down` is refused.
 
 mod m20261122_000001_litellm_core_tables;
 mod m20261122_000002_daily_spend;
+mod m20261122_000003_sqlite_spend_log_indexes;
 mod schema;
 
 use sea_orm_migration::prelude::*;
@@ -22,6 +24,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_litellm_core_tables::Migration),
             Box::new(m20261122_000002_daily_spend::Migration),
+            Box::new(m20261122_000003_sqlite_spend_log_indexes::Migration),
         ]
     }
 

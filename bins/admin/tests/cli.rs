@@ -174,7 +174,7 @@ async fn migrate_applies_once_and_fails_cleanly() {
     let db_path = temp_db("migrate");
     let url = format!("sqlite://{}?mode=rwc", db_path.display());
     let first = ok(&run(vec!["migrate".into(), "--database-url".into(), url.clone()]).await, "migrate");
-    assert_eq!(first.trim(), "migrations applied: 2");
+    assert_eq!(first.trim(), "migrations applied: 3");
     let second = ok(&run(vec!["migrate".into(), "--database-url".into(), url]).await, "migrate again");
     assert_eq!(second.trim(), "migrations applied: 0");
 

@@ -15,10 +15,12 @@ pub mod redis_limits;
 mod reports;
 mod rollup;
 pub mod shared_spend;
+mod spend_logs;
 
 pub use connect::redact;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SimpleExpr, Value};
@@ -29,7 +31,7 @@ use tokio::sync::oneshot;
 pub use cell::{Cell, Json, TextList};
 pub use records::{
     BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord,
-    SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
+    SpendLogError, SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
 };
 pub use reports::{DailySpendFilter, DailySpendGroup, Dimension, SpendLogQuery};
 pub use rollup::RollupTable;
@@ -153,9 +155,41 @@ impl Store {
     }
 
     /// Applies pending migrations; returns how many ran.
+    ///
+    /// A database a newer build already migrated (a rollback, or an older replica during a
+    /// rolling upgrade) is left alone when it holds every migration this build knows: the
+    /// newer migrations only add, so this build works on it. Missing one of this build's
+    /// migrations besides holding unknown ones is an error: the two histories differ.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         use tollgate_migrations::{Migrator, MigratorTrait};
         self.run(|db| async move {
+            let known: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+            let applied: Vec<String> = match db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT version FROM tollgate_migrations",
+                ))
+                .await
+            {
+                Ok(rows) => rows.iter().filter_map(|row| row.try_get::<String>("", "version").ok()).collect(),
+                // No bookkeeping table yet: a fresh database.
+                Err(_) => Vec::new(),
+            };
+            let unknown: Vec<&String> = applied.iter().filter(|version| !known.contains(version)).collect();
+            if !unknown.is_empty() {
+                let missing: Vec<&String> = known.iter().filter(|version| !applied.contains(version)).collect();
+                if !missing.is_empty() {
+                    return Err(DbErr::Custom(format!(
+                        "the database's migrations differ from this build's: it has {unknown:?}, which this build \
+                         lacks, and lacks {missing:?}"
+                    )));
+                }
+                tracing::warn!(
+                    newer = ?unknown,
+                    "the database was migrated by a newer Tollgate; nothing to do (migrations only add)"
+                );
+                return Ok(0);
+            }
             let pending = Migrator::get_pending_migrations(&db).await?.len();
             Migrator::up(&db, None).await?;
             Ok(pending)
@@ -324,49 +358,17 @@ impl Store {
         self.execute(&update).await.map(drop)
     }
 
-    /// Writes spend log rows and their daily roll-ups in one transaction (all or none), 500
-    /// rows per statement. A row already written (a batch retried after an unanswered
-    /// commit) is skipped, and only the rows this call inserted are added to the roll-ups,
-    /// so a retry never counts a request twice.
-    pub async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError> {
+    /// Writes spend log rows and their daily roll-ups in one transaction (all or none). A
+    /// row already written (a batch retried after an unanswered commit) is skipped, and only
+    /// the rows this call inserted are added to the roll-ups, so a retry never counts a
+    /// request twice.
+    pub async fn insert_spend_logs(&self, rows: impl Into<Arc<[SpendLogRow]>>) -> Result<(), StoreError> {
+        let rows = rows.into();
         if rows.is_empty() {
             return Ok(());
         }
-        let backend = self.backend();
-        let metadata: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| serde_json::from_str(&row.metadata).unwrap_or(serde_json::Value::Null))
-            .collect();
-        let requests: Vec<rollup::LoggedRequest> = rows
-            .iter()
-            .zip(&metadata)
-            .map(|(row, metadata)| rollup::LoggedRequest::new(row, metadata))
-            .collect();
-        let inserts = rows
-            .chunks(500)
-            .zip(metadata.chunks(500))
-            .map(|(chunk, metadata)| {
-                spend_log_insert(chunk, metadata, backend).map(|insert| backend.build(&insert))
-            })
-            .collect::<Result<Vec<_>, DbErr>>()?;
         let now = chrono::Utc::now().naive_utc();
-        self.run(move |db| async move {
-            use sea_orm::TransactionTrait;
-            let transaction = db.begin().await?;
-            let mut inserted = std::collections::HashSet::new();
-            for statement in inserts {
-                for row in transaction.query_all_raw(statement).await? {
-                    inserted.insert(row.try_get::<String>("", "request_id")?);
-                }
-            }
-            // `remove`: a request id twice in one batch was inserted (and is counted) once.
-            let fresh = requests.iter().filter(|request| inserted.remove(&request.request_id));
-            for upsert in rollup::upserts(&rollup::sums(fresh), backend, now)? {
-                transaction.execute_raw(backend.build(&upsert)).await?;
-            }
-            transaction.commit().await
-        })
-        .await
+        self.run(move |db| async move { spend_logs::insert(&db, &rows, now).await }).await
     }
 
     /// Deletes `LiteLLM_SpendLogs` rows that started before `cutoff`, at most
@@ -452,81 +454,4 @@ impl Store {
         delete.and_where(Expr::col(Alias::new("team_id")).eq(team_id));
         self.execute(&delete).await
     }
-}
-
-/// One multi-row INSERT of spend log rows, answering the ids it inserted; a row already
-/// written (a retried batch) is skipped. `metadata` is each row's metadata, parsed.
-fn spend_log_insert(
-    rows: &[SpendLogRow],
-    metadata: &[serde_json::Value],
-    backend: DbBackend,
-) -> Result<sea_orm::sea_query::InsertStatement, DbErr> {
-    let mut insert = Query::insert();
-    insert.into_table(Alias::new("LiteLLM_SpendLogs")).columns(
-        [
-            "request_id",
-            "call_type",
-            "api_key",
-            "spend",
-            "total_tokens",
-            "prompt_tokens",
-            "completion_tokens",
-            "startTime",
-            "endTime",
-            "request_duration_ms",
-            "model",
-            "model_id",
-            "model_group",
-            "custom_llm_provider",
-            "api_base",
-            "user",
-            "end_user",
-            "team_id",
-            "organization_id",
-            "metadata",
-            "cache_hit",
-            "request_tags",
-            "status",
-        ]
-        .map(Alias::new),
-    );
-    for (row, metadata) in rows.iter().zip(metadata) {
-        let duration = (row.end_time - row.start_time).num_milliseconds();
-        let cells = [
-            Cell::text(&row.request_id),
-            Cell::text(&row.call_type),
-            Cell::text(&row.api_key),
-            Cell::Float(Some(row.spend)),
-            Cell::Int(Some(row.prompt_tokens.saturating_add(row.completion_tokens))),
-            Cell::Int(Some(row.prompt_tokens)),
-            Cell::Int(Some(row.completion_tokens)),
-            Cell::Time(Some(row.start_time)),
-            Cell::Time(Some(row.end_time)),
-            Cell::Int(Some(i32::try_from(duration).unwrap_or(i32::MAX))),
-            Cell::text(&row.model),
-            Cell::text(&row.model_id),
-            Cell::text(&row.model_group),
-            Cell::text(&row.custom_llm_provider),
-            Cell::text(&row.api_base),
-            // LiteLLM's `user` is the key's user (`/spend/logs?user_id=` reads it); the
-            // request's `user` field is the end user.
-            Cell::text(rollup::key_user(metadata)),
-            Cell::Text(row.end_user.clone()),
-            Cell::Text(row.team_id.clone()),
-            Cell::Text(row.organization_id.clone()),
-            Cell::Json(metadata.clone()),
-            Cell::text(if row.cache_hit { "True" } else { "False" }),
-            Cell::Json(rollup::tags(metadata).into()),
-            Cell::text(&row.status),
-        ];
-        insert
-            .values(cells.into_iter().map(|cell| cell.into_expr(backend)))
-            .map_err(|error| DbErr::Custom(error.to_string()))?;
-    }
-    // A retried batch may hold rows an earlier, unanswered attempt did write.
-    insert.on_conflict(
-        sea_orm::sea_query::OnConflict::column(Alias::new("request_id")).do_nothing().to_owned(),
-    );
-    insert.returning_col(Alias::new("request_id"));
-    Ok(insert)
 }

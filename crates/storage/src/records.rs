@@ -2,6 +2,8 @@
 //! named; the rest of each row is left untouched. Serialized, they are the management
 //! API's answers, with times in RFC 3339 UTC.
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 use sea_orm::FromQueryResult;
 use serde::{Serialize, Serializer};
@@ -194,34 +196,56 @@ pub struct MembershipRecord {
     pub budget_id: Option<String>,
 }
 
-/// One row of `LiteLLM_SpendLogs`, as the gateway writes it.
-#[derive(Clone, Debug, PartialEq)]
+/// One row of `LiteLLM_SpendLogs`, as the gateway writes it. Text is shared (`Arc<str>`)
+/// so the writer binds it without copying, and a failed batch is kept for the next pass
+/// without copying either; the `metadata` and `request_tags` JSON is written by the writer
+/// from the fields below it.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SpendLogRow {
-    pub request_id: String,
+    pub request_id: Arc<str>,
     /// LiteLLM's call type: `acompletion`, `atext_completion`, `aembedding`, `anthropic_messages`.
-    pub call_type: String,
+    pub call_type: &'static str,
     /// The SHA-256 of the key that paid (the master key's, for the master key).
-    pub api_key: String,
+    pub api_key: Arc<str>,
     pub spend: f64,
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
     pub start_time: NaiveDateTime,
     pub end_time: NaiveDateTime,
     /// The upstream model (`gpt-4o-2024-08-06`), the group (`gpt-4o`) and the deployment id.
-    pub model: String,
-    pub model_group: String,
-    pub model_id: String,
-    pub custom_llm_provider: String,
-    pub api_base: String,
+    pub model: Arc<str>,
+    pub model_group: Arc<str>,
+    pub model_id: Arc<str>,
+    pub custom_llm_provider: Arc<str>,
+    pub api_base: Arc<str>,
     /// The request's `user` (end user), also written to `end_user`.
-    pub end_user: Option<String>,
-    pub team_id: Option<String>,
-    pub organization_id: Option<String>,
-    /// The `metadata` column's JSON, already serialized.
-    pub metadata: String,
-    pub status: String,
+    pub end_user: Option<Arc<str>>,
+    pub team_id: Option<Arc<str>>,
+    pub organization_id: Option<Arc<str>>,
+    /// The key's alias and user (`metadata.user_api_key_alias` / `_user_id`; the user is
+    /// also LiteLLM's `user` column).
+    pub key_alias: Option<Arc<str>>,
+    pub user_id: Option<Arc<str>>,
+    /// The request's tags and its key's and team's, each once (`request_tags`, `metadata.tags`).
+    pub tags: Vec<Arc<str>>,
+    /// Prompt tokens read from and written to the provider's prompt cache
+    /// (`metadata.usage_object`).
+    pub cache_read_input_tokens: i64,
+    pub cache_creation_input_tokens: i64,
+    /// Why the request failed (`metadata.error_information`), for a `failure` row.
+    pub error: Option<SpendLogError>,
+    /// `success` or `failure`.
+    pub status: &'static str,
     /// Answered from the response cache (written as LiteLLM's `"True"` / `"False"`).
     pub cache_hit: bool,
+}
+
+/// LiteLLM's `error_information` of a failed request's spend log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpendLogError {
+    pub error_code: String,
+    pub error_class: String,
+    pub error_message: String,
 }
 
 /// A `LiteLLM_SpendLogs` row as read back (the columns Tollgate writes).

@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDateTime;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, InsertStatement, OnConflict, Query};
-use sea_orm::{DbBackend, DbErr};
-use serde_json::Value;
+use chrono::{NaiveDate, NaiveDateTime};
+use sea_orm::DbBackend;
 
-use crate::{Cell, SpendLogRow};
+use crate::SpendLogRow;
+use crate::spend_logs::{Bound, Statement, in_statement_sizes};
 
-/// Roll-up rows per statement: 18 values each stays far below both backends' bind limits.
-const ROWS_PER_STATEMENT: usize = 500;
+/// Roll-up rows per statement: 20 values each stays far below both backends' bind limits.
+const ROWS_PER_STATEMENT: usize = 512;
 
 /// The five daily roll-ups, by what they are per.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,93 +55,22 @@ impl RollupTable {
     }
 }
 
-/// What the roll-ups need from one spend-log row, owned so the write can run on the
-/// database's runtime.
-#[derive(Clone, Debug)]
-pub(crate) struct LoggedRequest {
-    pub request_id: String,
-    pub date: String,
-    pub api_key: String,
-    pub model: String,
-    pub model_group: String,
-    pub provider: String,
-    /// The key's user (`user_api_key_user_id`), `""` when the key has none: LiteLLM's user
-    /// roll-up keeps such requests under the empty user, which makes it the one table that
-    /// holds every request (the global reports read it).
-    pub user_id: String,
-    pub team_id: Option<String>,
-    pub organization_id: Option<String>,
-    pub end_user: Option<String>,
-    pub tags: Vec<String>,
-    pub spend: f64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cache_read_input_tokens: i64,
-    pub cache_creation_input_tokens: i64,
-    pub succeeded: bool,
-}
-
-impl LoggedRequest {
-    /// `metadata` is the row's metadata already parsed (the insert parses it once for both).
-    pub fn new(row: &SpendLogRow, metadata: &Value) -> Self {
-        let usage = metadata.get("usage_object");
-        let usage_count = |name: &str| usage.and_then(|u| u.get(name)).and_then(Value::as_i64).unwrap_or(0);
-        Self {
-            request_id: row.request_id.clone(),
-            date: row.start_time.format("%Y-%m-%d").to_string(),
-            api_key: row.api_key.clone(),
-            model: row.model.clone(),
-            model_group: row.model_group.clone(),
-            provider: row.custom_llm_provider.clone(),
-            user_id: key_user(metadata).to_owned(),
-            team_id: row.team_id.clone().filter(|id| !id.is_empty()),
-            organization_id: row.organization_id.clone().filter(|id| !id.is_empty()),
-            end_user: row.end_user.clone().filter(|id| !id.is_empty()),
-            tags: tags(metadata),
-            spend: row.spend,
-            prompt_tokens: i64::from(row.prompt_tokens),
-            completion_tokens: i64::from(row.completion_tokens),
-            cache_read_input_tokens: usage_count("cache_read_input_tokens"),
-            cache_creation_input_tokens: usage_count("cache_creation_input_tokens"),
-            succeeded: row.status == "success",
-        }
-    }
-}
-
-/// The key's user, as LiteLLM writes it to the spend log's `user` column.
-pub(crate) fn key_user(metadata: &Value) -> &str {
-    metadata.get("user_api_key_user_id").and_then(Value::as_str).unwrap_or("")
-}
-
-/// The request's tags (`metadata.tags`), as LiteLLM writes them to `request_tags`.
-/// A tag named twice counts once.
-pub(crate) fn tags(metadata: &Value) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    for tag in metadata.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
-    {
-        if !tags.iter().any(|seen| seen == tag) {
-            tags.push(tag.to_owned());
-        }
-    }
-    tags
-}
-
-/// One roll-up row's identity; ordered so every replica touches rows in the same order
-/// (fewer deadlocks between concurrent writers).
+/// One roll-up row's identity, borrowed from the batch's rows; ordered so every replica
+/// touches rows in the same order (fewer deadlocks between concurrent writers).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct RollupKey {
+pub(crate) struct RollupKey<'a> {
     pub table: RollupTable,
-    pub entity: String,
-    pub date: String,
-    pub api_key: String,
-    pub model: String,
-    pub provider: String,
+    pub entity: &'a str,
+    pub date: NaiveDate,
+    pub api_key: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
 }
 
 /// What a batch adds to one roll-up row.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct RollupSums {
-    pub model_group: String,
+pub(crate) struct RollupSums<'a> {
+    pub model_group: &'a str,
     pub spend: f64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -152,52 +80,55 @@ pub(crate) struct RollupSums {
     pub successful_requests: i64,
     pub failed_requests: i64,
     /// The last request counted (the tag roll-up's `request_id`, as LiteLLM keeps it).
-    pub request_id: String,
+    pub request_id: &'a str,
 }
 
-impl RollupSums {
-    fn add(&mut self, request: &LoggedRequest) {
-        self.model_group.clone_from(&request.model_group);
-        self.spend += request.spend;
-        self.prompt_tokens += request.prompt_tokens;
-        self.completion_tokens += request.completion_tokens;
-        self.cache_read_input_tokens += request.cache_read_input_tokens;
-        self.cache_creation_input_tokens += request.cache_creation_input_tokens;
+impl<'a> RollupSums<'a> {
+    fn add(&mut self, row: &'a SpendLogRow) {
+        self.model_group = &row.model_group;
+        self.spend += row.spend;
+        self.prompt_tokens += i64::from(row.prompt_tokens);
+        self.completion_tokens += i64::from(row.completion_tokens);
+        self.cache_read_input_tokens += row.cache_read_input_tokens;
+        self.cache_creation_input_tokens += row.cache_creation_input_tokens;
         self.api_requests += 1;
-        if request.succeeded {
+        if row.status == "success" {
             self.successful_requests += 1;
         } else {
             self.failed_requests += 1;
         }
-        self.request_id.clone_from(&request.request_id);
+        self.request_id = &row.request_id;
     }
 }
 
-/// Sums `requests` per roll-up row: every request into the user roll-up, into the team,
-/// organization and end-user roll-ups when it has one, and into the tag roll-up once per tag.
+/// Sums `rows` per roll-up row: every request into the user roll-up (a key without a user
+/// under the empty user, as LiteLLM keeps it, which makes that the one table holding every
+/// request: the global reports read it), into the team, organization and end-user
+/// roll-ups when it has one, and into the tag roll-up once per tag.
 pub(crate) fn sums<'a>(
-    requests: impl IntoIterator<Item = &'a LoggedRequest>,
-) -> BTreeMap<RollupKey, RollupSums> {
-    let mut sums: BTreeMap<RollupKey, RollupSums> = BTreeMap::new();
-    for request in requests {
-        let entities = std::iter::once((RollupTable::Users, Some(request.user_id.as_str())))
+    rows: impl IntoIterator<Item = &'a SpendLogRow>,
+) -> BTreeMap<RollupKey<'a>, RollupSums<'a>> {
+    let mut sums: BTreeMap<RollupKey<'a>, RollupSums<'a>> = BTreeMap::new();
+    for row in rows {
+        let present = |id: &'a Option<std::sync::Arc<str>>| id.as_deref().filter(|id| !id.is_empty());
+        let entities = std::iter::once((RollupTable::Users, Some(row.user_id.as_deref().unwrap_or(""))))
             .chain([
-                (RollupTable::Teams, request.team_id.as_deref()),
-                (RollupTable::Organizations, request.organization_id.as_deref()),
-                (RollupTable::EndUsers, request.end_user.as_deref()),
+                (RollupTable::Teams, present(&row.team_id)),
+                (RollupTable::Organizations, present(&row.organization_id)),
+                (RollupTable::EndUsers, present(&row.end_user)),
             ])
-            .chain(request.tags.iter().map(|tag| (RollupTable::Tags, Some(tag.as_str()))));
+            .chain(row.tags.iter().map(|tag| (RollupTable::Tags, Some(&**tag))));
         for (table, entity) in entities {
             let Some(entity) = entity else { continue };
             let key = RollupKey {
                 table,
-                entity: entity.to_owned(),
-                date: request.date.clone(),
-                api_key: request.api_key.clone(),
-                model: request.model.clone(),
-                provider: request.provider.clone(),
+                entity,
+                date: row.start_time.date(),
+                api_key: &row.api_key,
+                model: &row.model,
+                provider: &row.custom_llm_provider,
             };
-            sums.entry(key).or_default().add(request);
+            sums.entry(key).or_default().add(row);
         }
     }
     sums
@@ -221,19 +152,19 @@ const COUNTERS: [&str; 9] = [
 /// unique key are written as `''`, as LiteLLM writes them when absent: a NULL would never
 /// conflict, and every batch would add a row instead of adding to one.
 pub(crate) fn upserts(
-    sums: &BTreeMap<RollupKey, RollupSums>,
+    sums: &BTreeMap<RollupKey<'_>, RollupSums<'_>>,
     backend: DbBackend,
     now: NaiveDateTime,
-) -> Result<Vec<InsertStatement>, DbErr> {
+) -> Vec<Statement> {
     let mut statements = Vec::new();
     for table in RollupTable::ALL {
         let rows: Vec<(&RollupKey, &RollupSums)> =
             sums.iter().filter(|(key, _)| key.table == table).collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            statements.push(upsert(table, chunk, backend, now)?);
+        for chunk in in_statement_sizes(&rows, ROWS_PER_STATEMENT) {
+            statements.push(upsert(table, chunk, backend, now));
         }
     }
-    Ok(statements)
+    statements
 }
 
 fn upsert(
@@ -241,116 +172,126 @@ fn upsert(
     rows: &[(&RollupKey, &RollupSums)],
     backend: DbBackend,
     now: NaiveDateTime,
-) -> Result<InsertStatement, DbErr> {
+) -> Statement {
     let tags = table == RollupTable::Tags;
-    let mut columns = vec![
-        "id",
+    let key_columns = [
         table.entity_column(),
         "date",
         "api_key",
         "model",
-        "model_group",
         "custom_llm_provider",
         "mcp_namespaced_tool_name",
         "endpoint",
     ];
+    let mut columns: Vec<&str> = vec!["id"];
+    columns.extend(key_columns);
+    columns.push("model_group");
     columns.extend(COUNTERS);
     columns.push("created_at");
     if tags {
         columns.push("request_id");
     }
-    let mut insert = Query::insert();
-    insert.into_table(Alias::new(table.name())).columns(columns.iter().map(|column| Alias::new(*column)));
-    for (key, sums) in rows {
-        let mut cells = vec![
-            Cell::text(uuid::Uuid::new_v4().to_string()),
-            Cell::text(&key.entity),
-            Cell::text(&key.date),
-            Cell::text(&key.api_key),
-            Cell::text(&key.model),
-            Cell::text(&sums.model_group),
-            Cell::text(&key.provider),
-            Cell::text(""),
-            Cell::text(""),
-            Cell::BigInt(Some(sums.prompt_tokens)),
-            Cell::BigInt(Some(sums.completion_tokens)),
-            Cell::BigInt(Some(sums.cache_read_input_tokens)),
-            Cell::BigInt(Some(sums.cache_creation_input_tokens)),
-            Cell::Float(Some(sums.spend)),
-            Cell::BigInt(Some(sums.api_requests)),
-            Cell::BigInt(Some(sums.successful_requests)),
-            Cell::BigInt(Some(sums.failed_requests)),
-            Cell::Time(Some(now)),
-            Cell::Time(Some(now)),
+    let quoted =
+        |names: &[&str]| names.iter().map(|name| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
+    let mut statement =
+        Statement::new(backend, format!("INSERT INTO \"{}\" ({}) VALUES ", table.name(), quoted(&columns)));
+    for (index, (key, sums)) in rows.iter().enumerate() {
+        statement.sql.push_str(if index == 0 { "(" } else { ", (" });
+        let mut values = vec![
+            Bound::Owned(uuid::Uuid::new_v4().to_string()),
+            Bound::Owned(key.entity.to_owned()),
+            Bound::Owned(key.date.format("%Y-%m-%d").to_string()),
+            Bound::Owned(key.api_key.to_owned()),
+            Bound::Owned(key.model.to_owned()),
+            Bound::Owned(key.provider.to_owned()),
+            Bound::Static(""),
+            Bound::Static(""),
+            Bound::Owned(sums.model_group.to_owned()),
+            Bound::BigInt(sums.prompt_tokens),
+            Bound::BigInt(sums.completion_tokens),
+            Bound::BigInt(sums.cache_read_input_tokens),
+            Bound::BigInt(sums.cache_creation_input_tokens),
+            Bound::Float(sums.spend),
+            Bound::BigInt(sums.api_requests),
+            Bound::BigInt(sums.successful_requests),
+            Bound::BigInt(sums.failed_requests),
+            Bound::Time(now),
+            Bound::Time(now),
         ];
         if tags {
-            cells.push(Cell::text(&sums.request_id));
+            values.push(Bound::Owned(sums.request_id.to_owned()));
         }
-        insert
-            .values(cells.into_iter().map(|cell| cell.into_expr(backend)))
-            .map_err(|error| DbErr::Custom(error.to_string()))?;
+        for (position, value) in values.into_iter().enumerate() {
+            if position > 0 {
+                statement.sql.push_str(", ");
+            }
+            statement.bind(value, None);
+        }
+        statement.sql.push(')');
     }
-    let target = [
-        table.entity_column(),
-        "date",
-        "api_key",
-        "model",
-        "custom_llm_provider",
-        "mcp_namespaced_tool_name",
-        "endpoint",
-    ];
-    let mut on_conflict = OnConflict::columns(target.map(Alias::new));
-    for counter in COUNTERS {
-        let excluded = Expr::col((Alias::new("excluded"), Alias::new(counter)));
-        let value = if counter == "updated_at" {
-            excluded
-        } else {
-            Expr::col((Alias::new(table.name()), Alias::new(counter))).add(excluded)
-        };
-        on_conflict.value(Alias::new(counter), value);
-    }
-    if tags {
-        on_conflict
-            .value(Alias::new("request_id"), Expr::col((Alias::new("excluded"), Alias::new("request_id"))));
-    }
-    insert.on_conflict(on_conflict);
-    Ok(insert)
+    let counters: Vec<String> = COUNTERS
+        .iter()
+        .map(|counter| match *counter {
+            "updated_at" => format!("\"{counter}\" = excluded.\"{counter}\""),
+            _ => format!(
+                "\"{counter}\" = \"{table}\".\"{counter}\" + excluded.\"{counter}\"",
+                table = table.name()
+            ),
+        })
+        .chain(tags.then(|| "\"request_id\" = excluded.\"request_id\"".to_owned()))
+        .collect();
+    statement.sql.push_str(&format!(
+        " ON CONFLICT ({}) DO UPDATE SET {}",
+        quoted(&key_columns),
+        counters.join(", ")
+    ));
+    statement
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    fn request(id: &str, user: &str, team: Option<&str>, tags: &[&str], succeeded: bool) -> LoggedRequest {
-        LoggedRequest {
+    fn row(id: &str, user: &str, team: Option<&str>, tags: &[&str], succeeded: bool) -> SpendLogRow {
+        let start = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap().and_hms_opt(12, 0, 0).unwrap();
+        SpendLogRow {
             request_id: id.into(),
-            date: "2026-11-22".into(),
+            call_type: "acompletion",
             api_key: "hash".into(),
-            model: "gpt-4o".into(),
-            model_group: "gpt-4o".into(),
-            provider: "openai".into(),
-            user_id: user.into(),
-            team_id: team.map(str::to_owned),
-            organization_id: None,
-            end_user: None,
-            tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
             spend: 0.5,
             prompt_tokens: 10,
             completion_tokens: 5,
+            start_time: start,
+            end_time: start,
+            model: "gpt-4o".into(),
+            model_group: "gpt-4o".into(),
+            model_id: "".into(),
+            custom_llm_provider: "openai".into(),
+            api_base: "".into(),
+            end_user: None,
+            team_id: team.map(Arc::from),
+            organization_id: None,
+            key_alias: None,
+            user_id: (!user.is_empty()).then(|| Arc::from(user)),
+            tags: tags.iter().map(|tag| Arc::from(*tag)).collect(),
             cache_read_input_tokens: 0,
             cache_creation_input_tokens: 0,
-            succeeded,
+            error: None,
+            status: if succeeded { "success" } else { "failure" },
+            cache_hit: false,
         }
     }
 
     #[test]
     fn every_request_reaches_the_user_roll_up_and_only_its_own_entities() {
-        let requests = [
-            request("a", "", Some("t1"), &["x", "y"], true),
-            request("b", "", None, &["x"], false),
-            request("c", "u1", Some("t1"), &[], true),
+        let rows = [
+            row("a", "", Some("t1"), &["x", "y"], true),
+            row("b", "", None, &["x"], false),
+            row("c", "u1", Some("t1"), &[], true),
         ];
-        let sums = sums(&requests);
+        let sums = sums(&rows);
         let of = |table: RollupTable, entity: &str| {
             sums.iter()
                 .find(|(key, _)| key.table == table && key.entity == entity)
@@ -373,16 +314,22 @@ mod tests {
 
     #[test]
     fn upserts_add_to_the_existing_row() {
-        let sums = sums(&[request("a", "u1", None, &["x"], true)]);
-        let statements = upserts(&sums, DbBackend::Postgres, chrono::Utc::now().naive_utc()).unwrap();
+        let rows = [row("a", "u1", None, &["x"], true)];
+        let sums = sums(&rows);
+        let now = chrono::Utc::now().naive_utc();
+        let statements = upserts(&sums, DbBackend::Postgres, now);
         assert_eq!(statements.len(), 2, "the user roll-up and the tag roll-up");
-        let sql = DbBackend::Postgres.build(&statements[0]).sql;
+        let sql = &statements[0].sql;
         assert!(
             sql.contains(r#"ON CONFLICT ("user_id", "date", "api_key", "model", "custom_llm_provider", "mcp_namespaced_tool_name", "endpoint") DO UPDATE"#),
             "{sql}"
         );
-        assert!(sql.contains(r#""spend" = "LiteLLM_DailyUserSpend"."spend" + "excluded"."spend""#), "{sql}");
-        let tag_sql = DbBackend::Sqlite.build(&statements[1]).sql;
-        assert!(tag_sql.contains(r#""request_id" = "excluded"."request_id""#), "{tag_sql}");
+        assert!(sql.contains(r#""spend" = "LiteLLM_DailyUserSpend"."spend" + excluded."spend""#), "{sql}");
+        assert!(sql.contains("($1, $2, $3,"), "{sql}");
+        assert_eq!(statements[0].values.len(), 19);
+        let sqlite = upserts(&sums, DbBackend::Sqlite, now);
+        assert!(sqlite[1].sql.contains(r#""request_id" = excluded."request_id""#), "{}", sqlite[1].sql);
+        assert!(sqlite[1].sql.contains("(?, ?, ?,"), "{}", sqlite[1].sql);
+        assert_eq!(sqlite[1].values.len(), 20);
     }
 }

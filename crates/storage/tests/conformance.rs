@@ -64,8 +64,8 @@ async fn migrations_run_once_and_are_idempotent() {
     for store in stores("migrate").await {
         assert_eq!(
             store.migrate().await.unwrap(),
-            2,
-            "{:?}: the first run applies both migrations",
+            3,
+            "{:?}: the first run applies every migration",
             store.backend()
         );
         assert_eq!(
@@ -148,7 +148,11 @@ async fn reads_a_database_litellm_created() {
     let store = postgres_schema(&url, "litellm_fixture").await;
     assert_eq!(store.backend(), Backend::Postgres);
     store.execute_script(include_str!("fixtures/litellm_core_schema.sql")).await.expect("the fixture loads");
-    assert_eq!(store.migrate().await.unwrap(), 2);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        3,
+        "every migration runs (the third does nothing on PostgreSQL)"
+    );
 
     // SHA-256 of "sk-seed-0123456789", as LiteLLM stored it.
     let token = "cc6d746d5eac00365787fb26550b4df91cfec79729c680bed294b0fdd51dd67c";
@@ -208,8 +212,8 @@ async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
         let now = Utc::now().naive_utc();
         let rows: Vec<SpendLogRow> = (0..3)
             .map(|i| SpendLogRow {
-                request_id: format!("req-{i}"),
-                call_type: "acompletion".into(),
+                request_id: format!("req-{i}").into(),
+                call_type: "acompletion",
                 api_key: "hash".into(),
                 spend: 0.25,
                 prompt_tokens: 10,
@@ -221,16 +225,14 @@ async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
                 model_id: "dep-1".into(),
                 custom_llm_provider: "openai".into(),
                 api_base: "https://api.openai.com/v1".into(),
-                end_user: (i == 0).then(|| "cust".to_owned()),
-                team_id: None,
-                organization_id: None,
-                metadata: serde_json::json!({"user_api_key_alias": "a", "user_api_key_user_id": "u-1"})
-                    .to_string(),
-                status: "success".into(),
-                cache_hit: false,
+                end_user: (i == 0).then(|| "cust".into()),
+                key_alias: Some("a".into()),
+                user_id: Some("u-1".into()),
+                status: "success",
+                ..Default::default()
             })
             .collect();
-        store.insert_spend_logs(&rows).await.unwrap();
+        store.insert_spend_logs(&rows[..]).await.unwrap();
         store.insert_spend_logs(&rows[1..]).await.expect("a retried batch is not an error");
         let all: Vec<SpendLogRecord> = store.list(Table::SpendLogs, &ListQuery::default()).await.unwrap();
         assert_eq!(all.len(), 3, "{:?}", store.backend());
@@ -240,5 +242,28 @@ async fn spend_logs_are_written_in_batches_and_retries_do_not_duplicate() {
         assert_eq!((first.user.as_deref(), first.end_user.as_deref()), (Some("u-1"), Some("cust")));
         assert_eq!(first.metadata.0["user_api_key_alias"], "a");
         assert_eq!((first.end_time - first.start_time).num_milliseconds(), 120);
+    }
+}
+
+/// A database a newer build migrated (a rollback) is left alone; one whose history differs
+/// from this build's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_by_a_newer_build_is_left_alone() {
+    for store in stores("newer_schema").await {
+        let first = store.migrate().await.unwrap();
+        assert!(first >= 3, "{:?}: {first} migrations on a fresh database", store.backend());
+        store
+            .execute_script(
+                "INSERT INTO tollgate_migrations (version, applied_at) VALUES ('m20991231_000001_future', 0)",
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.migrate().await.unwrap(), 0, "{:?}: nothing to do", store.backend());
+        store
+            .execute_script("DELETE FROM tollgate_migrations WHERE version = 'm20261122_000002_daily_spend'")
+            .await
+            .unwrap();
+        let error = store.migrate().await.unwrap_err().to_string();
+        assert!(error.contains("m20261122_000002_daily_spend"), "{error}");
     }
 }

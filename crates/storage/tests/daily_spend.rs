@@ -55,12 +55,12 @@ fn row(
     end_user: Option<&str>,
     tags: &[&str],
     spend: f64,
-    status: &str,
+    status: &'static str,
 ) -> SpendLogRow {
     SpendLogRow {
-        request_id: id.to_owned(),
-        call_type: "acompletion".into(),
-        api_key: key.to_owned(),
+        request_id: id.into(),
+        call_type: "acompletion",
+        api_key: key.into(),
         spend,
         prompt_tokens: 100,
         completion_tokens: 20,
@@ -71,17 +71,14 @@ fn row(
         model_id: "dep".into(),
         custom_llm_provider: if key == "key-b" { "anthropic".into() } else { "openai".into() },
         api_base: "http://upstream".into(),
-        end_user: end_user.map(str::to_owned),
-        team_id: team.map(str::to_owned),
-        organization_id: team.map(|_| "org-1".to_owned()),
-        metadata: serde_json::json!({
-            "user_api_key_user_id": user,
-            "tags": tags,
-            "usage_object": {"cache_read_input_tokens": 7},
-        })
-        .to_string(),
-        status: status.to_owned(),
-        cache_hit: false,
+        end_user: end_user.map(Into::into),
+        team_id: team.map(Into::into),
+        organization_id: team.map(|_| "org-1".into()),
+        user_id: user.map(Into::into),
+        tags: tags.iter().map(|tag| (*tag).into()).collect(),
+        cache_read_input_tokens: 7,
+        status,
+        ..Default::default()
     }
 }
 
@@ -115,23 +112,21 @@ type Sums = (f64, i64, i64, i64, i64, i64, i64);
 fn expected(rows: &[SpendLogRow], table: RollupTable) -> BTreeMap<Vec<String>, Sums> {
     let mut sums: BTreeMap<Vec<String>, Sums> = BTreeMap::new();
     for row in rows {
-        let metadata: serde_json::Value = serde_json::from_str(&row.metadata).unwrap();
+        let text = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
         let entities: Vec<String> = match table {
-            RollupTable::Users => vec![metadata["user_api_key_user_id"].as_str().unwrap_or("").to_owned()],
-            RollupTable::Teams => row.team_id.clone().into_iter().collect(),
-            RollupTable::Organizations => row.organization_id.clone().into_iter().collect(),
-            RollupTable::EndUsers => row.end_user.clone().into_iter().collect(),
-            RollupTable::Tags => {
-                metadata["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect()
-            }
+            RollupTable::Users => vec![text(&row.user_id).unwrap_or_default()],
+            RollupTable::Teams => text(&row.team_id).into_iter().collect(),
+            RollupTable::Organizations => text(&row.organization_id).into_iter().collect(),
+            RollupTable::EndUsers => text(&row.end_user).into_iter().collect(),
+            RollupTable::Tags => row.tags.iter().map(|tag| tag.to_string()).collect(),
         };
         for entity in entities {
             let key = vec![
                 entity,
                 row.start_time.format("%Y-%m-%d").to_string(),
-                row.api_key.clone(),
-                row.model.clone(),
-                row.custom_llm_provider.clone(),
+                row.api_key.to_string(),
+                row.model.to_string(),
+                row.custom_llm_provider.to_string(),
             ];
             let entry = sums.entry(key).or_default();
             let ok = i64::from(row.status == "success");
@@ -193,7 +188,7 @@ async fn assert_roll_ups_hold(store: &Store, rows: &[SpendLogRow]) {
 async fn roll_ups_match_the_inserted_rows() {
     for store in stores("match").await {
         let rows = batch();
-        store.insert_spend_logs(&rows).await.unwrap();
+        store.insert_spend_logs(&rows[..]).await.unwrap();
         assert_roll_ups_hold(&store, &rows).await;
 
         // A later batch adds to the rows already there rather than adding rows.
@@ -211,7 +206,7 @@ async fn roll_ups_match_the_inserted_rows() {
                 "success",
             ),
         ];
-        store.insert_spend_logs(&later).await.unwrap();
+        store.insert_spend_logs(&later[..]).await.unwrap();
         let all: Vec<SpendLogRow> = rows.iter().chain(&later).cloned().collect();
         assert_roll_ups_hold(&store, &all).await;
 
@@ -249,9 +244,9 @@ async fn roll_ups_match_the_inserted_rows() {
 async fn a_batch_written_twice_counts_once() {
     for store in stores("twice").await {
         let rows = batch();
-        store.insert_spend_logs(&rows).await.unwrap();
+        store.insert_spend_logs(&rows[..]).await.unwrap();
         // The writer retries a batch whose commit went unanswered: nothing is added twice.
-        store.insert_spend_logs(&rows).await.unwrap();
+        store.insert_spend_logs(&rows[..]).await.unwrap();
         assert_roll_ups_hold(&store, &rows).await;
 
         // A retry that carries old rows and new ones adds only the new ones; a request id
@@ -269,7 +264,7 @@ async fn a_batch_written_twice_counts_once() {
         );
         let mixed: Vec<SpendLogRow> =
             rows[2..].iter().cloned().chain([extra.clone(), extra.clone()]).collect();
-        store.insert_spend_logs(&mixed).await.unwrap();
+        store.insert_spend_logs(&mixed[..]).await.unwrap();
         let all: Vec<SpendLogRow> = rows.iter().cloned().chain([extra]).collect();
         assert_roll_ups_hold(&store, &all).await;
         assert_eq!(store.count(Table::SpendLogs, &ListQuery::default()).await.unwrap(), 6);
@@ -301,8 +296,8 @@ async fn retention_deletes_only_old_rows_in_batches() {
                 )
             })
             .collect();
-        store.insert_spend_logs(&old).await.unwrap();
-        store.insert_spend_logs(&recent).await.unwrap();
+        store.insert_spend_logs(&old[..]).await.unwrap();
+        store.insert_spend_logs(&recent[..]).await.unwrap();
         let cutoff = now - Duration::days(30);
 
         assert_eq!(

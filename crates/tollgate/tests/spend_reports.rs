@@ -258,27 +258,26 @@ async fn key_user_tag_and_global_views_add_up() {
     let store = tollgate_storage::Store::connect(&url).await.unwrap();
     let now = chrono::Utc::now().naive_utc();
     store
-        .insert_spend_logs(&[tollgate_storage::SpendLogRow {
-            request_id: "tagged-1".into(),
-            call_type: "acompletion".into(),
-            api_key: sha256_hex(&s.team_b),
-            spend: 0.5,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            start_time: now,
-            end_time: now,
-            model: "gpt-4o".into(),
-            model_group: "gpt-4o".into(),
-            model_id: "x".into(),
-            custom_llm_provider: "openai".into(),
-            api_base: String::new(),
-            end_user: None,
-            team_id: Some("team-b".into()),
-            organization_id: None,
-            metadata: json!({"tags": ["batch-job", "nightly"]}).to_string(),
-            status: "success".into(),
-            cache_hit: false,
-        }])
+        .insert_spend_logs(
+            &[tollgate_storage::SpendLogRow {
+                request_id: "tagged-1".into(),
+                call_type: "acompletion",
+                api_key: sha256_hex(&s.team_b).into(),
+                spend: 0.5,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                start_time: now,
+                end_time: now,
+                model: "gpt-4o".into(),
+                model_group: "gpt-4o".into(),
+                model_id: "x".into(),
+                custom_llm_provider: "openai".into(),
+                team_id: Some("team-b".into()),
+                tags: vec!["batch-job".into(), "nightly".into()],
+                status: "success",
+                ..Default::default()
+            }][..],
+        )
         .await
         .unwrap();
     let tags = report(gateway, MASTER_KEY, "/spend/tags").await;
@@ -542,8 +541,8 @@ async fn spend_logs_past_their_retention_are_deleted() {
     store.migrate().await.unwrap();
     let old = chrono::Utc::now().naive_utc() - chrono::Duration::days(10);
     let row = |id: &str| tollgate_storage::SpendLogRow {
-        request_id: id.to_owned(),
-        call_type: "acompletion".into(),
+        request_id: id.into(),
+        call_type: "acompletion",
         api_key: "hash".into(),
         spend: 0.5,
         prompt_tokens: 1,
@@ -554,15 +553,10 @@ async fn spend_logs_past_their_retention_are_deleted() {
         model_group: "gpt-4o".into(),
         model_id: "d".into(),
         custom_llm_provider: "openai".into(),
-        api_base: String::new(),
-        end_user: None,
-        team_id: None,
-        organization_id: None,
-        metadata: "{}".into(),
-        status: "success".into(),
-        cache_hit: false,
+        status: "success",
+        ..Default::default()
     };
-    store.insert_spend_logs(&[row("old-1"), row("old-2")]).await.unwrap();
+    store.insert_spend_logs(vec![row("old-1"), row("old-2")]).await.unwrap();
     let yaml = config(&mock, &url).replace(
         "  proxy_batch_write_at: 1\n",
         "  proxy_batch_write_at: 1\n  maximum_spend_logs_retention_period: 7d\n",

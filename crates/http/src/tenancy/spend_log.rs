@@ -73,9 +73,11 @@ impl SpendLog {
                 rows.push(row);
             }
         }
-        if let Err(error) = store.insert_spend_logs(&rows).await {
+        let rows: std::sync::Arc<[SpendLogRow]> = rows.into();
+        if let Err(error) = store.insert_spend_logs(rows.clone()).await {
             let kept = rows.len();
-            self.keep(rows);
+            // Cloning a row shares its text: the batch is kept without copying it.
+            self.keep(rows.iter().cloned());
             tracing::debug!(kept, "spend log rows kept for the next pass");
             return Err(error);
         }
@@ -83,7 +85,7 @@ impl SpendLog {
     }
 
     /// Keeps rows for the next pass, dropping the oldest beyond the bound.
-    fn keep(&self, rows: Vec<SpendLogRow>) {
+    fn keep(&self, rows: impl IntoIterator<Item = SpendLogRow>) {
         let mut retry = self.retry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         retry.extend(rows);
         let excess = retry.len().saturating_sub(RETRY_ROWS);
@@ -102,24 +104,29 @@ mod tests {
     fn row(id: usize) -> SpendLogRow {
         let now = chrono::Utc::now().naive_utc();
         SpendLogRow {
-            request_id: id.to_string(),
-            call_type: "acompletion".into(),
-            api_key: String::new(),
+            request_id: id.to_string().into(),
+            call_type: "acompletion",
+            api_key: "".into(),
             spend: 0.0,
             prompt_tokens: 0,
             completion_tokens: 0,
             start_time: now,
             end_time: now,
-            model: String::new(),
-            model_group: String::new(),
-            model_id: String::new(),
-            custom_llm_provider: String::new(),
-            api_base: String::new(),
+            model: "".into(),
+            model_group: "".into(),
+            model_id: "".into(),
+            custom_llm_provider: "".into(),
+            api_base: "".into(),
             end_user: None,
             team_id: None,
             organization_id: None,
-            metadata: "{}".into(),
-            status: "success".into(),
+            key_alias: None,
+            user_id: None,
+            tags: Vec::new(),
+            cache_read_input_tokens: 0,
+            cache_creation_input_tokens: 0,
+            error: None,
+            status: "success",
             cache_hit: false,
         }
     }
@@ -138,10 +145,10 @@ mod tests {
     #[test]
     fn the_retry_buffer_keeps_the_newest_rows() {
         let log = SpendLog::default();
-        log.keep((0..RETRY_ROWS + 2).map(row).collect());
+        log.keep((0..RETRY_ROWS + 2).map(row));
         let retry = log.retry.lock().unwrap();
         assert_eq!(retry.len(), RETRY_ROWS);
-        assert_eq!(retry.front().unwrap().request_id, "2", "the oldest went");
+        assert_eq!(&*retry.front().unwrap().request_id, "2", "the oldest went");
         drop(retry);
         assert_eq!(log.dropped(), 2);
     }
