@@ -460,8 +460,8 @@ fn prompt_tokens(encoding: tokens::Encoding, request: &Value) -> u64 {
             .sum(),
         _ => 0,
     };
-    let messages = request.get("messages").cloned().unwrap_or_default();
-    system + tokens::count_chat(encoding, &messages, request.get("tools"))
+    let messages = request.get("messages").unwrap_or(&Value::Null);
+    system + tokens::count_chat(encoding, messages, request.get("tools"))
 }
 
 /// Which content block is open in the Anthropic stream being written.
@@ -726,6 +726,19 @@ impl Body for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pre_call_checks_count_the_system_prompt_with_the_messages() {
+        let encoding = tokens::Encoding::Cl100kBase;
+        let messages = json!([{"role": "user", "content": "hello world"}]);
+        let bare = json!({"model": "m", "max_tokens": 5, "messages": messages});
+        let chat = tokens::count_chat(encoding, &messages, None);
+        assert_eq!(prompt_tokens(encoding, &bare), chat);
+        let system = json!({"model": "m", "system": "be brief", "messages": messages});
+        assert_eq!(prompt_tokens(encoding, &system), chat + encoding.count("be brief"));
+        let blocks = json!({"system": [{"type": "text", "text": "be brief"}], "messages": messages});
+        assert_eq!(prompt_tokens(encoding, &blocks), chat + encoding.count("be brief"));
+    }
 
     #[test]
     fn request_translation_covers_system_tools_images_and_results() {

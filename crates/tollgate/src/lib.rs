@@ -52,7 +52,7 @@ pub struct Gateway {
     config: GatewayConfig,
     options: server::Options,
     workers: usize,
-    /// Cooldowns, rpm usage and metrics, shared by every worker and every `app()`.
+    /// The router's deployment state and the metrics, shared by every worker and every `app()`.
     shared: Shared,
 }
 
