@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
 use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
-use crate::routing::{ModelGroupAlias, RouterSettings};
+use crate::routing::{
+    FailureClass, FailurePolicy, ModelGroupAlias, RouterSettings, RoutingStrategy, StrategyArgs,
+};
 use crate::secret::Secret;
 
 /// LiteLLM's default `request_timeout`, in seconds.
@@ -207,15 +209,16 @@ impl GatewayConfig {
         ];
         litellm_known.extend_from_slice(ROUTER_KEYS);
         reader.flag_unknown(litellm_settings, "litellm_settings", &litellm_known);
-        if let Some(strategy) = reader.string(router_settings, "routing_strategy", "router_settings")?
-            && strategy != "simple-shuffle"
-        {
-            reader.unsupported.push(format!("router_settings.routing_strategy={strategy}"));
-        }
         let mut router_known = vec![
             "timeout",
             "stream_timeout",
             "routing_strategy",
+            "routing_strategy_args",
+            "retry_policy",
+            "model_group_retry_policy",
+            "allowed_fails_policy",
+            "retry_after",
+            "enable_pre_call_checks",
             "model_group_alias",
             "redis_host",
             "redis_port",
@@ -577,11 +580,6 @@ impl Reader<'_> {
             .unwrap_or(timeout);
         let rpm = self.unsigned(params, "rpm", &params_path)?;
         let tpm = self.unsigned(params, "tpm", &params_path)?;
-        if tpm.is_some() {
-            // A shuffle weight and reported by /model/info, but not enforced as a limit until
-            // the router counts tokens per deployment.
-            self.unsupported.push(format!("{params_path}.tpm (not enforced as a limit yet)"));
-        }
         let weight = self.number(params, "weight", &params_path)?;
         let order = self
             .unsigned(params, "order", &params_path)?
@@ -1083,7 +1081,7 @@ impl Reader<'_> {
     }
 
     fn router_settings(
-        &self,
+        &mut self,
         router: &Map<String, Value>,
         litellm: &Map<String, Value>,
     ) -> Result<RouterSettings, ConfigError> {
@@ -1124,6 +1122,7 @@ impl Reader<'_> {
             None | Some(Value::Null) => Vec::new(),
             Some(value) => string_list(value, &format!("{path}.default_fallbacks"))?,
         };
+        self.routing(router, &mut settings)?;
         if let Some(aliases) = router.get("model_group_alias").filter(|v| !v.is_null()) {
             let aliases = as_object(aliases, "router_settings.model_group_alias")?;
             for (alias, target) in aliases {
@@ -1144,6 +1143,109 @@ impl Reader<'_> {
             }
         }
         Ok(settings)
+    }
+
+    /// The router-only keys: `routing_strategy` and its args, the retry and allowed-fails
+    /// policies, `retry_after` and `enable_pre_call_checks`.
+    fn routing(
+        &mut self,
+        router: &Map<String, Value>,
+        settings: &mut RouterSettings,
+    ) -> Result<(), ConfigError> {
+        let path = "router_settings";
+        if let Some(name) = self.string(router, "routing_strategy", path)? {
+            settings.routing_strategy = RoutingStrategy::from_name(&name).ok_or_else(|| {
+                invalid(
+                    "router_settings.routing_strategy",
+                    format!(
+                        "unknown strategy '{name}'; expected one of {}",
+                        RoutingStrategy::NAMES.join(", ")
+                    ),
+                )
+            })?;
+            if name == "usage-based-routing" {
+                self.unsupported.push(
+                    "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)"
+                        .to_owned(),
+                );
+            }
+        }
+        if let Some(args) = router.get("routing_strategy_args").filter(|v| !v.is_null()) {
+            let at = "router_settings.routing_strategy_args";
+            let args = as_object(args, at)?;
+            let defaults = StrategyArgs::default();
+            settings.strategy_args = StrategyArgs {
+                lowest_latency_buffer: self
+                    .number(args, "lowest_latency_buffer", at)?
+                    .unwrap_or(defaults.lowest_latency_buffer),
+                ttl: self.seconds(args, "ttl", at)?.unwrap_or(defaults.ttl),
+                max_latency_list_size: match self.unsigned(args, "max_latency_list_size", at)? {
+                    None => defaults.max_latency_list_size,
+                    Some(n @ 1..=1000) => n as usize,
+                    Some(_) => {
+                        return Err(invalid(&format!("{at}.max_latency_list_size"), "must be 1 to 1000"));
+                    }
+                },
+            };
+            self.flag_unknown(args, at, &["lowest_latency_buffer", "ttl", "max_latency_list_size"]);
+            if settings.routing_strategy != RoutingStrategy::LatencyBased {
+                self.unsupported.push(format!("{at} (read by latency-based-routing only)"));
+            }
+        }
+        if let Some(policy) = router.get("retry_policy").filter(|v| !v.is_null()) {
+            settings.retry_policy =
+                self.failure_policy(policy, "router_settings.retry_policy", "ErrorRetries")?;
+        }
+        if let Some(groups) = router.get("model_group_retry_policy").filter(|v| !v.is_null()) {
+            let at = "router_settings.model_group_retry_policy";
+            for (group, policy) in as_object(groups, at)? {
+                let policy = self.failure_policy(policy, &format!("{at}.{group}"), "ErrorRetries")?;
+                settings.model_group_retry_policy.push((group.clone(), policy));
+            }
+        }
+        if let Some(policy) = router.get("allowed_fails_policy").filter(|v| !v.is_null()) {
+            settings.allowed_fails_policy =
+                self.failure_policy(policy, "router_settings.allowed_fails_policy", "ErrorAllowedFails")?;
+        }
+        if let Some(secs) = self.number(router, "retry_after", path)? {
+            settings.retry_after = Duration::try_from_secs_f64(secs)
+                .map_err(|_| invalid("router_settings.retry_after", "too large"))?;
+        }
+        settings.enable_pre_call_checks = match router.get("enable_pre_call_checks") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(on)) => *on,
+            Some(_) => {
+                return Err(invalid("router_settings.enable_pre_call_checks", "must be true or false"));
+            }
+        };
+        Ok(())
+    }
+
+    /// A `retry_policy` or `allowed_fails_policy` mapping: `{BadRequestErrorRetries: 0, …}`,
+    /// each key a failure class's LiteLLM name followed by `suffix`. Keys naming classes
+    /// this build does not tell apart are reported, not dropped silently.
+    fn failure_policy(
+        &mut self,
+        value: &Value,
+        path: &str,
+        suffix: &str,
+    ) -> Result<FailurePolicy, ConfigError> {
+        let map = as_object(value, path)?;
+        let mut policy = FailurePolicy::default();
+        for key in map.keys() {
+            let class = FailureClass::ALL
+                .into_iter()
+                .find(|class| key.strip_suffix(suffix) == Some(class.litellm_name()));
+            match class {
+                Some(class) => {
+                    let n = self.unsigned(map, key, path)?.unwrap_or(0);
+                    let n = u32::try_from(n).map_err(|_| invalid(&format!("{path}.{key}"), "too large"))?;
+                    policy.set(class, n);
+                }
+                None => self.unsupported.push(format!("{path}.{key}")),
+            }
+        }
+        Ok(policy)
     }
 
     /// A `general_settings` field in LiteLLM's duration form (`30s`, `12h`, `7d`, `1mo`),
@@ -1419,7 +1521,12 @@ model_list:
   - model_name: claude
     litellm_params: {model: bedrock/anthropic.claude-sonnet-4, tpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
-router_settings: {num_retries: 2, routing_strategy: least-busy, redis_host: r, redis_password: pw}
+router_settings:
+  num_retries: 2
+  routing_strategy: usage-based-routing
+  retry_policy: {NotFoundErrorRetries: 1}
+  redis_host: r
+  redis_password: pw
 general_settings: {master_key: sk-1, database_url: "postgresql://x"}
 include: [other.yaml]
 "#,
@@ -1429,10 +1536,10 @@ include: [other.yaml]
             config.unsupported,
             [
                 "include",
-                "router_settings.routing_strategy=least-busy",
+                "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)",
+                "router_settings.retry_policy.NotFoundErrorRetries",
                 "model_list[0].litellm_params.vertex_project",
                 "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
-                "model_list[0].litellm_params.tpm (not enforced as a limit yet)",
             ]
         );
         assert_eq!(config.deployments[0].timeout, Duration::from_secs(5));
@@ -1723,6 +1830,58 @@ router_settings:
         );
         let unknown = load("model_list:\n  - {model_name: gp, litellm_params: {model: fake/a}}\nrouter_settings: {fallbacks: [{gp: [nope]}]}\n").unwrap();
         assert_eq!(unknown.unsupported, ["fallbacks: 'nope' is no model_name in model_list"]);
+    }
+
+    #[test]
+    fn strategies_policies_and_pre_call_checks_are_read() {
+        let config = load(
+            r#"
+model_list:
+  - {model_name: gp, litellm_params: {model: fake/a, tpm: 1000}}
+router_settings:
+  routing_strategy: latency-based-routing
+  routing_strategy_args: {lowest_latency_buffer: 0.5, ttl: 10}
+  retry_policy: {BadRequestErrorRetries: 1, RateLimitErrorRetries: 4}
+  model_group_retry_policy: {gp: {TimeoutErrorRetries: 2}}
+  allowed_fails_policy: {RateLimitErrorAllowedFails: 100, InternalServerErrorAllowedFails: 0}
+  retry_after: 2
+  enable_pre_call_checks: true
+"#,
+        )
+        .unwrap();
+        let router = &config.router;
+        assert_eq!(router.routing_strategy, RoutingStrategy::LatencyBased);
+        assert_eq!(router.strategy_args.lowest_latency_buffer, 0.5);
+        assert_eq!(router.strategy_args.ttl, Duration::from_secs(10));
+        assert_eq!(router.strategy_args.max_latency_list_size, 10, "LiteLLM's default");
+        assert_eq!(router.retry_policy.get(FailureClass::BadRequest), Some(1));
+        assert_eq!(router.retry_policy.get(FailureClass::RateLimit), Some(4));
+        assert_eq!(router.retry_policy.get(FailureClass::Timeout), None);
+        assert_eq!(router.retry_policy_for("gp").get(FailureClass::Timeout), Some(2));
+        assert_eq!(router.allowed_fails_policy.get(FailureClass::RateLimit), Some(100));
+        assert_eq!(router.allowed_fails_policy.get(FailureClass::InternalServer), Some(0));
+        assert_eq!(router.retry_after, Duration::from_secs(2));
+        assert!(router.enable_pre_call_checks);
+        assert_eq!(config.deployments[0].tpm, Some(1000));
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+
+        assert_eq!(
+            error_of("router_settings: {routing_strategy: round-robin}\n"),
+            "router_settings.routing_strategy: unknown strategy 'round-robin'; expected one of simple-shuffle, least-busy, latency-based-routing, usage-based-routing-v2, usage-based-routing, cost-based-routing"
+        );
+        assert_eq!(
+            error_of("router_settings: {retry_policy: {RateLimitErrorRetries: -1}}\n"),
+            "router_settings.retry_policy.RateLimitErrorRetries: '-1' is not a non-negative number"
+        );
+        assert_eq!(
+            error_of("router_settings: {enable_pre_call_checks: sometimes}\n"),
+            "router_settings.enable_pre_call_checks: must be true or false"
+        );
+        let shuffled = load("router_settings: {routing_strategy_args: {ttl: 5}}\n").unwrap();
+        assert_eq!(
+            shuffled.unsupported,
+            ["router_settings.routing_strategy_args (read by latency-based-routing only)"]
+        );
     }
 
     #[test]

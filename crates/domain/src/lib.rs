@@ -15,6 +15,7 @@ pub mod provider_catalog;
 pub mod routing;
 pub mod secret;
 pub mod sse;
+pub mod tokens;
 
 pub use config::{CacheBackend, CacheConfig, CacheScope, ConfigError, EnvSource, GatewayConfig};
 pub use deployment::{Deployment, Endpoint, ProviderKind};

@@ -79,7 +79,8 @@ pub struct App {
 /// State every `App` of one process shares, whichever worker runs it.
 #[derive(Clone, Default)]
 pub struct Shared {
-    /// Deployment cooldowns and rpm usage.
+    /// Each deployment's cooldown, per-minute requests and tokens, requests in flight and
+    /// recent latencies (the router's state).
     pub health: Arc<HealthBoard>,
     pub metrics: Arc<Metrics>,
     /// Virtual keys: one database pool, one key cache and one set of limit counters.

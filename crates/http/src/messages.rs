@@ -21,9 +21,10 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::sse::first_event_end;
+use tollgate_domain::tokens;
 use tollgate_domain::{Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{StreamBody, UpstreamBody};
-use tollgate_router::RequestOptions;
+use tollgate_router::{RequestOptions, Ticket};
 
 use crate::cache;
 use crate::proxy::{
@@ -106,7 +107,11 @@ where
         }
     }
 
-    let routed = route(app, model, &RequestOptions::default(), report, |selection, label| {
+    let mut options = RequestOptions { stream, ..RequestOptions::default() };
+    if app.router.counts_prompt_tokens() {
+        options.prompt_tokens = Some(prompt_tokens(app.router.encoding(model), &request));
+    }
+    let routed = route(app, model, &options, report, |selection, label| {
         let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
         let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
             canonical["model"] = json!(selection.upstream_model);
@@ -127,6 +132,7 @@ where
     };
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
+    let ticket = routed.ticket;
 
     let mut meter = Meter::new(app, access, model, end_user, &routed.deployment, &request);
     let mut response = match upstream.body {
@@ -141,12 +147,14 @@ where
                 )
             })?;
             let mut response = json_response(StatusCode::OK, to_message(&completion, requested).to_string());
-            if let Some(usage) = completion.get("usage").and_then(Usage::from_json) {
-                let cost = meter.record(&usage);
+            let usage = completion.get("usage").and_then(Usage::from_json);
+            if let Some(usage) = &usage {
+                let cost = meter.record(usage);
                 if let Ok(value) = http::HeaderValue::from_str(&cost.to_string()) {
                     response.headers_mut().insert("x-litellm-response-cost", value);
                 }
             }
+            ticket.finish(usage.as_ref());
             response
         }
         UpstreamBody::Stream(chunks) => {
@@ -154,7 +162,7 @@ where
                 (Some(cache), Some(plan)) => cache.record(plan, chunks),
                 _ => chunks,
             };
-            sse_response(EventStream::new(chunks, model, Some(meter)).boxed_unsync())
+            sse_response(EventStream::new(chunks, model, Some(meter)).tracked(ticket).boxed_unsync())
         }
     };
     if let Some(key) = plan.as_ref().and_then(cache::Plan::header) {
@@ -440,6 +448,22 @@ pub(crate) fn to_message(completion: &Value, alias: &str) -> Value {
     })
 }
 
+/// The prompt's tokens for the router's pre-call checks: the system prompt, the messages
+/// and the tools, counted as a chat request's.
+fn prompt_tokens(encoding: tokens::Encoding, request: &Value) -> u64 {
+    let system = match request.get("system") {
+        Some(Value::String(text)) => encoding.count(text),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .map(|t| encoding.count(t))
+            .sum(),
+        _ => 0,
+    };
+    let messages = request.get("messages").unwrap_or(&Value::Null);
+    system + tokens::count_chat(encoding, messages, request.get("tools"))
+}
+
 /// Which content block is open in the Anthropic stream being written.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Open {
@@ -463,12 +487,18 @@ struct EventStream {
     finished: bool,
     /// Accounts for the stream's usage when it arrives.
     meter: Option<Meter>,
+    /// The router's ticket for the call: told of the first event and of the end.
+    ticket: Option<Ticket>,
+    /// The usage the stream reported, for the ticket.
+    counts: Option<Usage>,
 }
 
 impl EventStream {
     fn new(upstream: StreamBody, alias: &str, meter: Option<Meter>) -> Self {
         Self {
             meter,
+            ticket: None,
+            counts: None,
             upstream,
             alias: alias.to_owned(),
             buffer: BytesMut::new(),
@@ -479,6 +509,11 @@ impl EventStream {
             usage: None,
             finished: false,
         }
+    }
+
+    fn tracked(mut self, ticket: Ticket) -> Self {
+        self.ticket = Some(ticket).filter(Ticket::is_tracked);
+        self
     }
 
     fn emit(out: &mut BytesMut, name: &str, data: &Value) {
@@ -526,9 +561,11 @@ impl EventStream {
             Self::emit(out, "message_start", &start);
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            if let (Some(mut meter), Some(counts)) = (self.meter.take(), Usage::from_json(usage)) {
+            let counts = Usage::from_json(usage);
+            if let (Some(mut meter), Some(counts)) = (self.meter.take(), counts) {
                 meter.record(&counts);
             }
+            self.counts = self.counts.or(counts);
             self.usage = Some(usage.clone());
         }
         let Some(choice) = chunk.pointer("/choices/0") else { return };
@@ -654,12 +691,17 @@ impl Body for EventStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        if let Some(ticket) = &mut this.ticket {
+                            ticket.first_token();
+                        }
                         this.buffer.extend_from_slice(&data);
                         this.drain(&mut out);
                     }
                 }
                 Poll::Ready(Some(Err(error))) => {
                     this.buffer.clear();
+                    // A broken stream says nothing about latency or usage; it only ends.
+                    this.ticket = None;
                     this.fail(&mut out, GatewayError::from(error));
                 }
                 Poll::Ready(None) => {
@@ -670,6 +712,9 @@ impl Body for EventStream {
             }
             if this.finished {
                 this.buffer.clear();
+                if let Some(ticket) = this.ticket.take() {
+                    ticket.finish(this.counts.as_ref());
+                }
             }
             if !out.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
@@ -681,6 +726,19 @@ impl Body for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pre_call_checks_count_the_system_prompt_with_the_messages() {
+        let encoding = tokens::Encoding::Cl100kBase;
+        let messages = json!([{"role": "user", "content": "hello world"}]);
+        let bare = json!({"model": "m", "max_tokens": 5, "messages": messages});
+        let chat = tokens::count_chat(encoding, &messages, None);
+        assert_eq!(prompt_tokens(encoding, &bare), chat);
+        let system = json!({"model": "m", "system": "be brief", "messages": messages});
+        assert_eq!(prompt_tokens(encoding, &system), chat + encoding.count("be brief"));
+        let blocks = json!({"system": [{"type": "text", "text": "be brief"}], "messages": messages});
+        assert_eq!(prompt_tokens(encoding, &blocks), chat + encoding.count("be brief"));
+    }
 
     #[test]
     fn request_translation_covers_system_tools_images_and_results() {

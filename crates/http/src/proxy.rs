@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use std::future::Future;
 use tollgate_domain::json::{TopLevel, quote, top_level_value_span};
+use tollgate_domain::tokens;
 use tollgate_domain::{Deployment, Endpoint, ErrorKind, GatewayError};
 use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 
@@ -111,7 +112,8 @@ where
     let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
     let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
-    let gateway = GatewayParams::read(&top)?;
+    let mut gateway = GatewayParams::read(&top)?;
+    gateway.options.stream = stream;
     // The response cache's controls: the body's `cache` object or a Cache-Control header. A
     // per-request `mock_response` is a test's answer: neither served from nor kept in the cache.
     let controls = match &app.cache {
@@ -191,7 +193,9 @@ where
         .as_ref()
         .is_some_and(|tenancy| tenancy.spend_logs || access.principal().is_some() || end_user.is_some());
     let storing_stream = plan.as_ref().is_some_and(cache::Plan::stores);
-    let ask_for_usage = stream && (metered || storing_stream) && !client_wants_usage;
+    // The router counts a stream's tokens against tpm limits and usage-based routing.
+    let router_wants_usage = stream && app.router.wants_usage(&model);
+    let ask_for_usage = stream && (metered || storing_stream || router_wants_usage) && !client_wants_usage;
     let asked;
     let (body, top) = if ask_for_usage {
         asked = Bytes::from(top.rewrite(&[("stream_options", r#"{"include_usage":true}"#)]));
@@ -201,6 +205,9 @@ where
         (body, top)
     };
 
+    if app.router.counts_prompt_tokens() {
+        gateway.options.prompt_tokens = Some(prompt_tokens(app, &model, endpoint, &top)?);
+    }
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
     let routed = route(app, &model, &gateway.options, report, |selection, label| {
@@ -234,6 +241,7 @@ where
     };
     let upstream_time = report.upstream.unwrap_or_default();
     let upstream = routed.value;
+    let ticket = routed.ticket;
 
     let alias_json = quote(&requested);
     let mut meter = Meter::new(app, access, &model, end_user.as_deref(), &routed.deployment, &request);
@@ -249,9 +257,11 @@ where
                 (Some(cache), _, Some(split)) => split.merge_and_store(cache, bytes)?,
                 _ => bytes,
             };
-            if let Some(usage) = usage_in(&bytes) {
-                spend_headers.push(("x-litellm-response-cost", meter.record(&usage)));
+            let usage = usage_in(&bytes);
+            if let Some(usage) = &usage {
+                spend_headers.push(("x-litellm-response-cost", meter.record(usage)));
             }
+            ticket.finish(usage.as_ref());
             if let Some(spend) = meter.key_spend() {
                 spend_headers.push(("x-litellm-key-spend", spend));
             }
@@ -263,7 +273,12 @@ where
                 _ => stream,
             };
             let relay = AliasRelay::new(stream, alias_json);
-            let relay = if metered || ask_for_usage { relay.metered(meter, ask_for_usage) } else { relay };
+            let relay = if metered || ask_for_usage || ticket.wants_usage() {
+                relay.metered(meter, ask_for_usage)
+            } else {
+                relay
+            };
+            let relay = relay.tracked(ticket);
             sse_response(relay.boxed_unsync())
         }
     };
@@ -290,6 +305,26 @@ where
         permit.add_headers(response.headers_mut());
     }
     Ok(hold(response, permit))
+}
+
+/// The prompt's tokens, for the router's pre-call checks: the chat `messages` and `tools`,
+/// the completions `prompt` or the embeddings `input`, in the encoding of the group's model.
+fn prompt_tokens(
+    app: &App,
+    model: &str,
+    endpoint: Endpoint,
+    top: &TopLevel<'_>,
+) -> Result<u64, GatewayError> {
+    let encoding = app.router.encoding(model);
+    let value = |name: &str| field::<serde_json::Value>(top, name).map(Option::unwrap_or_default);
+    Ok(match endpoint {
+        Endpoint::ChatCompletions => {
+            let tools = field::<serde_json::Value>(top, "tools")?;
+            tokens::count_chat(encoding, &value("messages")?, tools.as_ref())
+        }
+        Endpoint::Completions => tokens::count_prompt(encoding, &value("prompt")?),
+        Endpoint::Embeddings => tokens::count_prompt(encoding, &value("input")?),
+    })
 }
 
 /// LiteLLM's call type of an endpoint (spend logs, `supported_call_types`).
@@ -375,6 +410,7 @@ impl GatewayParams {
             fallbacks: field::<Vec<String>>(top, "fallbacks")?,
             num_retries: field::<u32>(top, "num_retries")?,
             mock_testing_fallbacks: field::<bool>(top, "mock_testing_fallbacks")?.unwrap_or(false),
+            ..RequestOptions::default()
         };
         Ok(Self { present: true, options, mock_response: field::<String>(top, "mock_response")? })
     }

@@ -18,6 +18,7 @@ use tollgate_domain::json::top_level_value_span;
 use tollgate_domain::pricing::Usage;
 use tollgate_domain::sse::last_event_end;
 use tollgate_providers::StreamBody;
+use tollgate_router::Ticket;
 
 use crate::spend::{Meter, has_no_choices, usage_in};
 
@@ -75,6 +76,11 @@ struct UsageTap {
 pub(crate) struct AliasRelay {
     upstream: StreamBody,
     tap: Option<UsageTap>,
+    /// The router's ticket for this call: the first event marks the time to first token,
+    /// the end reports the usage.
+    ticket: Option<Ticket>,
+    /// The usage the stream reported, for the ticket.
+    usage: Option<Usage>,
     /// The alias as a JSON string literal, compared with each chunk's raw `model`.
     alias_json: String,
     pending: BytesMut,
@@ -90,6 +96,8 @@ impl AliasRelay {
         Self {
             upstream,
             tap: None,
+            ticket: None,
+            usage: None,
             alias_json,
             pending: BytesMut::new(),
             batch: Batch::default(),
@@ -102,6 +110,13 @@ impl AliasRelay {
     /// Accounts for the stream's usage with `meter`; `strip` hides the usage chunk.
     pub(crate) fn metered(mut self, meter: Meter, strip: bool) -> Self {
         self.tap = Some(UsageTap { meter, strip, recorded: false });
+        self
+    }
+
+    /// Reports the stream's first event and its end (with its usage, when the relay is
+    /// metered) to the router through `ticket`.
+    pub(crate) fn tracked(mut self, ticket: Ticket) -> Self {
+        self.ticket = Some(ticket).filter(Ticket::is_tracked);
         self
     }
 
@@ -128,6 +143,7 @@ impl AliasRelay {
             if let Some(usage) = usage.filter(|_| !tap.recorded) {
                 tap.recorded = true;
                 tap.meter.record(&usage);
+                self.usage = Some(usage);
             }
             if let Some(kept) = kept {
                 complete = Bytes::from(kept);
@@ -175,6 +191,9 @@ impl Body for AliasRelay {
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        if let Some(ticket) = &mut this.ticket {
+                            ticket.first_token();
+                        }
                         let out = this.process(data);
                         this.batch.push(out);
                         this.idle_rounds = 0;
@@ -182,6 +201,8 @@ impl Body for AliasRelay {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     this.done = true;
+                    // A broken stream says nothing about latency or usage; it only ends.
+                    this.ticket = None;
                     let error = GatewayError::from(error);
                     tracing::warn!(error = %error.message, "upstream stream failed mid-way");
                     let mut out = BytesMut::from(&this.pending.split()[..]);
@@ -197,6 +218,9 @@ impl Body for AliasRelay {
                     this.done = true;
                     // An unterminated last event goes out as it came.
                     this.batch.push(this.pending.split().freeze());
+                    if let Some(ticket) = this.ticket.take() {
+                        ticket.finish(this.usage.as_ref());
+                    }
                 }
             }
         }

@@ -5,46 +5,52 @@
 //! names for a group; a `model_name` holding `*` is a wildcard group (`openai/*`) whose
 //! matched part fills the `*` of the upstream model.
 //!
-//! For each request [`Router::route`] picks a deployment (the lowest `order` that has one
-//! available, then a shuffle weighted by `weight`, else `rpm`, else `tpm`), calls it, and on
-//! a retryable failure tries again up to `num_retries` times, on another deployment of the
-//! group when there is one. When the group is exhausted, the fallback groups for that kind
-//! of failure (`fallbacks`, `context_window_fallbacks`, `content_policy_fallbacks`,
+//! For each attempt [`Router::route`] picks a deployment: those cooling down, over their
+//! `tpm` for the minute, or (with `enable_pre_call_checks`) too small for the prompt are left
+//! out; the lowest `order` that has one available wins; the `routing_strategy` chooses within
+//! it (`simple-shuffle`: a shuffle weighted by `weight`, else `rpm`, else `tpm`; `least-busy`,
+//! `latency-based-routing`, `usage-based-routing-v2`, `cost-based-routing`); a deployment
+//! whose `rpm` is spent for the minute passes its turn. On a retryable failure the router
+//! tries again up to `num_retries` times (or as `retry_policy` says for that kind of
+//! failure), on another deployment of the group when there is one, waiting at least
+//! `retry_after`. When the group is exhausted, the fallback groups for that kind of failure
+//! (`fallbacks`, `context_window_fallbacks`, `content_policy_fallbacks`,
 //! `default_fallbacks`) are tried in order, at most `max_fallbacks` of them. A deployment
-//! that fails more than `allowed_fails` times within a minute, or answers 401, 404 or 429,
-//! cools down for `cooldown_time` unless it is the only one in its group; when every
-//! deployment of a group is cooling, the group answers 429 saying when the first returns.
+//! that fails more than `allowed_fails` times within a minute (or as `allowed_fails_policy`
+//! allows for that kind), or answers 401, 404 or 429, cools down for `cooldown_time` unless
+//! it is the only one in its group; when every deployment of a group is cooling or out of
+//! its limits, the group answers 429 saying when the first returns.
 //!
-//! A deployment with an `rpm` limit takes no more requests in a minute than that; when none
-//! of a group can, the group answers 429 like a cooled one.
-//!
-//! Cooldowns and rpm usage live in a [`HealthBoard`] shared by every worker of the process.
+//! What the strategies and limits need to know about each call (tokens used, latency, time
+//! to first token, requests in flight) comes back through the [`Ticket`] of the call that
+//! succeeded. All of it lives in a [`HealthBoard`] shared by every worker of the process.
 //! An upstream's Retry-After lengthens the cooldown it causes and, when the group has no
 //! other deployment, the wait before a retry (at most ten seconds).
 //!
-//! Still to come with the Router issue: the other routing strategies, tpm enforcement,
-//! per-error retry policies, pre-call context checks, and sharing the board
-//! between replicas through Redis.
+//! Still to come: sharing the board between replicas through Redis, background health checks.
+
+mod board;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
 use tokio::time::Instant;
-use tollgate_domain::routing::{FallbackKind, RouterSettings};
+use tollgate_domain::routing::{FailureClass, FallbackKind, RouterSettings, RoutingStrategy};
+use tollgate_domain::tokens::Encoding;
 use tollgate_domain::{Deployment, ErrorKind, GatewayError};
 
-/// Failures are counted per deployment within windows of this length.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+use board::{DeploymentStats, Tracking};
+pub use board::{HealthBoard, Ticket};
+
 /// The longest a retry waits on an upstream's Retry-After; longer waits fail the attempt
 /// instead of holding the client.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(10);
-/// `rpm` limits count requests within windows of this length.
-const RPM_WINDOW: Duration = Duration::from_secs(60);
+/// What cost-based routing assumes a token of an unpriced deployment costs, input and
+/// output each (LiteLLM's default), so that priced deployments go first.
+const UNKNOWN_PRICE_PER_TOKEN: f64 = 5.0;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
@@ -55,6 +61,10 @@ pub enum RouterError {
     UnknownModel { requested: String, available: Vec<String> },
     #[error("No deployments available for selected model, Try again in {} seconds. Passed model={model}", retry_in.as_secs().max(1))]
     NoDeployments { model: String, retry_in: Duration },
+    #[error(
+        "Context Window exceeded for given call. No models have context window large enough for this call. Passed model={model}, prompt tokens={prompt_tokens}, largest context window={largest}"
+    )]
+    ContextWindowExceeded { model: String, prompt_tokens: u64, largest: u64 },
 }
 
 impl From<RouterError> for GatewayError {
@@ -68,6 +78,11 @@ impl From<RouterError> for GatewayError {
                 gateway.retry_after = Some(*retry_in);
                 gateway
             }
+            RouterError::ContextWindowExceeded { .. } => {
+                let mut gateway = GatewayError::bad_request(error.to_string()).with_param("messages");
+                gateway.upstream_code = Some("context_length_exceeded".to_owned());
+                gateway
+            }
         }
     }
 }
@@ -75,6 +90,12 @@ impl From<RouterError> for GatewayError {
 struct ModelGroup {
     name: String,
     deployments: Vec<Arc<Deployment>>,
+    /// Each deployment's state on the board, in the same order.
+    stats: Vec<Arc<DeploymentStats>>,
+    /// Each deployment's context window in tokens, when known.
+    context: Vec<Option<u64>>,
+    /// Each deployment's price of an input plus an output token (cost-based routing).
+    price: Vec<f64>,
 }
 
 /// The deployment chosen for one attempt.
@@ -107,9 +128,12 @@ pub struct Routed<T> {
     pub retries: u32,
     /// Fallback groups tried.
     pub fallbacks: u32,
+    /// Finish it with the call's usage once the answer is complete (a stream's end).
+    pub ticket: Ticket,
 }
 
-/// What a single request may change about its routing (LiteLLM's per-request parameters).
+/// What a single request may change about its routing (LiteLLM's per-request parameters),
+/// and what the router needs to know about it.
 #[derive(Debug, Clone, Default)]
 pub struct RequestOptions {
     /// `fallbacks`: groups to try after this one, instead of the configured ones.
@@ -118,91 +142,11 @@ pub struct RequestOptions {
     pub num_retries: Option<u32>,
     /// `mock_testing_fallbacks`: fail the requested group on purpose, to exercise fallbacks.
     pub mock_testing_fallbacks: bool,
-}
-
-/// Cooldowns, failure counts and rpm usage of every deployment, shared by all workers of a
-/// process.
-#[derive(Debug, Default)]
-pub struct HealthBoard {
-    deployments: Mutex<HashMap<String, Health>>,
-    /// Requests per deployment in the current minute, for deployments with an `rpm` limit.
-    minute_usage: Mutex<HashMap<String, (Instant, u64)>>,
-    /// Whether any deployment ever cooled down: until then, picking needs no lock.
-    ever_cooled: AtomicBool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Health {
-    window_start: Instant,
-    failures: u32,
-    cooldown_until: Option<Instant>,
-}
-
-impl HealthBoard {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// When the deployment's cooldown ends, if it is cooling at `now`.
-    fn cooling_until(&self, id: &str, now: Instant) -> Option<Instant> {
-        if !self.ever_cooled.load(Ordering::Relaxed) {
-            return None;
-        }
-        let board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
-        board.get(id).and_then(|h| h.cooldown_until).filter(|until| *until > now)
-    }
-
-    /// Counts one request against `rpm`, or says when the deployment's minute ends if it
-    /// has none left.
-    fn take_rpm_slot(&self, id: &str, rpm: u64, now: Instant) -> Result<(), Instant> {
-        let mut usage = self.minute_usage.lock().unwrap_or_else(PoisonError::into_inner);
-        let (window_start, count) = usage.entry(id.to_owned()).or_insert((now, 0));
-        if now.duration_since(*window_start) >= RPM_WINDOW {
-            *window_start = now;
-            *count = 0;
-        }
-        if *count >= rpm {
-            return Err(*window_start + RPM_WINDOW);
-        }
-        *count += 1;
-        Ok(())
-    }
-
-    /// Counts a failure; cools the deployment down for `cooldown_time` (or the upstream's
-    /// longer `retry_after`) when it is `immediate` or one failure too many.
-    fn record_failure(
-        &self,
-        id: &str,
-        immediate: bool,
-        retry_after: Option<Duration>,
-        settings: &RouterSettings,
-        may_cool: bool,
-    ) {
-        let now = Instant::now();
-        let mut board = self.deployments.lock().unwrap_or_else(PoisonError::into_inner);
-        let health = board.entry(id.to_owned()).or_insert(Health {
-            window_start: now,
-            failures: 0,
-            cooldown_until: None,
-        });
-        if now.duration_since(health.window_start) >= FAILURE_WINDOW {
-            health.window_start = now;
-            health.failures = 0;
-        }
-        health.failures += 1;
-        if may_cool && (immediate || health.failures > settings.allowed_fails) {
-            let cooldown =
-                retry_after.map_or(settings.cooldown_time, |after| after.max(settings.cooldown_time));
-            health.cooldown_until = Some(now + cooldown);
-            health.failures = 0;
-            self.ever_cooled.store(true, Ordering::Relaxed);
-            tracing::warn!(
-                deployment = id,
-                cooldown_secs = cooldown.as_secs_f64(),
-                "deployment cooling down"
-            );
-        }
-    }
+    /// The client asked for a stream (latency-based routing ranks by time to first token).
+    pub stream: bool,
+    /// The prompt's tokens, when counted (only with `enable_pre_call_checks`): deployments
+    /// whose context window or remaining `tpm` cannot take them are skipped.
+    pub prompt_tokens: Option<u64>,
 }
 
 pub struct Router {
@@ -217,16 +161,59 @@ impl Router {
         settings: RouterSettings,
         health: Arc<HealthBoard>,
     ) -> Self {
+        let samples = settings.strategy_args.max_latency_list_size;
         let mut groups: Vec<ModelGroup> = Vec::new();
         for deployment in deployments {
+            let stats = health.stats(&deployment.id, samples);
+            let context = context_window(&deployment);
+            let price = deployment.pricing.map_or(2.0 * UNKNOWN_PRICE_PER_TOKEN, |p| p.input + p.output);
             let deployment = Arc::new(deployment);
-            match groups.iter_mut().find(|g| g.name == deployment.model_name) {
-                Some(group) => group.deployments.push(deployment),
-                None => groups
-                    .push(ModelGroup { name: deployment.model_name.clone(), deployments: vec![deployment] }),
-            }
+            let index = match groups.iter().position(|g| g.name == deployment.model_name) {
+                Some(index) => index,
+                None => {
+                    groups.push(ModelGroup {
+                        name: deployment.model_name.clone(),
+                        deployments: Vec::new(),
+                        stats: Vec::new(),
+                        context: Vec::new(),
+                        price: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[index];
+            group.deployments.push(deployment);
+            group.stats.push(stats);
+            group.context.push(context);
+            group.price.push(price);
         }
         Self { groups, settings, health }
+    }
+
+    /// The board this router shares with the other workers.
+    pub fn health(&self) -> &Arc<HealthBoard> {
+        &self.health
+    }
+
+    /// Whether requests should count their prompt tokens for this router
+    /// (`enable_pre_call_checks`).
+    pub fn counts_prompt_tokens(&self) -> bool {
+        self.settings.enable_pre_call_checks
+    }
+
+    /// The encoding to count `model`'s prompts with: that of the upstream model of the
+    /// group's first deployment.
+    pub fn encoding(&self, model: &str) -> Encoding {
+        let upstream = self.group(model).and_then(|group| group.first()).map(|d| d.upstream_model.as_str());
+        Encoding::for_model(upstream.unwrap_or(model))
+    }
+
+    /// Whether a call to `model` should report its usage (its tokens count against a `tpm`
+    /// limit, or the strategy ranks by tokens or by latency per token), so that a stream is
+    /// asked for its usage even when nobody else needs it.
+    pub fn wants_usage(&self, model: &str) -> bool {
+        matches!(self.settings.routing_strategy, RoutingStrategy::UsageBased | RoutingStrategy::LatencyBased)
+            || self.group(model).is_some_and(|group| group.iter().any(|d| d.tpm.is_some()))
     }
 
     /// What `/v1/models` lists: every group, then every alias not marked hidden.
@@ -271,57 +258,128 @@ impl Router {
         }
     }
 
-    /// Picks a deployment of `model`'s group as [`Router::route`] would for a first attempt.
-    pub fn select(&self, model: &str) -> Result<Selection<'_>, RouterError> {
+    /// Picks a deployment of `model`'s group as [`Router::route`] would for a first attempt
+    /// of a request with these `options` (counting it against the deployment's `rpm`).
+    pub fn select(&self, model: &str, options: &RequestOptions) -> Result<Selection<'_>, RouterError> {
         let (group, captured) = self.find(model).ok_or_else(|| self.unknown(model))?;
-        self.pick(group, captured, model, &[])
+        self.pick(group, captured, model, &[], options).map(|(_, selection)| selection)
     }
 
+    /// Picks a deployment of `group` that this request has not failed on (`exclude`) when
+    /// there is one; returns its index in the group too.
     fn pick<'r>(
         &'r self,
         group: &'r ModelGroup,
         captured: Option<&str>,
         model: &str,
-        exclude: &[String],
-    ) -> Result<Selection<'r>, RouterError> {
-        // The only deployment of a group never cools down, and without an rpm limit there
+        exclude: &[usize],
+        options: &RequestOptions,
+    ) -> Result<(usize, Selection<'r>), RouterError> {
+        let prompt = options.prompt_tokens.filter(|_| self.settings.enable_pre_call_checks);
+        let too_small =
+            |index: usize| prompt.is_some_and(|p| group.context[index].is_some_and(|max| max < p));
+        // The only deployment of a group never cools down; without a limit to check there
         // is nothing to look up.
         if let [only] = group.deployments.as_slice()
             && only.rpm.is_none()
+            && only.tpm.is_none()
+            && !too_small(0)
         {
-            return Ok(Selection::of(only, captured));
+            return Ok((0, Selection::of(only, captured)));
+        }
+        if let Some(prompt_tokens) = prompt
+            && (0..group.deployments.len()).all(too_small)
+        {
+            let largest = group.context.iter().flatten().copied().max().unwrap_or(0);
+            return Err(RouterError::ContextWindowExceeded {
+                model: model.to_owned(),
+                prompt_tokens,
+                largest,
+            });
         }
         let now = Instant::now();
         let mut first_back: Option<Instant> = None;
         let mut note_back =
             |until: Instant| first_back = Some(first_back.map_or(until, |t: Instant| t.min(until)));
-        let mut available: Vec<&Arc<Deployment>> = Vec::with_capacity(group.deployments.len());
-        for deployment in &group.deployments {
-            match self.health.cooling_until(&deployment.id, now) {
-                Some(until) => note_back(until),
-                None => available.push(deployment),
+        let mut available: Vec<usize> = Vec::with_capacity(group.deployments.len());
+        for (index, deployment) in group.deployments.iter().enumerate() {
+            let stats = &group.stats[index];
+            if too_small(index) {
+                continue;
             }
+            if let Some(until) = stats.cooling_until(now) {
+                note_back(until);
+                continue;
+            }
+            if let Some(tpm) = deployment.tpm {
+                let tenths = stats.tenths(now);
+                let used = stats.tokens.current(tenths);
+                if used >= tpm || used.saturating_add(prompt.unwrap_or(0)) > tpm {
+                    note_back(stats.instant(stats.tokens.end(tenths)));
+                    continue;
+                }
+            }
+            available.push(index);
         }
         // Prefer deployments this request has not failed on yet.
-        if available.iter().any(|d| !exclude.contains(&d.id)) {
-            available.retain(|d| !exclude.contains(&d.id));
+        if available.iter().any(|index| !exclude.contains(index)) {
+            available.retain(|index| !exclude.contains(index));
         }
-        while !available.is_empty() {
-            let best_order = available.iter().map(|d| d.order.unwrap_or(u32::MAX)).min().unwrap_or(u32::MAX);
-            let tier: Vec<&Arc<Deployment>> =
-                available.iter().copied().filter(|d| d.order.unwrap_or(u32::MAX) == best_order).collect();
-            let chosen = weighted_choice(&tier);
-            match chosen.rpm.map(|rpm| self.health.take_rpm_slot(&chosen.id, rpm, now)) {
-                None | Some(Ok(())) => return Ok(Selection::of(chosen, captured)),
+        let order = |index: usize| group.deployments[index].order.unwrap_or(u32::MAX);
+        available.sort_unstable_by_key(|index| order(*index));
+        while let Some(&first) = available.first() {
+            let tier = available.iter().take_while(|index| order(**index) == order(first)).count();
+            let at = self.choose(group, &available[..tier], options, now);
+            let index = available[at];
+            let deployment = &group.deployments[index];
+            let stats = &group.stats[index];
+            match deployment.rpm.map(|rpm| stats.requests.take(1, rpm, stats.tenths(now))) {
+                None | Some(Ok(())) => return Ok((index, Selection::of(deployment, captured))),
                 // Out of requests for this minute: try the others.
-                Some(Err(until)) => {
-                    note_back(until);
-                    available.retain(|d| d.id != chosen.id);
+                Some(Err(end)) => {
+                    note_back(stats.instant(end));
+                    available.remove(at);
                 }
             }
         }
         let retry_in = first_back.map_or(self.settings.cooldown_time, |t| t.duration_since(now));
         Err(RouterError::NoDeployments { model: model.to_owned(), retry_in })
+    }
+
+    /// The routing strategy's choice among `tier` (indices into the group, one `order`):
+    /// the position of the chosen one in `tier`.
+    fn choose(&self, group: &ModelGroup, tier: &[usize], options: &RequestOptions, now: Instant) -> usize {
+        if tier.len() == 1 {
+            return 0;
+        }
+        match self.settings.routing_strategy {
+            RoutingStrategy::SimpleShuffle => weighted_choice(&group.deployments, tier),
+            RoutingStrategy::LeastBusy => lowest(tier, 0.0, |i| group.stats[i].in_flight() as f64),
+            RoutingStrategy::LatencyBased => {
+                let args = &self.settings.strategy_args;
+                // A deployment not measured yet counts as the fastest, so that it gets measured.
+                lowest(tier, args.lowest_latency_buffer, |i| {
+                    group.stats[i].latency(options.stream, now, args.ttl).unwrap_or(0.0)
+                })
+            }
+            RoutingStrategy::UsageBased => lowest(tier, 0.0, |i| {
+                let stats = &group.stats[i];
+                stats.tokens.current(stats.tenths(now)) as f64
+            }),
+            RoutingStrategy::CostBased => lowest(tier, 0.0, |i| group.price[i]),
+        }
+    }
+
+    /// A ticket for an attempt on deployment `index` of `group`, tracking what the strategy
+    /// and the deployment's limits need.
+    fn ticket(&self, group: &ModelGroup, index: usize, stream: bool) -> Ticket {
+        let strategy = self.settings.routing_strategy;
+        let tracking = Tracking {
+            in_flight: strategy == RoutingStrategy::LeastBusy,
+            latency: strategy == RoutingStrategy::LatencyBased,
+            tokens: strategy == RoutingStrategy::UsageBased || group.deployments[index].tpm.is_some(),
+        };
+        Ticket::start(&group.stats[index], tracking, stream)
     }
 
     /// Calls `call` with a deployment of `model`'s group, retrying and falling back as the
@@ -338,7 +396,6 @@ impl Router {
         Fut: Future<Output = Result<T, GatewayError>>,
     {
         let (group, captured) = self.find(model).ok_or_else(|| self.unknown(model))?;
-        let num_retries = options.num_retries.unwrap_or(self.settings.num_retries);
         let mut retries = 0;
         let first = if options.mock_testing_fallbacks {
             Err(GatewayError::new(
@@ -346,10 +403,12 @@ impl Router {
                 format!("mock_testing_fallbacks=true: model group {} failed on purpose", group.name),
             ))
         } else {
-            self.try_group(group, captured, model, num_retries, &mut call, &mut retries).await
+            self.try_group(group, captured, model, options, &mut call, &mut retries).await
         };
         let error = match first {
-            Ok((value, deployment)) => return Ok(Routed { value, deployment, retries, fallbacks: 0 }),
+            Ok((value, deployment, ticket)) => {
+                return Ok(Routed { value, deployment, retries, fallbacks: 0, ticket });
+            }
             Err(error) => error,
         };
         let Some(kind) = fallback_kind(&error) else { return Err(error) };
@@ -363,8 +422,10 @@ impl Router {
             let Some(fallback) = self.groups.iter().find(|g| &g.name == target) else { continue };
             fallbacks += 1;
             tracing::info!(from = %group.name, to = %fallback.name, error = %last.message, "falling back");
-            match self.try_group(fallback, None, target, num_retries, &mut call, &mut retries).await {
-                Ok((value, deployment)) => return Ok(Routed { value, deployment, retries, fallbacks }),
+            match self.try_group(fallback, None, target, options, &mut call, &mut retries).await {
+                Ok((value, deployment, ticket)) => {
+                    return Ok(Routed { value, deployment, retries, fallbacks, ticket });
+                }
                 Err(error) => last = error,
             }
         }
@@ -376,39 +437,58 @@ impl Router {
         group: &ModelGroup,
         captured: Option<&str>,
         model: &str,
-        num_retries: u32,
+        options: &RequestOptions,
         call: &mut F,
         retries: &mut u32,
-    ) -> Result<(T, Arc<Deployment>), GatewayError>
+    ) -> Result<(T, Arc<Deployment>, Ticket), GatewayError>
     where
         F: FnMut(Selection<'_>) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
-        let mut failed: Vec<String> = Vec::new();
+        let num_retries = options.num_retries.unwrap_or(self.settings.num_retries);
+        let policy = self.settings.retry_policy_for(&group.name);
+        let mut failed: Vec<usize> = Vec::new();
         let mut attempt = 0;
         loop {
-            let selection = self.pick(group, captured, model, &failed)?;
+            let (index, selection) = self.pick(group, captured, model, &failed, options)?;
             let deployment = Arc::clone(&selection.deployment);
+            let mut ticket = self.ticket(group, index, options.stream);
             match call(selection).await {
-                Ok(value) => return Ok((value, deployment)),
+                Ok(value) => {
+                    ticket.answered();
+                    return Ok((value, deployment, ticket));
+                }
                 Err(error) => {
-                    if counts_against_deployment(&error) {
+                    drop(ticket);
+                    let class = FailureClass::of(&error);
+                    let policed = class.and_then(|c| self.settings.allowed_fails_policy.get(c)).is_some();
+                    let stats = &group.stats[index];
+                    if counts_against_deployment(&error) || policed {
                         let immediate = matches!(error.kind, ErrorKind::Upstream(401 | 404 | 429));
                         let may_cool = group.deployments.len() > 1;
-                        self.health.record_failure(
-                            &deployment.id,
-                            immediate,
-                            error.retry_after,
-                            &self.settings,
-                            may_cool,
-                        );
+                        stats.record_failure(class, immediate, error.retry_after, &self.settings, may_cool);
                     }
-                    if !error.retryable || attempt >= num_retries {
+                    if class == Some(FailureClass::Timeout)
+                        && self.settings.routing_strategy == RoutingStrategy::LatencyBased
+                    {
+                        stats.record_timeout(options.stream, Instant::now());
+                    }
+                    let allowed = if is_context_window(&error) {
+                        // The same prompt will not fit on a retry; its fallbacks are for that.
+                        0
+                    } else {
+                        match policy.for_error(&error) {
+                            Some(retries) => retries,
+                            None if error.retryable => num_retries,
+                            None => 0,
+                        }
+                    };
+                    if attempt >= allowed {
                         return Err(error);
                     }
                     attempt += 1;
                     *retries += 1;
-                    failed.push(deployment.id.clone());
+                    failed.push(index);
                     // With nowhere else to go, honour the upstream's Retry-After (up to a bound).
                     let wait = match error.retry_after {
                         Some(after) if group.deployments.len() == 1 => {
@@ -416,11 +496,24 @@ impl Router {
                         }
                         _ => retry_delay(attempt),
                     };
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(wait.max(self.settings.retry_after)).await;
                 }
             }
         }
     }
+}
+
+/// A deployment's context window: `model_info.max_input_tokens`, else `model_info.max_tokens`,
+/// else the pricing table's `max_input_tokens`.
+fn context_window(deployment: &Deployment) -> Option<u64> {
+    let info = |key: &str| deployment.model_info.get(key).and_then(serde_json::Value::as_u64);
+    info("max_input_tokens")
+        .or_else(|| info("max_tokens"))
+        .or_else(|| deployment.pricing.and_then(|p| p.max_input_tokens))
+}
+
+fn is_context_window(error: &GatewayError) -> bool {
+    error.upstream_code.as_deref() == Some("context_length_exceeded")
 }
 
 /// Failures that say something about the deployment (not about the request).
@@ -438,30 +531,44 @@ fn fallback_kind(error: &GatewayError) -> Option<FallbackKind> {
     }
 }
 
-/// Picks by `weight`, else `rpm`, else `tpm` when every candidate has one; else uniformly.
-fn weighted_choice<'d>(candidates: &[&'d Arc<Deployment>]) -> &'d Arc<Deployment> {
-    if candidates.len() == 1 {
-        return candidates[0];
-    }
-    let weights: Option<Vec<f64>> = candidates
-        .iter()
-        .map(|d| d.weight.or(d.rpm.map(|r| r as f64)).or(d.tpm.map(|t| t as f64)).filter(|w| *w > 0.0))
-        .collect();
+/// The position in `tier` of a pick weighted by `weight`, else `rpm`, else `tpm` when every
+/// candidate has one; else uniform.
+fn weighted_choice(deployments: &[Arc<Deployment>], tier: &[usize]) -> usize {
+    let weight = |index: usize| {
+        let d = &deployments[index];
+        d.weight.or(d.rpm.map(|r| r as f64)).or(d.tpm.map(|t| t as f64)).filter(|w| *w > 0.0)
+    };
     let mut rng = rand::rng();
-    match weights {
-        Some(weights) => {
-            let total: f64 = weights.iter().sum();
-            let mut point = rng.random_range(0.0..total);
-            for (candidate, weight) in candidates.iter().zip(&weights) {
-                if point < *weight {
-                    return candidate;
-                }
-                point -= weight;
-            }
-            candidates[candidates.len() - 1]
+    let total: Option<f64> = tier.iter().map(|index| weight(*index)).sum();
+    let Some(total) = total else { return rng.random_range(0..tier.len()) };
+    let mut point = rng.random_range(0.0..total);
+    for (at, index) in tier.iter().enumerate() {
+        let w = weight(*index).unwrap_or(0.0);
+        if point < w {
+            return at;
         }
-        None => candidates[rng.random_range(0..candidates.len())],
+        point -= w;
     }
+    tier.len() - 1
+}
+
+/// The position in `tier` of a random one among those whose `key` is within `buffer` (a
+/// fraction) of the lowest.
+fn lowest(tier: &[usize], buffer: f64, key: impl Fn(usize) -> f64) -> usize {
+    let min = tier.iter().map(|index| key(*index)).fold(f64::INFINITY, f64::min);
+    let limit = min + min.abs() * buffer;
+    let mut rng = rand::rng();
+    let (mut chosen, mut seen) = (0, 0u32);
+    for (at, index) in tier.iter().enumerate() {
+        if key(*index) <= limit {
+            // Reservoir sampling: each of the `seen` ties ends up chosen with chance 1/seen.
+            seen += 1;
+            if rng.random_range(0..seen) == 0 {
+                chosen = at;
+            }
+        }
+    }
+    chosen
 }
 
 /// Matches `model` against a pattern with at most one `*`, returning what the `*` covered.
@@ -501,5 +608,9 @@ where
     }
 }
 
+#[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
+mod strategy_tests;
 #[cfg(test)]
 mod tests;

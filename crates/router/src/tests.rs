@@ -2,10 +2,11 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use tollgate_domain::GatewayConfig;
 
-fn router(yaml: &str) -> Router {
+pub(crate) fn router(yaml: &str) -> Router {
     let config = GatewayConfig::from_yaml(yaml, &HashMap::new()).unwrap();
     Router::new(config.deployments, config.router, HealthBoard::new())
 }
@@ -18,7 +19,7 @@ const CONFIG: &str = "model_list:
 ";
 
 /// `a` before `b` by `order`, so tests know which deployment comes first.
-fn ordered(settings: &str) -> Router {
+pub(crate) fn ordered(settings: &str) -> Router {
     router(&format!(
         "model_list:
   - {{model_name: gp, litellm_params: {{model: fake/a, order: 1}}, model_info: {{id: a}}}}
@@ -31,12 +32,12 @@ router_settings: {settings}
     ))
 }
 
-fn upstream(status: u16) -> GatewayError {
+pub(crate) fn upstream(status: u16) -> GatewayError {
     GatewayError::new(ErrorKind::Upstream(status), format!("status {status}"))
 }
 
 /// Routes `model`, answering with `script(deployment id)`, and records the ids called.
-async fn run(
+pub(crate) async fn run(
     router: &Router,
     model: &str,
     calls: &Mutex<Vec<String>>,
@@ -45,7 +46,7 @@ async fn run(
     run_with(router, model, &RequestOptions::default(), calls, script).await
 }
 
-async fn run_with(
+pub(crate) async fn run_with(
     router: &Router,
     model: &str,
     options: &RequestOptions,
@@ -67,11 +68,13 @@ fn selects_within_the_group_and_spreads_load() {
     let router = router(CONFIG);
     let mut seen = HashMap::new();
     for _ in 0..200 {
-        *seen.entry(router.select("gp").unwrap().deployment.id.clone()).or_insert(0) += 1;
+        *seen
+            .entry(router.select("gp", &RequestOptions::default()).unwrap().deployment.id.clone())
+            .or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.values().all(|&n| n > 40), "{seen:?}");
-    assert_eq!(router.select("embed").unwrap().upstream_model, "e");
+    assert_eq!(router.select("embed", &RequestOptions::default()).unwrap().upstream_model, "e");
 }
 
 #[test]
@@ -83,7 +86,9 @@ fn weights_shape_the_shuffle() {
 ",
     );
     let picks = 8000;
-    let b = (0..picks).filter(|_| router.select("gp").unwrap().deployment.id == "b").count();
+    let b = (0..picks)
+        .filter(|_| router.select("gp", &RequestOptions::default()).unwrap().deployment.id == "b")
+        .count();
     let share = b as f64 / picks as f64;
     // Binomial(8000, 0.75): a standard deviation of 0.005; 0.03 is six of them.
     assert!((share - 0.75).abs() < 0.03, "b got {share}");
@@ -92,8 +97,8 @@ fn weights_shape_the_shuffle() {
 #[test]
 fn wildcard_fills_the_upstream_model() {
     let router = router(CONFIG);
-    assert_eq!(router.select("openai/gpt-4o").unwrap().upstream_model, "gpt-4o");
-    assert!(router.select("openai/").is_err());
+    assert_eq!(router.select("openai/gpt-4o", &RequestOptions::default()).unwrap().upstream_model, "gpt-4o");
+    assert!(router.select("openai/", &RequestOptions::default()).is_err());
     assert_eq!(wildcard_match("a*z", "abcz"), Some("bc"));
     assert_eq!(wildcard_match("a*z", "az"), None);
     assert_eq!(wildcard_match("exact", "exact"), None);
@@ -101,7 +106,7 @@ fn wildcard_fills_the_upstream_model() {
 
 #[test]
 fn unknown_model_names_the_valid_ones() {
-    let error = GatewayError::from(router(CONFIG).select("gpt-5").unwrap_err());
+    let error = GatewayError::from(router(CONFIG).select("gpt-5", &RequestOptions::default()).unwrap_err());
     assert_eq!(error.status(), 400);
     assert_eq!(
         error.message,
@@ -112,8 +117,8 @@ fn unknown_model_names_the_valid_ones() {
 #[test]
 fn aliases_resolve_and_hidden_ones_stay_off_the_list() {
     let router = ordered("{model_group_alias: {gpt-4: gp, legacy: {model: backup, hidden: true}}}");
-    assert_eq!(router.select("gpt-4").unwrap().deployment.id, "a");
-    assert_eq!(router.select("legacy").unwrap().deployment.id, "c");
+    assert_eq!(router.select("gpt-4", &RequestOptions::default()).unwrap().deployment.id, "a");
+    assert_eq!(router.select("legacy", &RequestOptions::default()).unwrap().deployment.id, "c");
     let names: Vec<&str> = router.model_names().collect();
     assert_eq!(names, ["gp", "backup", "long", "solo", "gpt-4"]);
 }
@@ -161,9 +166,13 @@ async fn rate_limits_cool_down_at_once_and_a_cooled_group_says_when() {
     let router = ordered("{cooldown_time: 30}");
     let calls = Mutex::new(Vec::new());
     let _ = run(&router, "gp", &calls, |_| Err(upstream(429))).await;
-    assert_eq!(router.select("gp").unwrap().deployment.id, "b", "a 429 cools `a` at once");
+    assert_eq!(
+        router.select("gp", &RequestOptions::default()).unwrap().deployment.id,
+        "b",
+        "a 429 cools `a` at once"
+    );
     let _ = run(&router, "gp", &calls, |_| Err(upstream(429))).await;
-    let error = GatewayError::from(router.select("gp").unwrap_err());
+    let error = GatewayError::from(router.select("gp", &RequestOptions::default()).unwrap_err());
     assert_eq!(error.status(), 429);
     assert!(
         error.message.starts_with("No deployments available for selected model, Try again in 30 seconds"),
@@ -184,12 +193,12 @@ async fn retry_after_lengthens_the_cooldown_and_the_wait() {
     let _ = run(&router, "gp", &calls, |id| if id == "a" { Err(limited()) } else { Ok(()) }).await;
     tokio::time::advance(Duration::from_secs(30)).await;
     assert_eq!(
-        router.select("gp").unwrap().deployment.id,
+        router.select("gp", &RequestOptions::default()).unwrap().deployment.id,
         "b",
         "still cooling after 30 s of a 40 s Retry-After"
     );
     tokio::time::advance(Duration::from_secs(11)).await;
-    assert_eq!(router.select("gp").unwrap().deployment.id, "a");
+    assert_eq!(router.select("gp", &RequestOptions::default()).unwrap().deployment.id, "a");
 
     // A lone deployment waits (up to ten seconds) before its retry.
     let started = Instant::now();
@@ -209,7 +218,7 @@ async fn the_only_deployment_of_a_group_never_cools() {
     for _ in 0..3 {
         let _ = run(&router, "solo", &calls, |_| Err(upstream(429))).await;
     }
-    assert_eq!(router.select("solo").unwrap().deployment.id, "e");
+    assert_eq!(router.select("solo", &RequestOptions::default()).unwrap().deployment.id, "e");
 }
 
 #[tokio::test(start_paused = true)]
@@ -239,7 +248,7 @@ async fn a_request_can_bring_its_own_fallbacks_retries_and_a_forced_failure() {
     let options = RequestOptions {
         fallbacks: Some(vec!["long".into()]),
         mock_testing_fallbacks: true,
-        num_retries: None,
+        ..RequestOptions::default()
     };
     let routed = run_with(&router, "gp", &options, &calls, |_| Ok(())).await.unwrap();
     assert_eq!(routed.deployment.id, "d", "the request's fallbacks replace the configured ones");
@@ -293,14 +302,20 @@ async fn rpm_limits_move_traffic_and_then_refuse_it() {
   - {model_name: solo, litellm_params: {model: fake/s, rpm: 1}, model_info: {id: s}}
 ",
     );
-    let picks: Vec<String> = (0..3).map(|_| router.select("gp").unwrap().deployment.id.clone()).collect();
+    let picks: Vec<String> = (0..3)
+        .map(|_| router.select("gp", &RequestOptions::default()).unwrap().deployment.id.clone())
+        .collect();
     assert_eq!(picks, ["a", "a", "b"], "a takes two a minute, then b serves");
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert_eq!(router.select("gp").unwrap().deployment.id, "a", "a new minute, a new allowance");
+    assert_eq!(
+        router.select("gp", &RequestOptions::default()).unwrap().deployment.id,
+        "a",
+        "a new minute, a new allowance"
+    );
 
-    assert_eq!(router.select("solo").unwrap().deployment.id, "s");
+    assert_eq!(router.select("solo", &RequestOptions::default()).unwrap().deployment.id, "s");
     tokio::time::advance(Duration::from_secs(15)).await;
-    let error = GatewayError::from(router.select("solo").unwrap_err());
+    let error = GatewayError::from(router.select("solo", &RequestOptions::default()).unwrap_err());
     assert_eq!(error.status(), 429);
     assert!(error.message.contains("Try again in 45 seconds"), "{}", error.message);
 }

@@ -52,7 +52,7 @@ pub struct Gateway {
     config: GatewayConfig,
     options: server::Options,
     workers: usize,
-    /// Cooldowns, rpm usage and metrics, shared by every worker and every `app()`.
+    /// The router's deployment state and the metrics, shared by every worker and every `app()`.
     shared: Shared,
 }
 
@@ -83,6 +83,11 @@ impl Gateway {
             tracing::warn!(
                 "no master key set (general_settings.master_key or LITELLM_MASTER_KEY): every request is accepted without authentication"
             );
+        }
+        if config.router.enable_pre_call_checks {
+            // Building the token encoders takes a noticeable fraction of a second: do it now,
+            // off the runtime's threads, so that no request waits for it.
+            tokio::task::spawn_blocking(tollgate_domain::tokens::warm);
         }
         let mut shared = Shared::default();
         if config.master_key.is_some() {

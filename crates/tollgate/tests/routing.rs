@@ -145,3 +145,195 @@ async fn per_request_parameters_steer_routing_and_never_reach_the_upstream() {
     let reply = send(post(&gateway.url("/v1/chat/completions"), None, body.to_string())).await;
     assert_eq!(assert_error(&reply, 400)["param"], "fallbacks");
 }
+
+/// Two deployments of `gp`, `a` on `mock_a` and `b` on `mock_b`, with extra
+/// `litellm_params` each, and these router settings.
+fn pair(mock_a: &MockUpstream, mock_b: &MockUpstream, params: [&str; 2], router_settings: &str) -> String {
+    format!(
+        "model_list:
+  - model_name: gp
+    litellm_params: {{model: openai/model-a, api_base: '{a}', {pa}}}
+    model_info: {{id: a}}
+  - model_name: gp
+    litellm_params: {{model: openai/model-b, api_base: '{b}', {pb}}}
+    model_info: {{id: b}}
+router_settings: {router_settings}
+",
+        a = mock_a.base_url(),
+        b = mock_b.base_url(),
+        pa = params[0],
+        pb = params[1],
+    )
+}
+
+async fn served_by(gateway: &TestGateway, body: &serde_json::Value) -> String {
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, body.to_string())).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.header("x-litellm-model-id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_based_routing_moves_traffic_off_a_slowed_deployment() {
+    let (mock_a, mock_b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = pair(&mock_a, &mock_b, ["order: 1", "order: 1"], "{routing_strategy: latency-based-routing}");
+    let gateway = TestGateway::start(&yaml).await;
+    // At first b answers in 50 ms and a at once: after measuring both, a takes the traffic.
+    for _ in 0..20 {
+        mock_b.push(Behavior::Delay(std::time::Duration::from_millis(50)));
+    }
+    let mut first = Vec::new();
+    for _ in 0..6 {
+        first.push(served_by(&gateway, &hello()).await);
+    }
+    assert!(first[2..].iter().all(|id| id == "a"), "{first:?}");
+    // Then a slows down to a second per answer: one slow answer is enough to leave it.
+    for _ in 0..5 {
+        mock_a.push(Behavior::Delay(std::time::Duration::from_secs(1)));
+    }
+    let before = mock_a.requests().len();
+    let mut then = Vec::new();
+    for _ in 0..6 {
+        then.push(served_by(&gateway, &hello()).await);
+    }
+    assert!(mock_a.requests().len() - before <= 1, "{then:?}");
+    assert!(then[1..].iter().all(|id| id == "b"), "{then:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_routes_around_a_deployment_holding_a_stream() {
+    let (mock_a, mock_b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = pair(&mock_a, &mock_b, ["order: 1", "order: 1"], "{routing_strategy: least-busy}");
+    let gateway = TestGateway::start(&yaml).await;
+    // Whichever deployment takes the stream keeps it open (the first event, then silence);
+    // a request without a stream is answered at once by either.
+    mock_a.push(Behavior::StallStream { after_chunks: 1 });
+    mock_b.push(Behavior::StallStream { after_chunks: 1 });
+    let stream = open_stream(&gateway, "gp").await;
+    let busy = if mock_a.requests().len() == 1 { "a" } else { "b" };
+    let idle = if busy == "a" { "b" } else { "a" };
+    for _ in 0..4 {
+        assert_eq!(served_by(&gateway, &hello()).await, idle, "{busy} has a stream in flight");
+    }
+    // Once the client hangs up, the stream no longer counts.
+    drop(stream);
+    let mut freed = false;
+    for _ in 0..30 {
+        if served_by(&gateway, &hello()).await == busy {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(freed, "{busy} serves again once its stream is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpm_limits_count_the_tokens_answers_and_streams_report() {
+    let (mock_a, mock_b) = (MockUpstream::start().await, MockUpstream::start().await);
+    // Each mock answer uses PROMPT_TOKENS + COMPLETION_TOKENS = 17 tokens: a takes three.
+    let yaml = pair(&mock_a, &mock_b, ["order: 1, tpm: 40", "order: 2"], "{}");
+    let gateway = TestGateway::start(&yaml).await;
+    let mut stream = hello();
+    stream["stream"] = json!(true);
+    let streamed = send(post(&gateway.url("/v1/chat/completions"), None, stream.to_string())).await;
+    assert_eq!(streamed.header("x-litellm-model-id"), "a");
+    assert!(
+        streamed.events().iter().all(|event| !event.contains("\"usage\":{")),
+        "the usage the router asked for stays hidden: {:?}",
+        streamed.events()
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&mock_a.requests()[0].body).unwrap();
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(served_by(&gateway, &hello()).await);
+    }
+    assert_eq!(served, ["a", "a", "b"], "17 + 17 tokens leave room, 51 do not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_based_routing_balances_tokens_and_cost_based_takes_the_cheapest() {
+    let (mock_a, mock_b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml =
+        pair(&mock_a, &mock_b, ["tpm: 100000", "tpm: 100000"], "{routing_strategy: usage-based-routing-v2}");
+    let gateway = TestGateway::start(&yaml).await;
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        served.push(served_by(&gateway, &hello()).await);
+    }
+    // Equal answers: whoever used fewer tokens this minute goes next, so they alternate.
+    for pair in served.chunks(2) {
+        assert_ne!(pair[0], pair[1], "{served:?}");
+    }
+
+    let cheap = "input_cost_per_token: 0.0000001, output_cost_per_token: 0.0000002";
+    let dear = "input_cost_per_token: 0.000003, output_cost_per_token: 0.000015";
+    let yaml = pair(&mock_a, &mock_b, [dear, cheap], "{routing_strategy: cost-based-routing}");
+    let gateway = TestGateway::start(&yaml).await;
+    for _ in 0..4 {
+        assert_eq!(served_by(&gateway, &hello()).await, "b");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_allowed_fails_policies_apply_per_kind_of_failure() {
+    let (primary, backup) = (MockUpstream::start().await, MockUpstream::start().await);
+    let settings = "{num_retries: 0, cooldown_time: 60, retry_policy: {InternalServerErrorRetries: 1}, allowed_fails_policy: {RateLimitErrorAllowedFails: 5}}";
+    let gateway = TestGateway::start(&config(&primary, &backup, settings)).await;
+    primary.push(Behavior::Error { status: 500, body: "{}".into() });
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello().to_string())).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("x-litellm-attempted-retries"), "1", "the policy retries a 500 once");
+    assert_eq!(reply.header("x-litellm-model-id"), "gp-b");
+
+    primary.push(Behavior::Error { status: 429, body: "{}".into() });
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello().to_string())).await;
+    assert_error(&reply, 429);
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello().to_string())).await;
+    assert_eq!(reply.header("x-litellm-model-id"), "gp-a", "five 429s are allowed: no cooldown yet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_call_checks_send_long_prompts_where_they_fit() {
+    let (small, large) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "model_list:
+  - model_name: gp
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: '{small}', order: 1}}
+    model_info: {{id: small, max_input_tokens: 50}}
+  - model_name: gp
+    litellm_params: {{model: openai/gpt-4o, api_base: '{large}', order: 2}}
+    model_info: {{id: large, max_input_tokens: 100000}}
+  - model_name: short
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: '{small}'}}
+    model_info: {{id: short, max_input_tokens: 50}}
+  - model_name: shorter
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: '{small}'}}
+    model_info: {{id: shorter, max_input_tokens: 10}}
+router_settings:
+  enable_pre_call_checks: true
+  context_window_fallbacks: [{{short: [gp]}}]
+",
+        small = small.base_url(),
+        large = large.base_url(),
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(20);
+    let ask =
+        |model: &str, text: &str| json!({"model": model, "messages": [{"role": "user", "content": text}]});
+    assert_eq!(served_by(&gateway, &ask("gp", "hello")).await, "small");
+    assert_eq!(served_by(&gateway, &ask("gp", &long)).await, "large", "about 180 tokens do not fit in 50");
+
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, ask("short", &long).to_string())).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.header("x-litellm-model-id"), "large", "context_window_fallbacks: short -> gp");
+    assert_eq!(reply.header("x-litellm-attempted-fallbacks"), "1");
+
+    let before = small.requests().len();
+    let reply =
+        send(post(&gateway.url("/v1/chat/completions"), None, ask("shorter", &long).to_string())).await;
+    let error = assert_error(&reply, 400);
+    assert_eq!(error["code"], "context_length_exceeded");
+    assert!(error["message"].as_str().unwrap().contains("Context Window exceeded"), "{error}");
+    assert_eq!(small.requests().len(), before, "nothing too small is called");
+}
