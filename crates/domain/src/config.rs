@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
+use crate::deployment::{AwsAuth, AwsSettings, Deployment, EntraCredentials, ProviderKind};
 use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{ModelGroupAlias, RouterSettings};
@@ -449,6 +449,11 @@ const LITELLM_PARAMS: &[&str] = &[
     "client_secret",
     "azure_ad_token",
     "azure_scope",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "aws_region_name",
+    "aws_bedrock_runtime_endpoint",
     "weight",
     "order",
     "input_cost_per_token",
@@ -474,6 +479,8 @@ const ROUTER_KEYS: &[&str] = &[
 /// The Azure OpenAI data-plane version used when neither `api_version` nor
 /// `AZURE_API_VERSION` gives one (the latest GA version).
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// The region of a Bedrock deployment that names none, as LiteLLM defaults it.
+pub const DEFAULT_AWS_REGION: &str = "us-west-2";
 /// Where Entra ID tokens come from unless `AZURE_AUTHORITY_HOST` says otherwise.
 pub const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// The scope of tokens for Azure OpenAI.
@@ -540,6 +547,25 @@ impl Reader<'_> {
             None => self.string(params, "base_url", &params_path)?,
         };
         let mut api_key = self.string(params, "api_key", &params_path)?;
+        let mut aws = None;
+        if spec.is_some_and(|s| s.wire == WireFormat::Bedrock) {
+            let region = self.aws_region(params, &params_path, &upstream_model)?;
+            if api_base.is_none() {
+                api_base = match self.string(params, "aws_bedrock_runtime_endpoint", &params_path)? {
+                    Some(endpoint) => Some(endpoint),
+                    None => self
+                        .env
+                        .var("AWS_BEDROCK_RUNTIME_ENDPOINT")
+                        .or_else(|| Some(format!("https://bedrock-runtime.{region}.amazonaws.com"))),
+                };
+            }
+            let auth = self.aws_auth(params, &params_path, api_key.as_deref())?;
+            if let AwsAuth::BearerToken(token) = &auth {
+                // Kept as the deployment's key too, so it is redacted from upstream errors.
+                api_key = Some(token.expose().to_owned());
+            }
+            aws = Some(AwsSettings { region, auth });
+        }
         if let Some(spec) = spec {
             if api_base.is_none() {
                 api_base = spec.base_env.iter().find_map(|name| self.env.var(name));
@@ -657,13 +683,19 @@ impl Reader<'_> {
             model_info,
             azure_ad_token,
             entra,
+            aws,
+        };
+        // `bedrock/converse/<id>` is priced as `<id>`: the route prefix names no model.
+        let priced_model = match deployment.wire() {
+            Some(WireFormat::Bedrock) => provider_catalog::bedrock_model_id(&deployment.upstream_model),
+            _ => &deployment.upstream_model,
         };
         deployment.pricing = self.pricing(
             params,
             &deployment.model_info,
             &params_path,
             deployment.provider_prefix(),
-            &deployment.upstream_model,
+            priced_model,
         )?;
         Ok(deployment)
     }
@@ -1072,6 +1104,85 @@ impl Reader<'_> {
                 "an azure model needs api_key, azure_ad_token, or tenant_id + client_id + client_secret (or AZURE_API_KEY / AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)",
             )),
         }
+    }
+
+    /// A Bedrock deployment's region, as LiteLLM finds it: `aws_region_name`, the region of a
+    /// model ARN, `AWS_REGION_NAME`, `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-west-2`.
+    fn aws_region(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        upstream_model: &str,
+    ) -> Result<String, ConfigError> {
+        let from_arn = provider_catalog::bedrock_model_id(upstream_model)
+            .strip_prefix("arn:")
+            .and_then(|arn| arn.split(':').nth(2))
+            .filter(|region| !region.is_empty())
+            .map(str::to_owned);
+        let region = match self.string(params, "aws_region_name", path)? {
+            Some(region) => region,
+            None => from_arn
+                .or_else(|| self.env.var("AWS_REGION_NAME"))
+                .or_else(|| self.env.var("AWS_REGION"))
+                .or_else(|| self.env.var("AWS_DEFAULT_REGION"))
+                .filter(|region| !region.is_empty())
+                .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned()),
+        };
+        // The region becomes part of a host name and of the signature's scope.
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(invalid(&format!("{path}.aws_region_name"), format!("'{region}' is not an AWS region name")));
+        }
+        Ok(region)
+    }
+
+    /// A Bedrock deployment's credentials: `api_key` (a Bedrock API key), then
+    /// `aws_access_key_id` + `aws_secret_access_key` (+ `aws_session_token`) from the params,
+    /// then `AWS_BEARER_TOKEN_BEDROCK`, then the `AWS_ACCESS_KEY_ID` family from the
+    /// environment. Settings in `litellm_params` win over the environment.
+    fn aws_auth(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        api_key: Option<&str>,
+    ) -> Result<AwsAuth, ConfigError> {
+        if let Some(key) = api_key.filter(|k| !k.is_empty()) {
+            return Ok(AwsAuth::BearerToken(Secret::new(key)));
+        }
+        let field = |key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(self.string(params, key, path)?.filter(|v| !v.is_empty()))
+        };
+        let keys = |id: String, secret: String, token: Option<String>| AwsAuth::Keys {
+            access_key_id: id,
+            secret_access_key: Secret::new(secret),
+            session_token: token.map(Secret::new),
+        };
+        match (field("aws_access_key_id")?, field("aws_secret_access_key")?) {
+            (Some(id), Some(secret)) => return Ok(keys(id, secret, field("aws_session_token")?)),
+            (Some(_), None) => {
+                return Err(invalid(&format!("{path}.aws_secret_access_key"), "missing; aws_access_key_id is set"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(&format!("{path}.aws_access_key_id"), "missing; aws_secret_access_key is set"));
+            }
+            (None, None) => {}
+        }
+        let env = |name: &str| self.env.var(name).filter(|v| !v.is_empty());
+        if let Some(token) = env("AWS_BEARER_TOKEN_BEDROCK") {
+            return Ok(AwsAuth::BearerToken(Secret::new(token)));
+        }
+        if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            return Ok(keys(id, secret, env("AWS_SESSION_TOKEN")));
+        }
+        if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+            return Err(invalid(
+                path,
+                "web identity credentials (AWS_WEB_IDENTITY_TOKEN_FILE, as EKS service accounts provide) are not supported yet; give the bedrock model aws_access_key_id + aws_secret_access_key or a Bedrock API key",
+            ));
+        }
+        Err(invalid(
+            path,
+            "a bedrock model needs credentials: api_key (a Bedrock API key), aws_access_key_id + aws_secret_access_key, or AWS_BEARER_TOKEN_BEDROCK / AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY in the environment",
+        ))
     }
 
     fn router_settings(

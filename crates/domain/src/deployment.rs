@@ -73,6 +73,26 @@ pub struct Deployment {
     pub entra: Option<EntraCredentials>,
     /// What its tokens cost; `None` when neither the pricing table nor the config knows.
     pub pricing: Option<crate::pricing::Pricing>,
+    /// Bedrock only: the region and how requests are authenticated.
+    pub aws: Option<AwsSettings>,
+}
+
+/// Where a Bedrock deployment lives and how its requests are authenticated.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// The region signed into SigV4's scope (`us-east-1`).
+    pub region: String,
+    pub auth: AwsAuth,
+}
+
+/// A Bedrock deployment's credentials.
+#[derive(Debug, Clone)]
+pub enum AwsAuth {
+    /// A Bedrock API key (`api_key` or `AWS_BEARER_TOKEN_BEDROCK`), sent as
+    /// `Authorization: Bearer`.
+    BearerToken(Secret),
+    /// Access keys (and a session token for temporary ones), for SigV4 signatures.
+    Keys { access_key_id: String, secret_access_key: Secret, session_token: Option<Secret> },
 }
 
 /// Microsoft Entra ID client credentials (`tenant_id`, `client_id`, `client_secret`).
