@@ -1129,8 +1129,13 @@ impl Reader<'_> {
                 .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned()),
         };
         // The region becomes part of a host name and of the signature's scope.
-        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(invalid(&format!("{path}.aws_region_name"), format!("'{region}' is not an AWS region name")));
+        if region.is_empty()
+            || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(
+                &format!("{path}.aws_region_name"),
+                format!("'{region}' is not an AWS region name"),
+            ));
         }
         Ok(region)
     }
@@ -1159,10 +1164,16 @@ impl Reader<'_> {
         match (field("aws_access_key_id")?, field("aws_secret_access_key")?) {
             (Some(id), Some(secret)) => return Ok(keys(id, secret, field("aws_session_token")?)),
             (Some(_), None) => {
-                return Err(invalid(&format!("{path}.aws_secret_access_key"), "missing; aws_access_key_id is set"));
+                return Err(invalid(
+                    &format!("{path}.aws_secret_access_key"),
+                    "missing; aws_access_key_id is set",
+                ));
             }
             (None, Some(_)) => {
-                return Err(invalid(&format!("{path}.aws_access_key_id"), "missing; aws_secret_access_key is set"));
+                return Err(invalid(
+                    &format!("{path}.aws_access_key_id"),
+                    "missing; aws_secret_access_key is set",
+                ));
             }
             (None, None) => {}
         }
@@ -1520,7 +1531,7 @@ general_settings:
             r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: bedrock/anthropic.claude-sonnet-4, tpm: 10, vertex_project: p}
+    litellm_params: {model: replicate/meta/llama-3-70b, tpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
 router_settings: {num_retries: 2, routing_strategy: least-busy, redis_host: r, redis_password: pw}
 general_settings: {master_key: sk-1, database_url: "postgresql://x"}
@@ -1534,7 +1545,7 @@ include: [other.yaml]
                 "include",
                 "router_settings.routing_strategy=least-busy",
                 "model_list[0].litellm_params.vertex_project",
-                "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
+                "model_list[0].litellm_params.model=replicate/… (provider not supported yet)",
                 "model_list[0].litellm_params.tpm (not enforced as a limit yet)",
             ]
         );
@@ -1730,6 +1741,90 @@ model_list:
         assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "gsk");
         assert_eq!(config.deployments[0].api_base.as_deref(), Some("https://api.groq.com/openai/v1"));
         assert_eq!(config.deployments[1].api_base.as_deref(), Some("http://v:8000/v1"));
+    }
+
+    #[test]
+    fn bedrock_reads_region_endpoint_and_each_kind_of_credential() {
+        let yaml = |params: &str| {
+            format!(
+                "model_list:\n  - model_name: b\n    litellm_params: {{model: bedrock/anthropic.claude-3-5-haiku-20241022-v1:0{params}}}\n"
+            )
+        };
+        let with_env =
+            |params: &str, vars: &[(&str, &str)]| GatewayConfig::from_yaml(&yaml(params), &env(vars));
+        let aws = |config: &GatewayConfig| config.deployments[0].aws.clone().unwrap();
+
+        let config = with_env(", aws_access_key_id: AKID, aws_secret_access_key: s3cr3t, aws_session_token: tok, aws_region_name: eu-west-3", &[]).unwrap();
+        let d = &config.deployments[0];
+        assert_eq!(d.api_base.as_deref(), Some("https://bedrock-runtime.eu-west-3.amazonaws.com"));
+        assert_eq!(d.wire(), Some(WireFormat::Bedrock));
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+        let settings = aws(&config);
+        assert_eq!(settings.region, "eu-west-3");
+        let AwsAuth::Keys { access_key_id, secret_access_key, session_token } = settings.auth else {
+            panic!()
+        };
+        assert_eq!((access_key_id.as_str(), secret_access_key.expose()), ("AKID", "s3cr3t"));
+        assert_eq!(session_token.unwrap().expose(), "tok");
+        assert!(d.pricing.is_some(), "priced from the table");
+
+        // The environment: AWS_REGION, then the API key before access keys.
+        let config = with_env(
+            "",
+            &[
+                ("AWS_REGION", "ap-south-1"),
+                ("AWS_BEARER_TOKEN_BEDROCK", "brk"),
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(aws(&config).region, "ap-south-1");
+        assert!(matches!(aws(&config).auth, AwsAuth::BearerToken(ref t) if t.expose() == "brk"));
+        assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "brk", "redacted like any key");
+        let config = with_env(
+            "",
+            &[
+                ("AWS_DEFAULT_REGION", "us-east-2"),
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(aws(&config).region, "us-east-2");
+        assert!(matches!(aws(&config).auth, AwsAuth::Keys { session_token: None, .. }));
+        // Params win over the environment; an endpoint override replaces the regional host.
+        let config = with_env(
+            ", api_key: from-params, aws_bedrock_runtime_endpoint: 'http://127.0.0.1:9/'",
+            &[("AWS_BEARER_TOKEN_BEDROCK", "env")],
+        )
+        .unwrap();
+        assert!(matches!(aws(&config).auth, AwsAuth::BearerToken(ref t) if t.expose() == "from-params"));
+        assert_eq!(config.deployments[0].api_base.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(aws(&config).region, DEFAULT_AWS_REGION);
+        // The region of an ARN model id, and the converse/ route prefix priced as the model.
+        let arn = "model_list:\n  - model_name: b\n    litellm_params: {model: 'bedrock/converse/arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0', api_key: k}\n";
+        assert_eq!(
+            GatewayConfig::from_yaml(arn, &env(&[])).unwrap().deployments[0].aws.as_ref().unwrap().region,
+            "eu-central-1"
+        );
+        let routed = with_env(", api_key: k", &[]).unwrap().deployments[0].pricing;
+        let conversed = GatewayConfig::from_yaml(
+            &yaml(", api_key: k").replace("bedrock/", "bedrock/converse/"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(conversed.deployments[0].pricing, routed);
+
+        let error = |params: &str, vars: &[(&str, &str)]| with_env(params, vars).unwrap_err().to_string();
+        assert!(error("", &[]).contains("a bedrock model needs credentials"), "{}", error("", &[]));
+        assert!(error(", aws_access_key_id: A", &[]).contains("aws_secret_access_key: missing"));
+        assert!(
+            error("", &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")]).contains("not supported yet")
+        );
+        assert!(
+            error(", api_key: k, aws_region_name: 'us-east-1.evil.com/x'", &[]).contains("not an AWS region")
+        );
     }
 
     #[test]

@@ -165,7 +165,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
     },
     // The base URL depends on the region (`https://bedrock-runtime.{region}.amazonaws.com`),
     // and the credentials are AWS's: the config reader resolves both for this prefix.
-    ProviderSpec { prefix: "bedrock", wire: WireFormat::Bedrock, default_base: None, base_env: &[], key_env: &[] },
+    ProviderSpec {
+        prefix: "bedrock",
+        wire: WireFormat::Bedrock,
+        default_base: None,
+        base_env: &[],
+        key_env: &[],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
@@ -239,7 +245,10 @@ mod tests {
 
     #[test]
     fn bedrock_route_prefixes_are_not_part_of_the_model_id() {
-        assert_eq!(bedrock_model_id("converse/anthropic.claude-3-haiku-20240307-v1:0"), "anthropic.claude-3-haiku-20240307-v1:0");
+        assert_eq!(
+            bedrock_model_id("converse/anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
         assert_eq!(bedrock_model_id("invoke/amazon.titan-embed-text-v2:0"), "amazon.titan-embed-text-v2:0");
         assert_eq!(bedrock_model_id("us.amazon.nova-pro-v1:0"), "us.amazon.nova-pro-v1:0");
     }

@@ -16,7 +16,9 @@ use http::HeaderMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::wire::{COMPLETION_TOKENS, EMBEDDING_TOKENS_PER_INPUT, PROMPT_TOKENS, REPLY_TEXT, embedding_vector, random_id_of};
+use crate::wire::{
+    COMPLETION_TOKENS, EMBEDDING_TOKENS_PER_INPUT, PROMPT_TOKENS, REPLY_TEXT, embedding_vector, random_id_of,
+};
 
 /// The access key the mock accepts in SigV4 signatures, with [`BEDROCK_SECRET_ACCESS_KEY`].
 pub const BEDROCK_ACCESS_KEY_ID: &str = "AKIDMOCKBEDROCK0001";
@@ -140,11 +142,19 @@ pub(crate) struct Signed<'a> {
 pub(crate) fn authenticate(request: &Signed<'_>) -> Result<(), AwsError> {
     let Some(authorization) = request.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
     else {
-        return Err(AwsError::new(403, "MissingAuthenticationTokenException", "Missing Authentication Token"));
+        return Err(AwsError::new(
+            403,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
     };
     if let Some(token) = authorization.strip_prefix("Bearer ") {
         return if token.trim().is_empty() {
-            Err(AwsError::new(403, "UnrecognizedClientException", "Invalid API Key format: Must start with pre-defined prefix"))
+            Err(AwsError::new(
+                403,
+                "UnrecognizedClientException",
+                "Invalid API Key format: Must start with pre-defined prefix",
+            ))
         } else {
             Ok(())
         };
@@ -169,15 +179,25 @@ fn verify_sigv4(request: &Signed<'_>, authorization: &str) -> Result<(), AwsErro
             Some(("Credential", value)) => credential = Some(value),
             Some(("SignedHeaders", value)) => signed_headers = Some(value),
             Some(("Signature", value)) => signature = Some(value),
-            _ => return Err(incomplete(format!("Authorization header has a malformed field '{}'", field.trim()))),
+            _ => {
+                return Err(incomplete(format!(
+                    "Authorization header has a malformed field '{}'",
+                    field.trim()
+                )));
+            }
         }
     }
-    let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
-        return Err(incomplete("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'"));
+    let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature)
+    else {
+        return Err(incomplete(
+            "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'",
+        ));
     };
     let scope: Vec<&str> = credential.split('/').collect();
     let [access_key, date, region, service, terminal] = scope[..] else {
-        return Err(incomplete(format!("Credential '{credential}' is not key/date/region/service/aws4_request")));
+        return Err(incomplete(format!(
+            "Credential '{credential}' is not key/date/region/service/aws4_request"
+        )));
     };
     if terminal != "aws4_request" || date.len() != 8 || region.is_empty() {
         return Err(incomplete(format!("Credential '{credential}' is malformed")));
@@ -191,14 +211,22 @@ fn verify_sigv4(request: &Signed<'_>, authorization: &str) -> Result<(), AwsErro
     }
     let amz_date = request.headers.get("x-amz-date").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !amz_date.starts_with(date) || amz_date.len() != 16 {
-        return Err(incomplete(format!("x-amz-date '{amz_date}' does not match the credential date '{date}'")));
+        return Err(incomplete(format!(
+            "x-amz-date '{amz_date}' does not match the credential date '{date}'"
+        )));
     }
     let names: Vec<&str> = signed_headers.split(';').collect();
     if !names.contains(&"host") || !names.contains(&"x-amz-date") || names.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(incomplete(format!("SignedHeaders '{signed_headers}' must be sorted and include host and x-amz-date")));
+        return Err(incomplete(format!(
+            "SignedHeaders '{signed_headers}' must be sorted and include host and x-amz-date"
+        )));
     }
     if access_key != BEDROCK_ACCESS_KEY_ID {
-        return Err(AwsError::new(403, "UnrecognizedClientException", "The security token included in the request is invalid."));
+        return Err(AwsError::new(
+            403,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
     }
 
     let mut canonical_headers = String::new();
@@ -220,7 +248,8 @@ fn verify_sigv4(request: &Signed<'_>, authorization: &str) -> Result<(), AwsErro
                 .collect();
             (!values.is_empty()).then(|| values.join(","))
         };
-        let value = value.ok_or_else(|| incomplete(format!("signed header '{name}' is not in the request")))?;
+        let value =
+            value.ok_or_else(|| incomplete(format!("signed header '{name}' is not in the request")))?;
         canonical_headers.push_str(&format!("{name}:{value}\n"));
     }
     let payload_hash = match request.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
@@ -271,7 +300,10 @@ fn hex(bytes: &[u8]) -> String {
 fn uri_encode(text: &str, encode_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') || (byte == b'/' && !encode_slash) {
+        if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_' | b'.' | b'~')
+            || (byte == b'/' && !encode_slash)
+        {
             out.push(byte as char);
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -301,7 +333,10 @@ fn canonical_query(query: Option<&str>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
     /// Calls of these tools; `forced` (a named `toolChoice`) sends no text before them.
-    Tools { names: Vec<String>, forced: bool },
+    Tools {
+        names: Vec<String>,
+        forced: bool,
+    },
     Text,
     Truncated,
 }
@@ -314,8 +349,18 @@ pub(crate) struct Reply {
     cached: bool,
 }
 
-const CONTENT_KINDS: &[&str] =
-    &["text", "image", "document", "video", "toolUse", "toolResult", "guardContent", "cachePoint", "reasoningContent", "citationsContent"];
+const CONTENT_KINDS: &[&str] = &[
+    "text",
+    "image",
+    "document",
+    "video",
+    "toolUse",
+    "toolResult",
+    "guardContent",
+    "cachePoint",
+    "reasoningContent",
+    "citationsContent",
+];
 
 /// Checks a Converse request as Bedrock does and decides the answer:
 ///
@@ -331,8 +376,9 @@ const CONTENT_KINDS: &[&str] =
 /// `additionalModelRequestFields.thinking.type` is `enabled`; a `cachePoint` anywhere in the
 /// request adds cache read and write counts to `usage`.
 pub(crate) fn converse_reply(body: &[u8]) -> Result<Reply, AwsError> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|e| AwsError::new(400, "SerializationException", format!("Unable to parse the request body: {e}")))?;
+    let request: Value = serde_json::from_slice(body).map_err(|e| {
+        AwsError::new(400, "SerializationException", format!("Unable to parse the request body: {e}"))
+    })?;
     let messages = match request.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => messages,
         _ => {
@@ -358,7 +404,11 @@ pub(crate) fn converse_reply(body: &[u8]) -> Result<Reply, AwsError> {
         }
         let blocks = match message.get("content") {
             Some(Value::Array(blocks)) if !blocks.is_empty() => blocks,
-            _ => return Err(AwsError::validation(format!("The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."))),
+            _ => {
+                return Err(AwsError::validation(format!(
+                    "The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."
+                )));
+            }
         };
         for (j, block) in blocks.iter().enumerate() {
             let keys: Vec<&String> = block.as_object().map(|b| b.keys().collect()).unwrap_or_default();
@@ -368,7 +418,9 @@ pub(crate) fn converse_reply(body: &[u8]) -> Result<Reply, AwsError> {
                 )));
             };
             if !CONTENT_KINDS.contains(&key.as_str()) {
-                return Err(AwsError::validation(format!("messages.{i}.content.{j}: unknown ContentBlock member '{key}'")));
+                return Err(AwsError::validation(format!(
+                    "messages.{i}.content.{j}: unknown ContentBlock member '{key}'"
+                )));
             }
             match key.as_str() {
                 "text" if block["text"].as_str().is_none_or(|t| t.trim().is_empty()) => {
@@ -378,7 +430,8 @@ pub(crate) fn converse_reply(body: &[u8]) -> Result<Reply, AwsError> {
                 }
                 "image" => {
                     let format = block.pointer("/image/format").and_then(Value::as_str).unwrap_or_default();
-                    let bytes = block.pointer("/image/source/bytes").and_then(Value::as_str).unwrap_or_default();
+                    let bytes =
+                        block.pointer("/image/source/bytes").and_then(Value::as_str).unwrap_or_default();
                     if !matches!(format, "png" | "jpeg" | "gif" | "webp") || bytes.is_empty() {
                         return Err(AwsError::validation(format!(
                             "messages.{i}.content.{j}.image: format must be png, jpeg, gif or webp, with source.bytes"
@@ -418,18 +471,23 @@ pub(crate) fn converse_reply(body: &[u8]) -> Result<Reply, AwsError> {
     if let Some(name) = forced
         && !tools.iter().any(|t| t == name)
     {
-        return Err(AwsError::validation(format!("The tool '{name}' named in toolChoice is not in toolConfig.tools.")));
+        return Err(AwsError::validation(format!(
+            "The tool '{name}' named in toolChoice is not in toolConfig.tools."
+        )));
     }
     let last = messages.last().unwrap_or(&Value::Null);
     let answered = last
         .get("content")
         .and_then(Value::as_array)
         .is_some_and(|blocks| blocks.iter().any(|b| b.get("toolResult").is_some()));
-    let wants_tools = !tools.is_empty() && last.get("role").and_then(Value::as_str) == Some("user") && !answered;
+    let wants_tools =
+        !tools.is_empty() && last.get("role").and_then(Value::as_str) == Some("user") && !answered;
     let kind = if wants_tools {
         match forced {
             Some(name) => Kind::Tools { names: vec![name.to_owned()], forced: true },
-            None if choice.and_then(|c| c.get("any")).is_some() => Kind::Tools { names: tools, forced: false },
+            None if choice.and_then(|c| c.get("any")).is_some() => {
+                Kind::Tools { names: tools, forced: false }
+            }
             None => Kind::Tools { names: vec![tools[0].clone()], forced: false },
         }
     } else if request.pointer("/inferenceConfig/maxTokens").and_then(Value::as_u64) == Some(1) {
@@ -437,8 +495,8 @@ pub(crate) fn converse_reply(body: &[u8]) -> Result<Reply, AwsError> {
     } else {
         Kind::Text
     };
-    let reasoning =
-        request.pointer("/additionalModelRequestFields/thinking/type").and_then(Value::as_str) == Some("enabled");
+    let reasoning = request.pointer("/additionalModelRequestFields/thinking/type").and_then(Value::as_str)
+        == Some("enabled");
     Ok(Reply { kind, reasoning, cached })
 }
 
@@ -528,7 +586,9 @@ pub(crate) struct StreamFault {
 /// encrypted frames do not reveal the tokens.
 fn padded(mut payload: Value) -> Value {
     if let Some(object) = payload.as_object_mut() {
-        let pad: String = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123"[..(object.len() * 7) % 40 + 4].to_owned();
+        let pad: String = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123"
+            [..(object.len() * 7) % 40 + 4]
+            .to_owned();
         object.insert("p".into(), json!(pad));
     }
     payload
@@ -539,7 +599,10 @@ fn pieces(text: &str, n: usize) -> Vec<&str> {
     let bounds: Vec<usize> = text.char_indices().map(|(at, _)| at).chain([text.len()]).collect();
     let chars = bounds.len() - 1;
     let n = n.max(1);
-    (0..n).map(|i| &text[bounds[i * chars / n]..bounds[(i + 1) * chars / n]]).filter(|p| !p.is_empty()).collect()
+    (0..n)
+        .map(|i| &text[bounds[i * chars / n]..bounds[(i + 1) * chars / n]])
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// The frames of a `ConverseStream` answer, each one body frame: `messageStart`; the
@@ -552,8 +615,14 @@ pub(crate) fn converse_stream(reply: &Reply, chunks: usize, fault: Option<&Strea
     let mut index = 0;
     let delta = |index: usize, delta: Value| json!({"contentBlockIndex": index, "delta": delta});
     if reply.reasoning {
-        events.push(("contentBlockDelta", delta(index, json!({"reasoningContent": {"text": BEDROCK_REASONING_TEXT}}))));
-        events.push(("contentBlockDelta", delta(index, json!({"reasoningContent": {"signature": BEDROCK_REASONING_SIGNATURE}}))));
+        events.push((
+            "contentBlockDelta",
+            delta(index, json!({"reasoningContent": {"text": BEDROCK_REASONING_TEXT}})),
+        ));
+        events.push((
+            "contentBlockDelta",
+            delta(index, json!({"reasoningContent": {"signature": BEDROCK_REASONING_SIGNATURE}})),
+        ));
         events.push(("contentBlockStop", json!({"contentBlockIndex": index})));
         index += 1;
     }
@@ -584,7 +653,11 @@ pub(crate) fn converse_stream(reply: &Reply, chunks: usize, fault: Option<&Strea
         .map(|(event_type, payload)| {
             let payload = padded(payload).to_string();
             encode_message(
-                &[(":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")],
+                &[
+                    (":event-type", event_type),
+                    (":content-type", "application/json"),
+                    (":message-type", "event"),
+                ],
                 payload.as_bytes(),
             )
         })
@@ -634,8 +707,11 @@ pub(crate) fn encode_message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes 
 /// An `invoke` answer: the body and the input token count (sent as
 /// `X-Amzn-Bedrock-Input-Token-Count`).
 pub(crate) fn invoke(model: &str, body: &[u8]) -> Result<(Vec<u8>, u64), AwsError> {
-    let request: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|e| AwsError::validation(format!("Malformed input request: {e}, please reformat your input and try again.")))?;
+    let request: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+        AwsError::validation(format!(
+            "Malformed input request: {e}, please reformat your input and try again."
+        ))
+    })?;
     let unexpected = |allowed: &[&str]| {
         request.keys().find(|key| !allowed.contains(&key.as_str())).map(|key| {
             AwsError::validation(format!(
@@ -645,7 +721,8 @@ pub(crate) fn invoke(model: &str, body: &[u8]) -> Result<(Vec<u8>, u64), AwsErro
     };
     if model.contains("amazon.titan-embed") {
         let v2 = model.contains("titan-embed-text-v2");
-        let allowed: &[&str] = if v2 { &["inputText", "dimensions", "normalize", "embeddingTypes"] } else { &["inputText"] };
+        let allowed: &[&str] =
+            if v2 { &["inputText", "dimensions", "normalize", "embeddingTypes"] } else { &["inputText"] };
         if let Some(error) = unexpected(allowed) {
             return Err(error);
         }
@@ -656,10 +733,20 @@ pub(crate) fn invoke(model: &str, body: &[u8]) -> Result<(Vec<u8>, u64), AwsErro
             ));
         }
         let dimensions = match request.get("dimensions") {
-            None => if v2 { TITAN_V2_DIMENSIONS } else { TITAN_V1_DIMENSIONS },
+            None => {
+                if v2 {
+                    TITAN_V2_DIMENSIONS
+                } else {
+                    TITAN_V1_DIMENSIONS
+                }
+            }
             Some(d) => match d.as_u64() {
                 Some(d @ (256 | 512 | 1024)) => d as usize,
-                _ => return Err(AwsError::validation("Malformed input request: #/dimensions: 256, 512 or 1024 expected, please reformat your input and try again.")),
+                _ => {
+                    return Err(AwsError::validation(
+                        "Malformed input request: #/dimensions: 256, 512 or 1024 expected, please reformat your input and try again.",
+                    ));
+                }
             },
         };
         let vector = embedding_vector(text.len() % 16, dimensions);
@@ -667,15 +754,21 @@ pub(crate) fn invoke(model: &str, body: &[u8]) -> Result<(Vec<u8>, u64), AwsErro
         if v2 {
             answer["embeddingsByType"] = json!({"float": answer["embedding"].clone()});
         }
-        let body = serde_json::to_vec(&answer).map_err(|e| AwsError::new(500, "InternalServerException", e.to_string()))?;
+        let body = serde_json::to_vec(&answer)
+            .map_err(|e| AwsError::new(500, "InternalServerException", e.to_string()))?;
         return Ok((body, EMBEDDING_TOKENS_PER_INPUT));
     }
     if model.contains("cohere.embed") {
         if let Some(error) = unexpected(&["texts", "input_type", "truncate", "embedding_types", "images"]) {
             return Err(error);
         }
-        let texts: Vec<&str> =
-            request.get("texts").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let texts: Vec<&str> = request
+            .get("texts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         if texts.is_empty() || texts.len() > COHERE_MAX_TEXTS {
             return Err(AwsError::validation(format!(
                 "Malformed input request: #/texts: expected between 1 and {COHERE_MAX_TEXTS} texts, please reformat your input and try again."
@@ -689,7 +782,8 @@ pub(crate) fn invoke(model: &str, body: &[u8]) -> Result<(Vec<u8>, u64), AwsErro
                 ));
             }
         }
-        let embeddings: Vec<Vec<f32>> = (0..texts.len()).map(|i| embedding_vector(i, COHERE_DIMENSIONS)).collect();
+        let embeddings: Vec<Vec<f32>> =
+            (0..texts.len()).map(|i| embedding_vector(i, COHERE_DIMENSIONS)).collect();
         let tokens = EMBEDDING_TOKENS_PER_INPUT * texts.len() as u64;
         let answer = json!({
             "embeddings": embeddings,
@@ -697,7 +791,8 @@ pub(crate) fn invoke(model: &str, body: &[u8]) -> Result<(Vec<u8>, u64), AwsErro
             "response_type": "embeddings_floats",
             "texts": texts,
         });
-        let body = serde_json::to_vec(&answer).map_err(|e| AwsError::new(500, "InternalServerException", e.to_string()))?;
+        let body = serde_json::to_vec(&answer)
+            .map_err(|e| AwsError::new(500, "InternalServerException", e.to_string()))?;
         return Ok((body, tokens));
     }
     Err(AwsError::validation(format!(
@@ -711,7 +806,10 @@ mod tests {
 
     #[test]
     fn routes_decode_the_model_id() {
-        assert_eq!(route("/model/us.amazon.nova-pro-v1%3A0/converse"), Some(("us.amazon.nova-pro-v1%3A0", Op::Converse)));
+        assert_eq!(
+            route("/model/us.amazon.nova-pro-v1%3A0/converse"),
+            Some(("us.amazon.nova-pro-v1%3A0", Op::Converse))
+        );
         assert_eq!(route("/model/m/converse-stream"), Some(("m", Op::ConverseStream)));
         assert_eq!(route("/model/m/invoke"), Some(("m", Op::Invoke)));
         assert_eq!(route("/model/m/other"), None);
@@ -747,7 +845,14 @@ mod tests {
     fn unsigned_or_foreign_requests_are_refused_as_aws_does() {
         let mut headers = HeaderMap::new();
         let request = |headers: &HeaderMap| {
-            authenticate(&Signed { method: "POST", path: "/model/m/converse", query: None, headers, authority: Some("h"), body: b"{}" })
+            authenticate(&Signed {
+                method: "POST",
+                path: "/model/m/converse",
+                query: None,
+                headers,
+                authority: Some("h"),
+                body: b"{}",
+            })
         };
         assert_eq!(request(&headers).unwrap_err().exception, "MissingAuthenticationTokenException");
         headers.insert("authorization", "Bearer abc".parse().unwrap());
@@ -782,15 +887,34 @@ mod tests {
         let user = json!([{"role": "user", "content": [{"text": "hi"}]}]);
         assert_eq!(reply(json!({"messages": user})).unwrap().kind, Kind::Text);
         assert!(reply(json!({"messages": []})).is_err());
-        assert!(reply(json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]})).unwrap_err().message.contains("start with a user"));
-        assert!(reply(json!({"messages": [{"role": "user", "content": [{"text": " "}]}]})).unwrap_err().message.contains("blank"));
+        assert!(
+            reply(json!({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]}))
+                .unwrap_err()
+                .message
+                .contains("start with a user")
+        );
+        assert!(
+            reply(json!({"messages": [{"role": "user", "content": [{"text": " "}]}]}))
+                .unwrap_err()
+                .message
+                .contains("blank")
+        );
         let tools = json!({"tools": [{"toolSpec": {"name": "a"}}, {"toolSpec": {"name": "b"}}]});
         let mut with_tools = json!({"messages": user, "toolConfig": tools});
-        assert_eq!(reply(with_tools.clone()).unwrap().kind, Kind::Tools { names: vec!["a".into()], forced: false });
+        assert_eq!(
+            reply(with_tools.clone()).unwrap().kind,
+            Kind::Tools { names: vec!["a".into()], forced: false }
+        );
         with_tools["toolConfig"]["toolChoice"] = json!({"any": {}});
-        assert_eq!(reply(with_tools.clone()).unwrap().kind, Kind::Tools { names: vec!["a".into(), "b".into()], forced: false });
+        assert_eq!(
+            reply(with_tools.clone()).unwrap().kind,
+            Kind::Tools { names: vec!["a".into(), "b".into()], forced: false }
+        );
         with_tools["toolConfig"]["toolChoice"] = json!({"tool": {"name": "b"}});
-        assert_eq!(reply(with_tools.clone()).unwrap().kind, Kind::Tools { names: vec!["b".into()], forced: true });
+        assert_eq!(
+            reply(with_tools.clone()).unwrap().kind,
+            Kind::Tools { names: vec!["b".into()], forced: true }
+        );
         let result = json!({"messages": [{"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "r"}]}}]}]});
         assert!(reply(result.clone()).unwrap_err().message.contains("toolConfig"));
         let mut answered = result;
@@ -801,7 +925,10 @@ mod tests {
 
         let thinking = reply(json!({"messages": user, "system": [{"text": "s"}, {"cachePoint": {"type": "default"}}], "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 1024}}})).unwrap();
         let answer: Value = serde_json::from_slice(&converse(&thinking).unwrap()).unwrap();
-        assert_eq!(answer["output"]["message"]["content"][0]["reasoningContent"]["reasoningText"]["text"], BEDROCK_REASONING_TEXT);
+        assert_eq!(
+            answer["output"]["message"]["content"][0]["reasoningContent"]["reasoningText"]["text"],
+            BEDROCK_REASONING_TEXT
+        );
         assert_eq!(answer["output"]["message"]["content"][1]["text"], REPLY_TEXT);
         assert_eq!(answer["usage"]["cacheReadInputTokens"], BEDROCK_CACHE_READ_TOKENS);
         assert_eq!(answer["stopReason"], "end_turn");
@@ -850,7 +977,11 @@ mod tests {
         assert_eq!(types.first().map(String::as_str), Some("messageStart"));
         assert_eq!(types.last().map(String::as_str), Some("metadata"));
 
-        let fault = StreamFault { after_events: 2, exception_type: "throttlingException".into(), message: "slow".into() };
+        let fault = StreamFault {
+            after_events: 2,
+            exception_type: "throttlingException".into(),
+            message: "slow".into(),
+        };
         let frames = converse_stream(&reply, 3, Some(&fault));
         assert_eq!(frames.len(), 3);
         assert!(String::from_utf8_lossy(&frames[2]).contains("throttlingException"));
@@ -858,12 +989,20 @@ mod tests {
 
     #[test]
     fn embeddings_follow_each_model_family() {
-        let (body, tokens) = invoke("amazon.titan-embed-text-v2:0", br#"{"inputText":"hello","dimensions":256}"#).unwrap();
+        let (body, tokens) =
+            invoke("amazon.titan-embed-text-v2:0", br#"{"inputText":"hello","dimensions":256}"#).unwrap();
         let answer: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(answer["embedding"].as_array().unwrap().len(), 256);
         assert_eq!(tokens, EMBEDDING_TOKENS_PER_INPUT);
-        assert!(invoke("amazon.titan-embed-text-v1", br#"{"inputText":"hello","dimensions":256}"#).unwrap_err().message.contains("extraneous key [dimensions]"));
-        let (body, tokens) = invoke("cohere.embed-english-v3", br#"{"texts":["a","b"],"input_type":"search_document"}"#).unwrap();
+        assert!(
+            invoke("amazon.titan-embed-text-v1", br#"{"inputText":"hello","dimensions":256}"#)
+                .unwrap_err()
+                .message
+                .contains("extraneous key [dimensions]")
+        );
+        let (body, tokens) =
+            invoke("cohere.embed-english-v3", br#"{"texts":["a","b"],"input_type":"search_document"}"#)
+                .unwrap();
         let answer: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(answer["embeddings"].as_array().unwrap().len(), 2);
         assert_eq!(tokens, 2 * EMBEDDING_TOKENS_PER_INPUT);

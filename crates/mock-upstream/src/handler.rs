@@ -271,7 +271,9 @@ pub(crate) async fn handle(
             }
             NotFound::Azure => azure_not_found(request_id),
             NotFound::Gemini => gemini_error(request_id, StatusCode::NOT_FOUND, "NOT_FOUND", &message),
-            NotFound::Bedrock => aws_error(request_id, &bedrock::AwsError::new(404, "UnknownOperationException", message)),
+            NotFound::Bedrock => {
+                aws_error(request_id, &bedrock::AwsError::new(404, "UnknownOperationException", message))
+            }
         });
     };
     // Azure routes by API version too: without one the path does not exist, so it is a
@@ -300,7 +302,9 @@ pub(crate) async fn handle(
                     let message = format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.");
                     invalid_gemini(request_id, &message)
                 }
-                Api::Bedrock => aws_error(request_id, &bedrock::AwsError::new(413, "ValidationException", message)),
+                Api::Bedrock => {
+                    aws_error(request_id, &bedrock::AwsError::new(413, "ValidationException", message))
+                }
                 Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
             });
         }
@@ -312,7 +316,9 @@ pub(crate) async fn handle(
                 }
                 Api::Anthropic => invalid_anthropic(request_id, message),
                 Api::Gemini => invalid_gemini(request_id, message),
-                Api::Bedrock => aws_error(request_id, &bedrock::AwsError::new(400, "SerializationException", message)),
+                Api::Bedrock => {
+                    aws_error(request_id, &bedrock::AwsError::new(400, "SerializationException", message))
+                }
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
             });
         }
@@ -347,7 +353,11 @@ pub(crate) async fn handle(
             stream_fault = Some(bedrock::StreamFault { after_events, exception_type, message });
         }
         Behavior::RateLimited { retry_after_secs } if api == Api::Bedrock => {
-            let error = bedrock::AwsError::new(429, "ThrottlingException", "Too many requests, please wait before trying again.");
+            let error = bedrock::AwsError::new(
+                429,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+            );
             let mut response = aws_error(request_id, &error);
             response
                 .headers_mut()
@@ -435,7 +445,9 @@ pub(crate) async fn handle(
             // Like the other key checks, AWS's comes after the scripted behaviour.
             match bedrock::authenticate(&signed) {
                 Err(error) => aws_error(request_id, &error),
-                Ok(()) => bedrock_operation(&shared, &bedrock::decode_model(model), op, &body, answer, stream_fault),
+                Ok(()) => {
+                    bedrock_operation(&shared, &bedrock::decode_model(model), op, &body, answer, stream_fault)
+                }
             }
         }
         // Answered before the behaviour was taken.
@@ -767,7 +779,9 @@ fn with_api_headers(
         // Google's answers carry no request-id header; `responseId` is in the body.
         Api::Gemini => {}
         Api::Bedrock => {
-            if let Ok(id) = HeaderValue::try_from(format!("mock-{request_id:08x}-0000-4000-8000-000000000000")) {
+            if let Ok(id) =
+                HeaderValue::try_from(format!("mock-{request_id:08x}-0000-4000-8000-000000000000"))
+            {
                 headers.insert(X_AMZN_REQUEST_ID.clone(), id);
             }
         }
@@ -884,7 +898,9 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
             anthropic_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "api_error", &message)
         }
         Api::Gemini => gemini_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &message),
-        Api::Bedrock => aws_error(request_id, &bedrock::AwsError::new(500, "InternalServerException", message)),
+        Api::Bedrock => {
+            aws_error(request_id, &bedrock::AwsError::new(500, "InternalServerException", message))
+        }
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
     }
 }

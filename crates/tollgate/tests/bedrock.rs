@@ -105,7 +105,10 @@ async fn chat_is_signed_translated_to_converse_and_back() {
     let sent: Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(sent["system"], json!([{"text": "You are terse."}]));
     assert_eq!(sent["messages"], json!([{"role": "user", "content": [{"text": "hello"}]}]));
-    assert_eq!(sent["inferenceConfig"], json!({"maxTokens": 50, "temperature": 0.3, "stopSequences": ["END"]}));
+    assert_eq!(
+        sent["inferenceConfig"],
+        json!({"maxTokens": 50, "temperature": 0.3, "stopSequences": ["END"]})
+    );
     assert!(sent.get("model").is_none(), "the model is in the path, not the body");
 }
 
@@ -113,16 +116,21 @@ async fn chat_is_signed_translated_to_converse_and_back() {
 async fn a_bedrock_api_key_is_sent_as_a_bearer_token_and_a_bad_signature_is_a_401() {
     let mock = MockUpstream::start().await;
     let gateway = TestGateway::start(&config(&mock)).await;
-    let reply = chat(&gateway, json!({"model": "nova", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let reply =
+        chat(&gateway, json!({"model": "nova", "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.json()["choices"][0]["message"]["content"], REPLY_TEXT);
     let sent = &mock.requests()[0];
-    assert_eq!(sent.path, "/model/us.amazon.nova-pro-v1%3A0/converse", "bedrock/converse/ names the API, not the model");
+    assert_eq!(
+        sent.path, "/model/us.amazon.nova-pro-v1%3A0/converse",
+        "bedrock/converse/ names the API, not the model"
+    );
     assert_eq!(sent.headers["authorization"], format!("Bearer {BEDROCK_API_KEY}").as_str());
     assert!(!sent.headers.contains_key("x-amz-date"));
 
     // The mock recomputes the signature with its own secret: a wrong one does not match.
-    let forged = chat(&gateway, json!({"model": "forged", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let forged =
+        chat(&gateway, json!({"model": "forged", "messages": [{"role": "user", "content": "hi"}]})).await;
     let error = assert_error(&forged, 401);
     assert!(error["message"].as_str().unwrap().contains("signature"), "{error}");
     assert_eq!(error["type"], "InvalidSignatureException");
@@ -267,12 +275,21 @@ async fn json_mode_reasoning_images_and_prompt_caching() {
     assert_eq!(message["reasoning_content"], BEDROCK_REASONING_TEXT);
     assert_eq!(message["content"], REPLY_TEXT);
     let usage = &thinking["usage"];
-    assert_eq!(usage["prompt_tokens"], PROMPT_TOKENS + BEDROCK_CACHE_READ_TOKENS + BEDROCK_CACHE_WRITE_TOKENS);
+    assert_eq!(
+        usage["prompt_tokens"],
+        PROMPT_TOKENS + BEDROCK_CACHE_READ_TOKENS + BEDROCK_CACHE_WRITE_TOKENS
+    );
     assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], BEDROCK_CACHE_READ_TOKENS);
     let sent: Value = serde_json::from_slice(&mock.requests()[2].body).unwrap();
-    assert_eq!(sent["additionalModelRequestFields"]["thinking"], json!({"type": "enabled", "budget_tokens": 1024}));
+    assert_eq!(
+        sent["additionalModelRequestFields"]["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
     assert_eq!(sent["system"][1], json!({"cachePoint": {"type": "default"}}));
-    assert_eq!(sent["messages"][0]["content"][1], json!({"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQ"}}}));
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQ"}}})
+    );
 }
 
 #[tokio::test]
@@ -301,7 +318,8 @@ async fn embeddings_go_through_invoke_for_titan_and_cohere() {
     texts.sort();
     assert_eq!(texts, ["a", "bb"]);
 
-    let cohere = embed(json!({"model": "cohere-embed", "input": ["x", "y", "z"], "input_type": "search_query"})).await;
+    let cohere =
+        embed(json!({"model": "cohere-embed", "input": ["x", "y", "z"], "input_type": "search_query"})).await;
     assert_eq!(cohere.status, 200, "{}", String::from_utf8_lossy(&cohere.body));
     let body = cohere.json();
     assert_eq!(body["data"].as_array().unwrap().len(), 3);
@@ -320,7 +338,11 @@ async fn bedrock_errors_map_to_openai_errors() {
     let gateway = TestGateway::start(&config(&mock)).await;
     let hello = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]});
 
-    mock.push(bedrock_error(429, "ThrottlingException", "Too many requests, please wait before trying again."));
+    mock.push(bedrock_error(
+        429,
+        "ThrottlingException",
+        "Too many requests, please wait before trying again.",
+    ));
     let error = assert_error(&chat(&gateway, hello.clone()).await, 429);
     assert_eq!(error["type"], "ThrottlingException");
 
@@ -330,16 +352,28 @@ async fn bedrock_errors_map_to_openai_errors() {
     mock.push(bedrock_error(400, "ValidationException", "Input is too long for requested model."));
     assert_eq!(assert_error(&chat(&gateway, hello.clone()).await, 400)["code"], "context_length_exceeded");
 
-    mock.push(bedrock_error(403, "AccessDeniedException", "You don't have access to the model with the specified model ID."));
+    mock.push(bedrock_error(
+        403,
+        "AccessDeniedException",
+        "You don't have access to the model with the specified model ID.",
+    ));
     assert_error(&chat(&gateway, hello.clone()).await, 403);
 
-    mock.push(bedrock_error(400, "UnrecognizedClientException", "The security token included in the request is invalid."));
+    mock.push(bedrock_error(
+        400,
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    ));
     assert_error(&chat(&gateway, hello.clone()).await, 401);
 
     mock.push(bedrock_error(408, "ModelTimeoutException", "Model has timed out in processing the request."));
     assert_error(&chat(&gateway, hello.clone()).await, 408);
 
-    mock.push(bedrock_error(503, "ServiceUnavailableException", "Bedrock is unable to process your request."));
+    mock.push(bedrock_error(
+        503,
+        "ServiceUnavailableException",
+        "Bedrock is unable to process your request.",
+    ));
     assert_error(&chat(&gateway, hello.clone()).await, 503);
 
     let bad = chat(

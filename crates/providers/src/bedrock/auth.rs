@@ -55,7 +55,8 @@ fn sign_v4(
     service: &str,
     now: SystemTime,
 ) -> Result<(), ProviderError> {
-    let failed = |reason: String| ProviderError::BadRequest(format!("cannot sign the bedrock request: {reason}"));
+    let failed =
+        |reason: String| ProviderError::BadRequest(format!("cannot sign the bedrock request: {reason}"));
     let identity = credentials.into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -69,18 +70,12 @@ fn sign_v4(
     let uri = request.uri().to_string();
     let mut headers = Vec::with_capacity(request.headers().len());
     for (name, value) in request.headers() {
-        let value = value
-            .to_str()
-            .map_err(|_| failed(format!("header '{name}' is not printable ASCII")))?;
+        let value = value.to_str().map_err(|_| failed(format!("header '{name}' is not printable ASCII")))?;
         headers.push((name.as_str(), value));
     }
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        &uri,
-        headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| failed(e.to_string()))?;
+    let signable =
+        SignableRequest::new(request.method().as_str(), &uri, headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| failed(e.to_string()))?;
     let (instructions, _signature) = sign(signable, &params).map_err(|e| failed(e.to_string()))?.into_parts();
     instructions.apply_to_request_http1x(request);
     if let Some(value) = request.headers_mut().get_mut(AUTHORIZATION) {
@@ -108,7 +103,8 @@ mod tests {
     }
 
     fn signed(method: &str, url: &str) -> http::Request<Full<Bytes>> {
-        let mut request = http::Request::builder().method(method).uri(url).body(Full::new(Bytes::new())).unwrap();
+        let mut request =
+            http::Request::builder().method(method).uri(url).body(Full::new(Bytes::new())).unwrap();
         sign_v4(&mut request, b"", suite_credentials(), "us-east-1", "service", suite_time()).unwrap();
         request
     }
@@ -140,11 +136,13 @@ mod tests {
 
     #[test]
     fn temporary_credentials_send_their_session_token() {
-        let mut request = http::Request::post("https://bedrock-runtime.eu-west-1.amazonaws.com/model/m/converse")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap();
-        let credentials = Credentials::new("ASIAEXAMPLE", "secret", Some("session-token".into()), None, "test");
+        let mut request =
+            http::Request::post("https://bedrock-runtime.eu-west-1.amazonaws.com/model/m/converse")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+        let credentials =
+            Credentials::new("ASIAEXAMPLE", "secret", Some("session-token".into()), None, "test");
         sign_v4(&mut request, b"{}", credentials, "eu-west-1", SIGNING_NAME, suite_time()).unwrap();
         assert_eq!(request.headers()["x-amz-security-token"], "session-token");
         let authorization = request.headers()["authorization"].to_str().unwrap();

@@ -94,7 +94,9 @@ pub(crate) fn to_converse_request(openai: &Value, model_id: &str) -> Result<Conv
                 );
             }
             other => {
-                return Err(bad(format!("messages[{i}]: role '{other}' is not supported for bedrock models")));
+                return Err(bad(format!(
+                    "messages[{i}]: role '{other}' is not supported for bedrock models"
+                )));
             }
         }
     }
@@ -127,7 +129,9 @@ pub(crate) fn to_converse_request(openai: &Value, model_id: &str) -> Result<Conv
             "low" | "minimal" => 1024,
             "medium" => 2048,
             "high" => 4096,
-            other => return Err(bad(format!("`reasoning_effort` '{other}' is not one of low, medium, high"))),
+            other => {
+                return Err(bad(format!("`reasoning_effort` '{other}' is not one of low, medium, high")));
+            }
         };
         thinking_budget = Some(budget);
         additional.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
@@ -189,7 +193,11 @@ pub(crate) fn to_converse_request(openai: &Value, model_id: &str) -> Result<Conv
         Some(Value::String(mode)) => match mode.as_str() {
             "auto" => Some(json!({"auto": {}})),
             "required" => Some(json!({"any": {}})),
-            "none" => return Err(bad("`tool_choice` 'none' is not supported by bedrock models; leave out `tools` instead")),
+            "none" => {
+                return Err(bad(
+                    "`tool_choice` 'none' is not supported by bedrock models; leave out `tools` instead",
+                ));
+            }
             other => return Err(bad(format!("`tool_choice` '{other}' is not one of auto, required, none"))),
         },
         Some(named) => {
@@ -248,7 +256,8 @@ fn json_mode_tool(format: Option<&Value>) -> Result<Option<(String, Value)>, Pro
             None,
         ),
         Some("json_schema") => {
-            let spec = format.get("json_schema").ok_or_else(|| bad("`response_format.json_schema` is missing"))?;
+            let spec =
+                format.get("json_schema").ok_or_else(|| bad("`response_format.json_schema` is missing"))?;
             (
                 spec.get("name").and_then(Value::as_str).unwrap_or(JSON_TOOL_NAME).to_owned(),
                 spec.get("schema").cloned().unwrap_or(json!({"type": "object", "properties": {}})),
@@ -421,7 +430,8 @@ fn tool_spec(tool: &Value) -> Result<Value, ProviderError> {
     let name =
         function.get("name").and_then(Value::as_str).ok_or_else(|| bad("a tool needs `function.name`"))?;
     // Converse wants a description; LiteLLM sends the name when there is none.
-    let description = function.get("description").and_then(Value::as_str).filter(|d| !d.is_empty()).unwrap_or(name);
+    let description =
+        function.get("description").and_then(Value::as_str).filter(|d| !d.is_empty()).unwrap_or(name);
     let schema = function.get("parameters").cloned().unwrap_or(json!({"type": "object", "properties": {}}));
     Ok(json!({"toolSpec": {"name": name, "description": description, "inputSchema": {"json": schema}}}))
 }
@@ -456,7 +466,13 @@ pub(crate) fn usage(usage: &Value) -> Value {
 
 /// Converse's answer as an OpenAI `chat.completion`. With `json_tool`, a call of that tool
 /// is the JSON answer, given as `content`.
-pub(crate) fn to_chat_completion(answer: &Value, model: &str, id: &str, created: u64, json_tool: Option<&str>) -> Value {
+pub(crate) fn to_chat_completion(
+    answer: &Value,
+    model: &str,
+    id: &str,
+    created: u64,
+    json_tool: Option<&str>,
+) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut thinking = Vec::new();
@@ -500,7 +516,8 @@ pub(crate) fn to_chat_completion(answer: &Value, model: &str, id: &str, created:
         message["content"] = answer;
         finish = "stop";
     } else {
-        message["content"] = if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) };
+        message["content"] =
+            if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) };
         if !tool_calls.is_empty() {
             message["tool_calls"] = Value::Array(tool_calls);
         }
@@ -551,7 +568,9 @@ pub(crate) fn completion_as_chunks(completion: &Value, include_usage: bool) -> V
     }
     let mut chunks = vec![
         head(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}])),
-        head(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": completion["choices"][0]["finish_reason"]}])),
+        head(
+            json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": completion["choices"][0]["finish_reason"]}]),
+        ),
     ];
     if include_usage {
         let mut last = head(json!([]));
@@ -626,7 +645,10 @@ impl TranslateEvents for Translator {
                     self.chunk(json!({"content": text}), Value::Null)
                 } else if let Some(input) = delta.pointer("/toolUse/input") {
                     let position = self.tool_blocks.iter().find(|(block, _)| *block == index)?.1;
-                    self.chunk(json!({"tool_calls": [{"index": position, "function": {"arguments": input}}]}), Value::Null)
+                    self.chunk(
+                        json!({"tool_calls": [{"index": position, "function": {"arguments": input}}]}),
+                        Value::Null,
+                    )
                 } else if let Some(reasoning) = delta.get("reasoningContent") {
                     if let Some(text) = reasoning.get("text") {
                         self.chunk(json!({"reasoning_content": text}), Value::Null)
@@ -730,7 +752,10 @@ mod tests {
         assert_eq!(body["system"], json!([{"text": "be brief"}, {"cachePoint": {"type": "default"}}]));
         let messages = body["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 3, "{messages:?}");
-        assert_eq!(messages[0]["content"][1], json!({"image": {"format": "png", "source": {"bytes": "iVBO"}}}));
+        assert_eq!(
+            messages[0]["content"][1],
+            json!({"image": {"format": "png", "source": {"bytes": "iVBO"}}})
+        );
         assert_eq!(messages[1]["role"], "assistant");
         assert_eq!(
             messages[1]["content"],
@@ -771,7 +796,8 @@ mod tests {
         assert_eq!(out.json_tool.as_deref(), Some("place"));
         assert_eq!(out.body["toolConfig"]["toolChoice"], json!({"tool": {"name": "place"}}));
         assert_eq!(out.body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"], schema);
-        let object = to_converse_request(&chat(json!({"response_format": {"type": "json_object"}})), CLAUDE).unwrap();
+        let object =
+            to_converse_request(&chat(json!({"response_format": {"type": "json_object"}})), CLAUDE).unwrap();
         assert_eq!(object.json_tool.as_deref(), Some(JSON_TOOL_NAME));
 
         let answer = json!({
@@ -797,11 +823,26 @@ mod tests {
         assert_eq!(out.body["inferenceConfig"]["maxTokens"], 2048 + THINKING_HEADROOM_TOKENS);
         let nova = to_converse_request(&chat(json!({"top_k": 3})), "us.amazon.nova-pro-v1:0").unwrap();
         assert_eq!(nova.body["additionalModelRequestFields"], json!({"inferenceConfig": {"topK": 3}}));
-        let error = |extra: Value, model: &str| to_converse_request(&chat(extra), model).unwrap_err().to_string();
+        let error =
+            |extra: Value, model: &str| to_converse_request(&chat(extra), model).unwrap_err().to_string();
         assert_eq!(error(json!({"seed": 4}), CLAUDE), "`seed` is not supported by bedrock models");
-        assert!(to_converse_request(&chat(json!({"n": 1, "presence_penalty": 0, "parallel_tool_calls": true})), CLAUDE).is_ok());
-        assert!(error(json!({"reasoning_effort": "low"}), "meta.llama3-70b-instruct-v1:0").contains("anthropic"));
-        assert!(error(json!({"tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}]}), CLAUDE).contains("'none'"));
+        assert!(
+            to_converse_request(
+                &chat(json!({"n": 1, "presence_penalty": 0, "parallel_tool_calls": true})),
+                CLAUDE
+            )
+            .is_ok()
+        );
+        assert!(
+            error(json!({"reasoning_effort": "low"}), "meta.llama3-70b-instruct-v1:0").contains("anthropic")
+        );
+        assert!(
+            error(
+                json!({"tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                CLAUDE
+            )
+            .contains("'none'")
+        );
         let web = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]});
         assert!(error(web, CLAUDE).contains("data: URLs"));
         let tiff = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}]}]});
@@ -828,9 +869,15 @@ mod tests {
         assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(message["content"], "checking");
         assert_eq!(message["reasoning_content"], "hmm");
-        assert_eq!(message["thinking_blocks"], json!([{"type": "thinking", "thinking": "hmm", "signature": "sig"}]));
+        assert_eq!(
+            message["thinking_blocks"],
+            json!([{"type": "thinking", "thinking": "hmm", "signature": "sig"}])
+        );
         assert_eq!(message["tool_calls"][1]["id"], "tooluse_2");
-        assert_eq!(message["tool_calls"][0]["function"], json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"}));
+        assert_eq!(
+            message["tool_calls"][0]["function"],
+            json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"})
+        );
         assert_eq!(out["usage"]["prompt_tokens"], 16);
         assert_eq!(out["usage"]["completion_tokens"], 5);
         assert_eq!(out["usage"]["total_tokens"], 21);
@@ -877,10 +924,16 @@ mod tests {
         assert_eq!(chunk(1)["choices"][0]["delta"]["reasoning_content"], "think");
         assert_eq!(chunk(2)["choices"][0]["delta"]["thinking_blocks"][0]["signature"], "sig");
         assert_eq!(chunk(3)["choices"][0]["delta"]["content"], "Hel");
-        assert_eq!(chunk(4)["choices"][0]["delta"]["tool_calls"][0], json!({"index": 0, "id": "tu_1", "type": "function", "function": {"name": "weather", "arguments": ""}}));
+        assert_eq!(
+            chunk(4)["choices"][0]["delta"]["tool_calls"][0],
+            json!({"index": 0, "id": "tu_1", "type": "function", "function": {"name": "weather", "arguments": ""}})
+        );
         assert_eq!(chunk(5)["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"city\":");
         assert_eq!(chunk(6)["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
-        assert_eq!(chunk(7)["choices"][0]["delta"]["tool_calls"][0], json!({"index": 0, "function": {"arguments": "\"Paris\"}"}}));
+        assert_eq!(
+            chunk(7)["choices"][0]["delta"]["tool_calls"][0],
+            json!({"index": 0, "function": {"arguments": "\"Paris\"}"}})
+        );
         assert_eq!(chunk(8)["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(chunk(9)["usage"]["total_tokens"], 10);
         assert_eq!(chunks[10], "[DONE]");

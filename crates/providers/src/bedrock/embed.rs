@@ -56,11 +56,17 @@ pub(crate) fn inputs(openai: &Value) -> Result<Vec<String>, ProviderError> {
 }
 
 /// Titan's body for one text.
-pub(crate) fn titan_body(text: &str, openai: &Value, accepts_dimensions: bool) -> Result<Value, ProviderError> {
+pub(crate) fn titan_body(
+    text: &str,
+    openai: &Value,
+    accepts_dimensions: bool,
+) -> Result<Value, ProviderError> {
     let mut body = json!({"inputText": text});
     if let Some(dimensions) = openai.get("dimensions").filter(|d| !d.is_null()) {
         if !accepts_dimensions {
-            return Err(bad("`dimensions` is supported only by amazon.titan-embed-text-v2 among titan models"));
+            return Err(bad(
+                "`dimensions` is supported only by amazon.titan-embed-text-v2 among titan models",
+            ));
         }
         body["dimensions"] = dimensions.clone();
     }
@@ -120,8 +126,14 @@ mod tests {
 
     #[test]
     fn families_and_bodies() {
-        assert_eq!(family("amazon.titan-embed-text-v2:0").unwrap(), Family::Titan { accepts_dimensions: true });
-        assert_eq!(family("amazon.titan-embed-text-v1").unwrap(), Family::Titan { accepts_dimensions: false });
+        assert_eq!(
+            family("amazon.titan-embed-text-v2:0").unwrap(),
+            Family::Titan { accepts_dimensions: true }
+        );
+        assert_eq!(
+            family("amazon.titan-embed-text-v1").unwrap(),
+            Family::Titan { accepts_dimensions: false }
+        );
         assert_eq!(family("us.cohere.embed-v4:0").unwrap(), Family::Cohere);
         assert!(family("anthropic.claude-3").unwrap_err().to_string().contains("titan"));
 
@@ -139,10 +151,13 @@ mod tests {
 
     #[test]
     fn answers_become_an_embedding_list() {
-        let (vector, tokens) = titan_answer(&json!({"embedding": [0.5, 0.25], "inputTextTokenCount": 3})).unwrap();
+        let (vector, tokens) =
+            titan_answer(&json!({"embedding": [0.5, 0.25], "inputTextTokenCount": 3})).unwrap();
         assert_eq!((vector.clone(), tokens), (json!([0.5, 0.25]), 3));
         assert!(titan_answer(&json!({})).is_err());
-        let plain = cohere_answer(&json!({"embeddings": [[1.0], [2.0]], "response_type": "embeddings_floats"}), 2).unwrap();
+        let plain =
+            cohere_answer(&json!({"embeddings": [[1.0], [2.0]], "response_type": "embeddings_floats"}), 2)
+                .unwrap();
         let typed = cohere_answer(&json!({"embeddings": {"float": [[1.0], [2.0]]}}), 2).unwrap();
         assert_eq!(plain, typed);
         assert!(cohere_answer(&json!({"embeddings": [[1.0]]}), 2).is_err());

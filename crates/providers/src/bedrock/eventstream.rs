@@ -81,12 +81,14 @@ impl Decoder {
         if self.buffer.len() < PRELUDE_LEN {
             return Ok(None);
         }
-        let word = |at: usize| u32::from_be_bytes([
-            self.buffer[at],
-            self.buffer[at + 1],
-            self.buffer[at + 2],
-            self.buffer[at + 3],
-        ]);
+        let word = |at: usize| {
+            u32::from_be_bytes([
+                self.buffer[at],
+                self.buffer[at + 1],
+                self.buffer[at + 2],
+                self.buffer[at + 3],
+            ])
+        };
         let (total, headers_len, prelude_crc) = (word(0) as usize, word(4) as usize, word(8));
         // The prelude's own checksum comes first: lengths read from a corrupt prelude mean
         // nothing, and must not decide how much is buffered.
@@ -101,9 +103,9 @@ impl Decoder {
                 "headers of {headers_len} bytes exceed the limit of {MAX_HEADERS_LEN}"
             )));
         }
-        let payload_len = total
-            .checked_sub(MIN_MESSAGE_LEN + headers_len)
-            .ok_or_else(|| malformed(format!("message length {total} is shorter than its headers ({headers_len})")))?;
+        let payload_len = total.checked_sub(MIN_MESSAGE_LEN + headers_len).ok_or_else(|| {
+            malformed(format!("message length {total} is shorter than its headers ({headers_len})"))
+        })?;
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(malformed(format!(
                 "payload of {payload_len} bytes exceeds the limit of {MAX_PAYLOAD_LEN}"
@@ -114,12 +116,8 @@ impl Decoder {
             return Ok(None);
         }
         let frame = self.buffer.split_to(total).freeze();
-        let message_crc = u32::from_be_bytes([
-            frame[total - 4],
-            frame[total - 3],
-            frame[total - 2],
-            frame[total - 1],
-        ]);
+        let message_crc =
+            u32::from_be_bytes([frame[total - 4], frame[total - 3], frame[total - 2], frame[total - 1]]);
         let computed = crc32fast::hash(&frame[..total - 4]);
         if computed != message_crc {
             return Err(malformed(format!(
@@ -207,12 +205,16 @@ pub(crate) enum StreamItem {
 pub(crate) fn classify(message: &Message) -> Result<Option<StreamItem>, ProviderError> {
     match message.header(":message-type") {
         Some("event") => {
-            let event_type = message.header(":event-type").ok_or_else(|| malformed("an event without :event-type"))?;
+            let event_type =
+                message.header(":event-type").ok_or_else(|| malformed("an event without :event-type"))?;
             // Spliced into JSON as a key below, so it must need no escaping.
             if event_type.is_empty() || !event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(malformed(format!("unexpected event type '{event_type}'")));
             }
-            Ok(Some(StreamItem::Event { event_type: event_type.to_owned(), payload: message.payload.clone() }))
+            Ok(Some(StreamItem::Event {
+                event_type: event_type.to_owned(),
+                payload: message.payload.clone(),
+            }))
         }
         Some("exception") => {
             let exception_type = message.header(":exception-type").unwrap_or("exception").to_owned();
@@ -244,7 +246,8 @@ fn to_sse(item: &StreamItem) -> Bytes {
             out.extend_from_slice(event_type.as_bytes());
             out.extend_from_slice(b"\":");
             if memchr::memchr2(b'\n', b'\r', payload).is_some() {
-                let compact = serde_json::from_slice::<Value>(payload).map(|v| v.to_string()).unwrap_or_default();
+                let compact =
+                    serde_json::from_slice::<Value>(payload).map(|v| v.to_string()).unwrap_or_default();
                 out.extend_from_slice(compact.as_bytes());
             } else {
                 out.extend_from_slice(payload);
@@ -495,7 +498,9 @@ pub(crate) mod tests {
             bytes
         };
         let huge_headers = prelude(1 << 20, (MAX_HEADERS_LEN + 1) as u32);
-        assert!(decode_all(&huge_headers).unwrap_err().to_string().contains("headers of 131073 bytes exceed"));
+        assert!(
+            decode_all(&huge_headers).unwrap_err().to_string().contains("headers of 131073 bytes exceed")
+        );
         let huge_payload = prelude((MAX_PAYLOAD_LEN + MIN_MESSAGE_LEN + 1) as u32, 0);
         assert!(decode_all(&huge_payload).unwrap_err().to_string().contains("exceeds the limit"));
         let too_short = prelude(8, 0);
@@ -580,9 +585,8 @@ pub(crate) mod tests {
             &[(":exception-type", "throttlingException"), (":message-type", "exception")],
             br#"{"message":"slow down"}"#,
         );
-        let mut body = EventStreamAsSse::new(
-            crate::body::Chunks(VecDeque::from([Bytes::from(exception)])).boxed(),
-        );
+        let mut body =
+            EventStreamAsSse::new(crate::body::Chunks(VecDeque::from([Bytes::from(exception)])).boxed());
         assert_eq!(
             body.leading_exception().await.unwrap(),
             Some(("throttlingException".to_owned(), "slow down".to_owned()))

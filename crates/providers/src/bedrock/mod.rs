@@ -81,7 +81,8 @@ impl BedrockProvider {
         model_id: &str,
         stream: bool,
     ) -> Result<UpstreamResponse, ProviderError> {
-        let include_usage = openai.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+        let include_usage =
+            openai.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
         let converse = converse::to_converse_request(openai, model_id)?;
         // JSON mode's answer is a tool call turned into text, so LiteLLM (and this adapter)
         // makes one whole call and sends the result as a stream.
@@ -102,10 +103,16 @@ impl BedrockProvider {
         let created = unix_now();
         let body = match response.body {
             UpstreamBody::Complete(bytes) => {
-                let answer: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| ProviderError::Protocol(format!("bedrock answered with invalid JSON: {e}")))?;
-                let completion =
-                    converse::to_chat_completion(&answer, model_id, &id, created, converse.json_tool.as_deref());
+                let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    ProviderError::Protocol(format!("bedrock answered with invalid JSON: {e}"))
+                })?;
+                let completion = converse::to_chat_completion(
+                    &answer,
+                    model_id,
+                    &id,
+                    created,
+                    converse.json_tool.as_deref(),
+                );
                 if fake_stream {
                     let chunks = converse::completion_as_chunks(&completion, include_usage);
                     UpstreamBody::Stream(Chunks(VecDeque::from(chunks)).boxed())
@@ -173,9 +180,11 @@ impl BedrockProvider {
         model_id: &str,
         body: Value,
     ) -> Result<(Value, http::HeaderMap), ProviderError> {
-        let upstream = build_request(deployment, aws, model_id, "invoke", Bytes::from(body.to_string()), false)?;
+        let upstream =
+            build_request(deployment, aws, model_id, "invoke", Bytes::from(body.to_string()), false)?;
         let response =
-            transport::exchange_reading_headers(&self.client, deployment, upstream, false, read_error).await?;
+            transport::exchange_reading_headers(&self.client, deployment, upstream, false, read_error)
+                .await?;
         let UpstreamBody::Complete(bytes) = response.body else {
             return Err(ProviderError::Protocol("bedrock streamed an invoke answer".into()));
         };
@@ -190,7 +199,11 @@ fn unix_now() -> u64 {
 }
 
 fn input_token_count(headers: &http::HeaderMap) -> u64 {
-    headers.get(INPUT_TOKEN_COUNT).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    headers
+        .get(INPUT_TOKEN_COUNT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Percent-encodes a model id as one path segment: ARNs carry `/` and `:`, and inference
@@ -226,10 +239,12 @@ fn build_request(
         .header(CONTENT_TYPE, APPLICATION_JSON.clone())
         .header(ACCEPT, accept.clone());
     // Extra headers go in before signing, so the signature covers them.
-    let mut request = transport::with_extra_headers(builder, deployment)?
-        .body(Full::new(body.clone()))
-        .map_err(|e| {
-            ProviderError::BadRequest(format!("cannot build the request for '{}': {e}", deployment.model_name))
+    let mut request =
+        transport::with_extra_headers(builder, deployment)?.body(Full::new(body.clone())).map_err(|e| {
+            ProviderError::BadRequest(format!(
+                "cannot build the request for '{}': {e}",
+                deployment.model_name
+            ))
         })?;
     auth::authenticate(&mut request, &body, aws, deployment, SystemTime::now())?;
     Ok(request)
@@ -242,8 +257,13 @@ pub(crate) fn exception_status(name: &str) -> u16 {
     match name.as_str() {
         "throttling" | "servicequotaexceeded" | "toomanyrequests" => 429,
         "accessdenied" => 403,
-        "unrecognizedclient" | "expiredtoken" | "invalidsignature" | "incompletesignature"
-        | "missingauthenticationtoken" | "invalidclienttokenid" | "signaturedoesnotmatch" => 401,
+        "unrecognizedclient"
+        | "expiredtoken"
+        | "invalidsignature"
+        | "incompletesignature"
+        | "missingauthenticationtoken"
+        | "invalidclienttokenid"
+        | "signaturedoesnotmatch" => 401,
         "validation" => 400,
         "resourcenotfound" => 404,
         "modeltimeout" => 408,
@@ -256,9 +276,16 @@ pub(crate) fn exception_status(name: &str) -> u16 {
 /// Whether a validation message says the input does not fit the model's context.
 fn too_long(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    ["input is too long", "prompt is too long", "too many input tokens", "too many tokens", "context window", "context length"]
-        .iter()
-        .any(|needle| message.contains(needle))
+    [
+        "input is too long",
+        "prompt is too long",
+        "too many input tokens",
+        "too many tokens",
+        "context window",
+        "context length",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 fn exception_error(exception: &str, message: String, deployment: &Deployment) -> ProviderError {
@@ -330,28 +357,48 @@ mod tests {
     #[test]
     fn urls_encode_the_model_id_as_one_segment() {
         assert_eq!(
-            action_url("https://bedrock-runtime.us-east-1.amazonaws.com", "us.anthropic.claude-3-5-haiku-20241022-v1:0", "converse"),
+            action_url(
+                "https://bedrock-runtime.us-east-1.amazonaws.com",
+                "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+                "converse"
+            ),
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
         );
         assert_eq!(
-            action_url("http://h:1/", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3", "converse-stream"),
+            action_url(
+                "http://h:1/",
+                "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3",
+                "converse-stream"
+            ),
             "http://h:1/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.meta.llama3/converse-stream"
         );
     }
 
     #[test]
     fn requests_are_signed_or_carry_the_api_key() {
-        let signed = deployment("aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret, aws_region_name: eu-central-1");
+        let signed = deployment(
+            "aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret, aws_region_name: eu-central-1",
+        );
         assert_eq!(signed.api_base.as_deref(), Some("https://bedrock-runtime.eu-central-1.amazonaws.com"));
         let aws = signed.aws.as_ref().unwrap();
-        let request = build_request(&signed, aws, "anthropic.claude-3-5-sonnet-20241022-v2:0", "converse", Bytes::from_static(b"{}"), false).unwrap();
+        let request = build_request(
+            &signed,
+            aws,
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "converse",
+            Bytes::from_static(b"{}"),
+            false,
+        )
+        .unwrap();
         let authorization = request.headers()["authorization"].to_str().unwrap();
         assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{authorization}");
         assert!(authorization.contains("/eu-central-1/bedrock/aws4_request"), "{authorization}");
         assert!(request.headers().contains_key("x-amz-date"));
 
         let keyed = deployment("api_key: bedrock-api-key-123");
-        let request = build_request(&keyed, keyed.aws.as_ref().unwrap(), "m", "converse-stream", Bytes::new(), true).unwrap();
+        let request =
+            build_request(&keyed, keyed.aws.as_ref().unwrap(), "m", "converse-stream", Bytes::new(), true)
+                .unwrap();
         assert_eq!(request.headers()["authorization"], "Bearer bedrock-api-key-123");
         assert_eq!(request.headers()["accept"], "application/vnd.amazon.eventstream");
         assert!(!request.headers().contains_key("x-amz-date"));
@@ -366,7 +413,9 @@ mod tests {
                 headers.insert("x-amzn-errortype", HeaderValue::from_static(value));
             }
             match read_error(status, &headers, body.as_bytes(), &d) {
-                ProviderError::Upstream { status, message, code, error_type, .. } => (status, message, code, error_type),
+                ProviderError::Upstream { status, message, code, error_type, .. } => {
+                    (status, message, code, error_type)
+                }
                 other => panic!("{other:?}"),
             }
         };
@@ -377,11 +426,19 @@ mod tests {
         );
         assert_eq!((throttled.0, throttled.3.as_deref()), (429, Some("ThrottlingException")));
         assert_eq!(throttled.1, "Too many requests, please wait before trying again.");
-        let long = error(400, Some("ValidationException"), r#"{"message":"Input is too long for requested model."}"#);
+        let long = error(
+            400,
+            Some("ValidationException"),
+            r#"{"message":"Input is too long for requested model."}"#,
+        );
         assert_eq!((long.0, long.2.as_deref()), (400, Some("context_length_exceeded")));
         let invalid = error(400, Some("ValidationException"), r#"{"message":"messages: field required"}"#);
         assert_eq!((invalid.0, invalid.2), (400, None));
-        let unknown_key = error(403, None, r#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"The security token included in the request is invalid."}"#);
+        let unknown_key = error(
+            403,
+            None,
+            r#"{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
+        );
         assert_eq!((unknown_key.0, unknown_key.3.as_deref()), (401, Some("UnrecognizedClientException")));
         assert_eq!(error(403, Some("AccessDeniedException"), r#"{"Message":"no access"}"#).0, 403);
         assert_eq!(error(408, Some("ModelTimeoutException"), "{}").0, 408);
