@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::deployment::{AwsAuth, AwsSettings, Deployment, EntraCredentials, ProviderKind};
+use crate::deployment::{AwsAuth, AwsSettings, Deployment, EntraCredentials, ProviderKind, WebIdentity};
 use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{ModelGroupAlias, RouterSettings};
@@ -454,6 +454,7 @@ const LITELLM_PARAMS: &[&str] = &[
     "aws_session_token",
     "aws_region_name",
     "aws_bedrock_runtime_endpoint",
+    "aws_sts_endpoint",
     "weight",
     "order",
     "input_cost_per_token",
@@ -559,7 +560,7 @@ impl Reader<'_> {
                         .or_else(|| Some(format!("https://bedrock-runtime.{region}.amazonaws.com"))),
                 };
             }
-            let auth = self.aws_auth(params, &params_path, api_key.as_deref())?;
+            let auth = self.aws_auth(params, &params_path, api_key.as_deref(), &region)?;
             if let AwsAuth::BearerToken(token) = &auth {
                 // Kept as the deployment's key too, so it is redacted from upstream errors.
                 api_key = Some(token.expose().to_owned());
@@ -1143,12 +1144,14 @@ impl Reader<'_> {
     /// A Bedrock deployment's credentials: `api_key` (a Bedrock API key), then
     /// `aws_access_key_id` + `aws_secret_access_key` (+ `aws_session_token`) from the params,
     /// then `AWS_BEARER_TOKEN_BEDROCK`, then the `AWS_ACCESS_KEY_ID` family from the
-    /// environment. Settings in `litellm_params` win over the environment.
+    /// environment, then web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, as EKS
+    /// injects them). Settings in `litellm_params` win over the environment.
     fn aws_auth(
         &self,
         params: &Map<String, Value>,
         path: &str,
         api_key: Option<&str>,
+        region: &str,
     ) -> Result<AwsAuth, ConfigError> {
         if let Some(key) = api_key.filter(|k| !k.is_empty()) {
             return Ok(AwsAuth::BearerToken(Secret::new(key)));
@@ -1184,15 +1187,34 @@ impl Reader<'_> {
         if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
             return Ok(keys(id, secret, env("AWS_SESSION_TOKEN")));
         }
-        if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
-            return Err(invalid(
-                path,
-                "web identity credentials (AWS_WEB_IDENTITY_TOKEN_FILE, as EKS service accounts provide) are not supported yet; give the bedrock model aws_access_key_id + aws_secret_access_key or a Bedrock API key",
-            ));
+        match (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN")) {
+            (Some(token_file), Some(role_arn)) => {
+                let sts_endpoint = match field("aws_sts_endpoint")? {
+                    Some(endpoint) => endpoint,
+                    None => env("AWS_ENDPOINT_URL_STS")
+                        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com")),
+                };
+                if !sts_endpoint.starts_with("http://") && !sts_endpoint.starts_with("https://") {
+                    return Err(invalid(
+                        &format!("{path}.aws_sts_endpoint"),
+                        format!("'{sts_endpoint}' is not an http:// or https:// URL"),
+                    ));
+                }
+                return Ok(AwsAuth::WebIdentity(WebIdentity {
+                    role_arn,
+                    token_file,
+                    session_name: env("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "tollgate".to_owned()),
+                    sts_endpoint: sts_endpoint.trim_end_matches('/').to_owned(),
+                }));
+            }
+            (Some(_), None) => {
+                return Err(invalid(path, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not"));
+            }
+            _ => {}
         }
         Err(invalid(
             path,
-            "a bedrock model needs credentials: api_key (a Bedrock API key), aws_access_key_id + aws_secret_access_key, or AWS_BEARER_TOKEN_BEDROCK / AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY in the environment",
+            "a bedrock model needs credentials: api_key (a Bedrock API key), aws_access_key_id + aws_secret_access_key, or AWS_BEARER_TOKEN_BEDROCK / AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY / AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN in the environment",
         ))
     }
 
@@ -1820,7 +1842,23 @@ model_list:
         assert!(error("", &[]).contains("a bedrock model needs credentials"), "{}", error("", &[]));
         assert!(error(", aws_access_key_id: A", &[]).contains("aws_secret_access_key: missing"));
         assert!(
-            error("", &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")]).contains("not supported yet")
+            error("", &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")]).contains("AWS_ROLE_ARN is not")
+        );
+        // Web identity, as EKS injects it; the STS endpoint follows the region.
+        let irsa = [
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/r"),
+        ];
+        let config = with_env(", aws_region_name: eu-north-1", &irsa).unwrap();
+        let AwsAuth::WebIdentity(identity) = aws(&config).auth else { panic!() };
+        assert_eq!(identity.sts_endpoint, "https://sts.eu-north-1.amazonaws.com");
+        assert_eq!(
+            (identity.token_file.as_str(), identity.session_name.as_str()),
+            ("/var/run/token", "tollgate")
+        );
+        let config = with_env(", aws_sts_endpoint: 'http://127.0.0.1:1/'", &irsa).unwrap();
+        assert!(
+            matches!(aws(&config).auth, AwsAuth::WebIdentity(ref w) if w.sts_endpoint == "http://127.0.0.1:1")
         );
         assert!(
             error(", api_key: k, aws_region_name: 'us-east-1.evil.com/x'", &[]).contains("not an AWS region")

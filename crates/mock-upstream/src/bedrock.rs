@@ -5,6 +5,7 @@
 //!
 //! Field names were checked against the Bedrock Runtime API reference (Converse,
 //! ConverseStream and its ConverseStreamOutput events, ContentBlock, ToolConfiguration,
+//! STS's AssumeRoleWithWebIdentity (query form in, XML out),
 //! TokenUsage, StopReason) and the model parameter pages for Titan Text Embeddings and
 //! Cohere Embed; the event-stream framing against AWS's event-stream encoding (prelude,
 //! typed headers, payload, CRC32s); SigV4 against AWS's signing documentation. As real
@@ -702,6 +703,100 @@ pub(crate) fn encode_message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes 
 }
 
 // ---------------------------------------------------------------------------------------
+// STS AssumeRoleWithWebIdentity
+
+/// `expires in` of the temporary keys STS issues when the request names no duration.
+const STS_DEFAULT_SECONDS: u64 = 3600;
+
+/// An STS error: status, `Code`, `Message`.
+pub(crate) type StsError = (u16, &'static str, String);
+
+/// STS's answer to `POST /` with `Action=AssumeRoleWithWebIdentity`: temporary keys the Bedrock
+/// routes accept ([`BEDROCK_ACCESS_KEY_ID`], [`BEDROCK_SECRET_ACCESS_KEY`]) and session token
+/// `mock-sts-session-<n>`. The form must name `Version=2011-06-15`, a role ARN
+/// (`arn:aws:iam::<12 digits>:role/...`), a session name and a token.
+pub(crate) fn assume_role_with_web_identity(body: &[u8], n: usize) -> Result<String, StsError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| (400, "MalformedInput", "the body is not UTF-8".to_owned()))?;
+    let mut form = std::collections::HashMap::new();
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = crate::azure::form_decode(key).zip(crate::azure::form_decode(value));
+        let (key, value) = decoded.ok_or((400, "MalformedInput", format!("malformed form field '{key}'")))?;
+        form.entry(key).or_insert(value);
+    }
+    let get = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    match get("Action") {
+        Some("AssumeRoleWithWebIdentity") => {}
+        other => {
+            return Err((
+                400,
+                "InvalidAction",
+                format!("Could not find operation {} for version 2011-06-15", other.unwrap_or("")),
+            ));
+        }
+    }
+    if get("Version") != Some("2011-06-15") {
+        return Err((400, "InvalidParameterValue", "Version must be 2011-06-15".to_owned()));
+    }
+    for name in ["RoleArn", "RoleSessionName", "WebIdentityToken"] {
+        if get(name).is_none() {
+            return Err((400, "MissingParameter", format!("The request must contain the parameter {name}")));
+        }
+    }
+    let role = get("RoleArn").unwrap_or_default();
+    let account = role.strip_prefix("arn:aws:iam::").and_then(|rest| rest.split_once(":role/"));
+    if !account.is_some_and(|(id, name)| {
+        id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+    }) {
+        return Err((400, "ValidationError", format!("{role} is invalid")));
+    }
+    let seconds = match get("DurationSeconds") {
+        None => STS_DEFAULT_SECONDS,
+        Some(text) => match text.parse::<u64>() {
+            Ok(seconds) if (900..=43_200).contains(&seconds) => seconds,
+            _ => {
+                return Err((
+                    400,
+                    "ValidationError",
+                    format!("DurationSeconds '{text}' is not between 900 and 43200"),
+                ));
+            }
+        },
+    };
+    let expiration = iso8601(crate::wire::unix_now() + seconds);
+    let session = get("RoleSessionName").unwrap_or_default();
+    Ok(format!(
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <AssumeRoleWithWebIdentityResult>\n    <Audience>sts.amazonaws.com</Audience>\n    <AssumedRoleUser>\n      <AssumedRoleId>AROAMOCK:{session}</AssumedRoleId>\n      <Arn>{role}/{session}</Arn>\n    </AssumedRoleUser>\n    <Credentials>\n      <SessionToken>mock-sts-session-{n}</SessionToken>\n      <SecretAccessKey>{BEDROCK_SECRET_ACCESS_KEY}</SecretAccessKey>\n      <Expiration>{expiration}</Expiration>\n      <AccessKeyId>{BEDROCK_ACCESS_KEY_ID}</AccessKeyId>\n    </Credentials>\n  </AssumeRoleWithWebIdentityResult>\n  <ResponseMetadata>\n    <RequestId>mock-sts-{n}</RequestId>\n  </ResponseMetadata>\n</AssumeRoleWithWebIdentityResponse>\n"
+    ))
+}
+
+/// STS's XML error body.
+pub(crate) fn sts_error_body(code: &str, message: &str) -> String {
+    format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  <Error>\n    <Type>Sender</Type>\n    <Code>{code}</Code>\n    <Message>{}</Message>\n  </Error>\n</ErrorResponse>\n",
+        message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    )
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (days to civil date, proleptic
+/// Gregorian).
+fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+// ---------------------------------------------------------------------------------------
 // InvokeModel (embeddings)
 
 /// An `invoke` answer: the body and the input token count (sent as
@@ -985,6 +1080,21 @@ mod tests {
         let frames = converse_stream(&reply, 3, Some(&fault));
         assert_eq!(frames.len(), 3);
         assert!(String::from_utf8_lossy(&frames[2]).contains("throttlingException"));
+    }
+
+    #[test]
+    fn sts_issues_keys_for_a_web_identity() {
+        let form = b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fbedrock&RoleSessionName=s&WebIdentityToken=eyJ";
+        let xml = assume_role_with_web_identity(form, 3).unwrap();
+        assert!(xml.contains(&format!("<AccessKeyId>{BEDROCK_ACCESS_KEY_ID}</AccessKeyId>")));
+        assert!(xml.contains("<SessionToken>mock-sts-session-3</SessionToken>"));
+        let missing = b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fb&RoleSessionName=s";
+        assert_eq!(assume_role_with_web_identity(missing, 1).unwrap_err().1, "MissingParameter");
+        let bad_role = b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=role&RoleSessionName=s&WebIdentityToken=t";
+        assert_eq!(assume_role_with_web_identity(bad_role, 1).unwrap_err().1, "ValidationError");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_440_938_160), "2015-08-30T12:36:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

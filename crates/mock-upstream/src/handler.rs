@@ -31,6 +31,7 @@ static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-versio
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
 static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store, no-cache");
+static TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml");
 static AMAZON_EVENT_STREAM: HeaderValue = HeaderValue::from_static("application/vnd.amazon.eventstream");
 static X_AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
@@ -48,6 +49,8 @@ enum Api {
     Gemini,
     /// Amazon Bedrock Runtime.
     Bedrock,
+    /// AWS STS (`AssumeRoleWithWebIdentity`), whose errors are XML.
+    Sts,
     /// Microsoft Entra ID's token endpoint.
     Entra,
 }
@@ -73,6 +76,8 @@ enum Endpoint<'a> {
         model: &'a str,
         op: GeminiOp,
     },
+    /// AWS STS's query API on `POST /` (`AssumeRoleWithWebIdentity` only).
+    Sts,
     /// Bedrock's `/model/{modelId}/{operation}`, the model id still percent-encoded.
     Bedrock {
         model: &'a str,
@@ -137,6 +142,9 @@ impl<'a> Endpoint<'a> {
             if let Some(tenant) = path.strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/v2.0/token")) {
                 return segment(tenant).map(|_| Endpoint::Token);
             }
+            if path == "/" {
+                return Some(Endpoint::Sts);
+            }
             if let Some((model, op)) = bedrock::route(path) {
                 return Some(Endpoint::Bedrock { model, op });
             }
@@ -170,6 +178,7 @@ impl<'a> Endpoint<'a> {
             Endpoint::Messages => Api::Anthropic,
             Endpoint::Gemini { .. } => Api::Gemini,
             Endpoint::Bedrock { .. } => Api::Bedrock,
+            Endpoint::Sts => Api::Sts,
             Endpoint::Token => Api::Entra,
             _ => Api::OpenAi,
         }
@@ -305,6 +314,7 @@ pub(crate) async fn handle(
                 Api::Bedrock => {
                     aws_error(request_id, &bedrock::AwsError::new(413, "ValidationException", message))
                 }
+                Api::Sts => sts_error(StatusCode::PAYLOAD_TOO_LARGE, "MalformedInput", &message),
                 Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
             });
         }
@@ -319,6 +329,7 @@ pub(crate) async fn handle(
                 Api::Bedrock => {
                     aws_error(request_id, &bedrock::AwsError::new(400, "SerializationException", message))
                 }
+                Api::Sts => sts_error(StatusCode::BAD_REQUEST, "MalformedInput", message),
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
             });
         }
@@ -328,6 +339,10 @@ pub(crate) async fn handle(
     // it scripts: it takes no behaviour, so a queued failure still reaches the model call.
     if let Endpoint::Token = endpoint {
         return Ok(token(&shared, &body));
+    }
+    // Like Entra's token endpoint, STS is set-up, not the upstream a test scripts.
+    if let Endpoint::Sts = endpoint {
+        return Ok(sts(&shared, &body));
     }
 
     let mut answer =
@@ -452,6 +467,7 @@ pub(crate) async fn handle(
         }
         // Answered before the behaviour was taken.
         Endpoint::Token => token(&shared, &body),
+        Endpoint::Sts => sts(&shared, &body),
     })
 }
 
@@ -711,6 +727,27 @@ fn gemini_batch_embed(body: &[u8], request_id: u64) -> Response<MockBody> {
     serialized(Api::Gemini, request_id, gemini::batch_embed_contents(&dimensions))
 }
 
+/// STS's `AssumeRoleWithWebIdentity`: temporary keys for the Bedrock routes, numbered.
+fn sts(shared: &Shared, body: &[u8]) -> Response<MockBody> {
+    match bedrock::assume_role_with_web_identity(body, shared.issue_sts_credentials()) {
+        Ok(xml) => {
+            let mut response = Response::new(MockBody::full(Bytes::from(xml)));
+            response.headers_mut().insert(CONTENT_TYPE, TEXT_XML.clone());
+            response
+        }
+        Err((status, code, message)) => {
+            sts_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, &message)
+        }
+    }
+}
+
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(Bytes::from(bedrock::sts_error_body(code, message))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, TEXT_XML.clone());
+    response
+}
+
 /// Bedrock's `converse`, `converse-stream` (binary event-stream frames, one per body frame)
 /// and `invoke` (embeddings).
 fn bedrock_operation(
@@ -778,6 +815,7 @@ fn with_api_headers(
         }
         // Google's answers carry no request-id header; `responseId` is in the body.
         Api::Gemini => {}
+        Api::Sts => {}
         Api::Bedrock => {
             if let Ok(id) =
                 HeaderValue::try_from(format!("mock-{request_id:08x}-0000-4000-8000-000000000000"))
@@ -901,6 +939,7 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
         Api::Bedrock => {
             aws_error(request_id, &bedrock::AwsError::new(500, "InternalServerException", message))
         }
+        Api::Sts => sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &message),
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
     }
 }

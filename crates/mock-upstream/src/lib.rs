@@ -33,6 +33,7 @@
 //! | POST   | /model/{modelId}/converse              | Bedrock Converse answer                 |
 //! | POST   | /model/{modelId}/converse-stream       | its events, AWS event-stream frames     |
 //! | POST   | /model/{modelId}/invoke                | Titan / Cohere embeddings               |
+//! | POST   | /                                      | STS `AssumeRoleWithWebIdentity` (XML)   |
 //! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
 //! | other  | /openai/...                            | 404, Azure-shaped error                 |
 //! | other  | /v1beta/..., .../models/{m}:{other}    | 404, Google-shaped `NOT_FOUND`          |
@@ -274,6 +275,7 @@ pub(crate) struct Shared {
     streams_cancelled: AtomicUsize,
     requests_abandoned: AtomicUsize,
     tokens_issued: AtomicUsize,
+    sts_issued: AtomicUsize,
     /// `expires_in` of the next issued Entra token, in seconds.
     token_lifetime: AtomicU64,
 }
@@ -295,6 +297,7 @@ impl Shared {
             streams_cancelled: AtomicUsize::new(0),
             requests_abandoned: AtomicUsize::new(0),
             tokens_issued: AtomicUsize::new(0),
+            sts_issued: AtomicUsize::new(0),
             token_lifetime: AtomicU64::new(DEFAULT_TOKEN_LIFETIME_SECS),
         }
     }
@@ -332,6 +335,11 @@ impl Shared {
     /// Counts an issued token and returns its number, from 1.
     pub(crate) fn issue_token(&self) -> usize {
         self.tokens_issued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Counts an issued set of STS keys and returns its number, from 1.
+    pub(crate) fn issue_sts_credentials(&self) -> usize {
+        self.sts_issued.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     pub(crate) fn token_lifetime(&self) -> u64 {
@@ -421,6 +429,11 @@ impl MockUpstream {
     /// Number of Entra ID tokens issued by `/{tenant}/oauth2/v2.0/token`.
     pub fn tokens_issued(&self) -> usize {
         self.shared.tokens_issued.load(Ordering::Acquire)
+    }
+
+    /// Number of temporary key sets issued by STS's `AssumeRoleWithWebIdentity` (`POST /`).
+    pub fn sts_credentials_issued(&self) -> usize {
+        self.shared.sts_issued.load(Ordering::Acquire)
     }
 
     /// Sets the `expires_in` (and `ext_expires_in`) of tokens issued from now on, so a

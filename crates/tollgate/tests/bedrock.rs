@@ -413,3 +413,73 @@ async fn stream_exceptions_become_errors_or_error_events() {
     assert_eq!(last["error"]["code"], "502");
     assert!(events.iter().any(|e| e.contains("\"content\"")), "the text sent before the failure arrives");
 }
+
+#[tokio::test]
+async fn a_web_identity_is_exchanged_with_sts_once_and_signs_with_a_session_token() {
+    let mock = MockUpstream::start().await;
+    let base = format!("http://{}", mock.addr());
+    let token_file =
+        std::env::temp_dir().join(format!("tollgate-bedrock-web-identity-{}", std::process::id()));
+    std::fs::write(&token_file, "eyJraWQiOiJtb2NrIn0.projected-token\n").unwrap();
+    let missing_file = token_file.with_extension("missing");
+    let yaml = |file: &std::path::Path| {
+        format!(
+            "environment_variables:
+  AWS_WEB_IDENTITY_TOKEN_FILE: {}
+  AWS_ROLE_ARN: arn:aws:iam::123456789012:role/bedrock-invoker
+  AWS_ROLE_SESSION_NAME: gateway-pod
+model_list:
+  - model_name: irsa
+    litellm_params:
+      model: bedrock/{CLAUDE}
+      api_base: {base}
+      aws_sts_endpoint: {base}
+      aws_region_name: us-east-1
+general_settings:
+  master_key: {MASTER_KEY}
+",
+            file.display()
+        )
+    };
+    let gateway = TestGateway::start(&yaml(&token_file)).await;
+    let hello = json!({"model": "irsa", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..2 {
+        let reply = chat(&gateway, hello.clone()).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.json()["choices"][0]["message"]["content"], REPLY_TEXT);
+    }
+    assert_eq!(mock.sts_credentials_issued(), 1, "the keys are cached until shortly before they expire");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].path, "/");
+    let form = String::from_utf8_lossy(&requests[0].body).into_owned();
+    assert!(form.contains("Action=AssumeRoleWithWebIdentity"), "{form}");
+    assert!(form.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fbedrock-invoker"), "{form}");
+    assert!(form.contains("RoleSessionName=gateway-pod"), "{form}");
+    assert!(
+        form.contains("WebIdentityToken=eyJraWQiOiJtb2NrIn0.projected-token&")
+            || form.ends_with("WebIdentityToken=eyJraWQiOiJtb2NrIn0.projected-token"),
+        "{form}"
+    );
+    assert!(!requests[0].headers.contains_key("authorization"), "AssumeRoleWithWebIdentity is not signed");
+    for converse in &requests[1..] {
+        assert_eq!(converse.headers["x-amz-security-token"], "mock-sts-session-1");
+        let authorization = converse.headers["authorization"].to_str().unwrap();
+        assert!(
+            authorization.contains("SignedHeaders=") && authorization.contains("x-amz-security-token"),
+            "{authorization}"
+        );
+    }
+
+    // A token file that cannot be read fails the call with a 401 naming the role.
+    let broken = TestGateway::start(&yaml(&missing_file)).await;
+    let error = assert_error(&chat(&broken, hello).await, 401);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not assume role arn:aws:iam::123456789012:role/bedrock-invoker"),
+        "{error}"
+    );
+    let _ = std::fs::remove_file(&token_file);
+}

@@ -10,37 +10,48 @@ use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http_body_util::Full;
-use tollgate_domain::Deployment;
-use tollgate_domain::deployment::{AwsAuth, AwsSettings};
+use tollgate_domain::{Deployment, Secret};
 
 use crate::{ProviderError, transport};
 
 /// The SigV4 signing name of Bedrock's runtime API (its host is `bedrock-runtime.…`).
 pub(crate) const SIGNING_NAME: &str = "bedrock";
 
-/// Adds the credentials to a request whose method, URL, headers and body are final.
+/// The credential a request is sent with, once any temporary keys have been obtained.
+pub(crate) enum Credential<'a> {
+    /// A Bedrock API key.
+    Bearer(&'a Secret),
+    Keys {
+        access_key_id: &'a str,
+        secret_access_key: &'a Secret,
+        session_token: Option<&'a Secret>,
+    },
+}
+
+/// Adds the credential to a request whose method, URL, headers and body are final.
 pub(crate) fn authenticate(
     request: &mut http::Request<Full<Bytes>>,
     body: &[u8],
-    aws: &AwsSettings,
+    credential: &Credential<'_>,
+    region: &str,
     deployment: &Deployment,
     now: SystemTime,
 ) -> Result<(), ProviderError> {
-    match &aws.auth {
-        AwsAuth::BearerToken(token) => {
+    match credential {
+        Credential::Bearer(token) => {
             let value = transport::secret_header(&format!("Bearer {}", token.expose()), deployment)?;
             request.headers_mut().insert(AUTHORIZATION, value);
             Ok(())
         }
-        AwsAuth::Keys { access_key_id, secret_access_key, session_token } => {
+        Credential::Keys { access_key_id, secret_access_key, session_token } => {
             let credentials = Credentials::new(
-                access_key_id,
+                *access_key_id,
                 secret_access_key.expose(),
-                session_token.as_ref().map(|t| t.expose().to_owned()),
+                session_token.map(|t| t.expose().to_owned()),
                 None,
                 "tollgate-config",
             );
-            sign_v4(request, body, credentials, &aws.region, SIGNING_NAME, now)
+            sign_v4(request, body, credentials, region, SIGNING_NAME, now)
         }
     }
 }

@@ -14,6 +14,7 @@ mod auth;
 mod converse;
 mod embed;
 mod eventstream;
+mod sts;
 
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,14 +23,16 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use tollgate_domain::deployment::AwsSettings;
+use tollgate_domain::deployment::{AwsAuth, AwsSettings};
 use tollgate_domain::provider_catalog::bedrock_model_id;
 use tollgate_domain::{Deployment, Endpoint};
 
 use crate::body::{Chunks, TranslatedStream};
 use crate::{HttpClient, ProviderError, UpstreamBody, UpstreamRequest, UpstreamResponse, transport};
 
+use self::auth::Credential;
 use self::eventstream::EventStreamAsSse;
+use self::sts::{TemporaryKeys, WebIdentityCredentials};
 
 static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 static EVENT_STREAM: HeaderValue = HeaderValue::from_static("application/vnd.amazon.eventstream");
@@ -38,12 +41,46 @@ const INPUT_TOKEN_COUNT: &str = "x-amzn-bedrock-input-token-count";
 
 pub struct BedrockProvider {
     client: HttpClient,
+    web_identity: WebIdentityCredentials,
 }
 
 impl BedrockProvider {
     pub fn new(client: HttpClient) -> Self {
-        Self { client }
+        Self { web_identity: WebIdentityCredentials::new(client.clone()), client }
     }
+
+    /// The deployment's temporary keys when it runs with a web identity (exchanged with STS
+    /// and cached), else `None`: its credentials are in its settings.
+    async fn temporary_keys(&self, aws: &AwsSettings) -> Result<Option<TemporaryKeys>, ProviderError> {
+        match &aws.auth {
+            AwsAuth::WebIdentity(identity) => self.web_identity.keys(identity).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The credential to send: the settings' own, or the temporary keys obtained for them.
+fn credential<'a>(
+    aws: &'a AwsSettings,
+    temporary: Option<&'a TemporaryKeys>,
+) -> Result<Credential<'a>, ProviderError> {
+    Ok(match (&aws.auth, temporary) {
+        (_, Some(keys)) => Credential::Keys {
+            access_key_id: &keys.access_key_id,
+            secret_access_key: &keys.secret_access_key,
+            session_token: Some(&keys.session_token),
+        },
+        (AwsAuth::BearerToken(token), None) => Credential::Bearer(token),
+        (AwsAuth::Keys { access_key_id, secret_access_key, session_token }, None) => {
+            Credential::Keys { access_key_id, secret_access_key, session_token: session_token.as_ref() }
+        }
+        (AwsAuth::WebIdentity(identity), None) => {
+            return Err(ProviderError::Protocol(format!(
+                "no temporary keys were obtained for role {}",
+                identity.role_arn
+            )));
+        }
+    })
 }
 
 #[async_trait::async_trait]
@@ -90,7 +127,9 @@ impl BedrockProvider {
         let upstream_stream = stream && !fake_stream;
         let action = if upstream_stream { "converse-stream" } else { "converse" };
         let body = Bytes::from(converse.body.to_string());
-        let upstream = build_request(deployment, aws, model_id, action, body, upstream_stream)?;
+        let temporary = self.temporary_keys(aws).await?;
+        let credential = credential(aws, temporary.as_ref())?;
+        let upstream = build_request(deployment, aws, &credential, model_id, action, body, upstream_stream)?;
         let response = transport::exchange_reading_headers(
             &self.client,
             deployment,
@@ -143,12 +182,14 @@ impl BedrockProvider {
         let mut vectors = Vec::with_capacity(inputs.len());
         let mut tokens = 0;
         let mut headers = http::HeaderMap::new();
+        let temporary = self.temporary_keys(aws).await?;
+        let credential = &credential(aws, temporary.as_ref())?;
         match embed::family(model_id)? {
             embed::Family::Titan { accepts_dimensions } => {
                 for batch in inputs.chunks(embed::TITAN_CONCURRENCY) {
                     let calls = batch.iter().map(|text| async move {
                         let body = embed::titan_body(text, openai, accepts_dimensions)?;
-                        self.invoke(deployment, aws, model_id, body).await
+                        self.invoke(deployment, aws, credential, model_id, body).await
                     });
                     for (answer, answer_headers) in futures_util::future::try_join_all(calls).await? {
                         let (vector, count) = embed::titan_answer(&answer)?;
@@ -161,7 +202,8 @@ impl BedrockProvider {
             embed::Family::Cohere => {
                 for batch in inputs.chunks(embed::COHERE_BATCH) {
                     let body = embed::cohere_body(batch, openai)?;
-                    let (answer, answer_headers) = self.invoke(deployment, aws, model_id, body).await?;
+                    let (answer, answer_headers) =
+                        self.invoke(deployment, aws, credential, model_id, body).await?;
                     vectors.extend(embed::cohere_answer(&answer, batch.len())?);
                     tokens += input_token_count(&answer_headers);
                     headers = answer_headers;
@@ -177,11 +219,12 @@ impl BedrockProvider {
         &self,
         deployment: &Deployment,
         aws: &AwsSettings,
+        credential: &Credential<'_>,
         model_id: &str,
         body: Value,
     ) -> Result<(Value, http::HeaderMap), ProviderError> {
-        let upstream =
-            build_request(deployment, aws, model_id, "invoke", Bytes::from(body.to_string()), false)?;
+        let body = Bytes::from(body.to_string());
+        let upstream = build_request(deployment, aws, credential, model_id, "invoke", body, false)?;
         let response =
             transport::exchange_reading_headers(&self.client, deployment, upstream, false, read_error)
                 .await?;
@@ -228,6 +271,7 @@ fn action_url(api_base: &str, model_id: &str, action: &str) -> String {
 fn build_request(
     deployment: &Deployment,
     aws: &AwsSettings,
+    credential: &Credential<'_>,
     model_id: &str,
     action: &str,
     body: Bytes,
@@ -246,7 +290,7 @@ fn build_request(
                 deployment.model_name
             ))
         })?;
-    auth::authenticate(&mut request, &body, aws, deployment, SystemTime::now())?;
+    auth::authenticate(&mut request, &body, credential, &aws.region, deployment, SystemTime::now())?;
     Ok(request)
 }
 
@@ -384,6 +428,7 @@ mod tests {
         let request = build_request(
             &signed,
             aws,
+            &credential(aws, None).unwrap(),
             "anthropic.claude-3-5-sonnet-20241022-v2:0",
             "converse",
             Bytes::from_static(b"{}"),
@@ -396,9 +441,17 @@ mod tests {
         assert!(request.headers().contains_key("x-amz-date"));
 
         let keyed = deployment("api_key: bedrock-api-key-123");
-        let request =
-            build_request(&keyed, keyed.aws.as_ref().unwrap(), "m", "converse-stream", Bytes::new(), true)
-                .unwrap();
+        let aws = keyed.aws.as_ref().unwrap();
+        let request = build_request(
+            &keyed,
+            aws,
+            &credential(aws, None).unwrap(),
+            "m",
+            "converse-stream",
+            Bytes::new(),
+            true,
+        )
+        .unwrap();
         assert_eq!(request.headers()["authorization"], "Bearer bedrock-api-key-123");
         assert_eq!(request.headers()["accept"], "application/vnd.amazon.eventstream");
         assert!(!request.headers().contains_key("x-amz-date"));
