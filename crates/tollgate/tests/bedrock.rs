@@ -347,7 +347,9 @@ async fn bedrock_errors_map_to_openai_errors() {
     assert_eq!(error["type"], "ThrottlingException");
 
     mock.push(Behavior::RateLimited { retry_after_secs: 3 });
-    assert_error(&chat(&gateway, hello.clone()).await, 429);
+    let throttled = chat(&gateway, hello.clone()).await;
+    assert_eq!(assert_error(&throttled, 429)["type"], "ThrottlingException");
+    assert_eq!(throttled.header("retry-after"), "3", "Bedrock's Retry-After reaches the client");
 
     mock.push(bedrock_error(400, "ValidationException", "Input is too long for requested model."));
     assert_eq!(assert_error(&chat(&gateway, hello.clone()).await, 400)["code"], "context_length_exceeded");

@@ -398,6 +398,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn decodes_aws_int32_header_vector() {
+        // aws-c-event-stream's "int32_header" test vector: one int32 header, a JSON payload.
+        let mut bytes = vec![0, 0, 0, 0x2d, 0, 0, 0, 0x10, 0x41, 0xc4, 0x24, 0xb8, 0x0a];
+        bytes.extend_from_slice(b"event-type");
+        bytes.extend_from_slice(&[0x04, 0x00, 0x00, 0xa0, 0x0c]);
+        bytes.extend_from_slice(b"{'foo':'bar'}");
+        bytes.extend_from_slice(&[0x36, 0xf4, 0x80, 0xa0]);
+        let message = decode_all(&bytes).unwrap().remove(0);
+        assert_eq!(message.headers, [("event-type".to_owned(), HeaderValue::Int(0xa00c))]);
+        assert_eq!(message.payload, "{'foo':'bar'}");
+    }
+
+    #[test]
     fn decodes_every_header_type() {
         let mut head = Vec::new();
         let mut push = |name: &str, kind: u8, value: &[u8]| {
