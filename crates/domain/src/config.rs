@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::deployment::{Deployment, EntraCredentials, ProviderKind};
+use crate::deployment::{AwsAuth, AwsSettings, Deployment, EntraCredentials, ProviderKind, WebIdentity};
 use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{
@@ -452,6 +452,12 @@ const LITELLM_PARAMS: &[&str] = &[
     "client_secret",
     "azure_ad_token",
     "azure_scope",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "aws_region_name",
+    "aws_bedrock_runtime_endpoint",
+    "aws_sts_endpoint",
     "weight",
     "order",
     "input_cost_per_token",
@@ -477,6 +483,8 @@ const ROUTER_KEYS: &[&str] = &[
 /// The Azure OpenAI data-plane version used when neither `api_version` nor
 /// `AZURE_API_VERSION` gives one (the latest GA version).
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// The region of a Bedrock deployment that names none, as LiteLLM defaults it.
+pub const DEFAULT_AWS_REGION: &str = "us-west-2";
 /// Where Entra ID tokens come from unless `AZURE_AUTHORITY_HOST` says otherwise.
 pub const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// The scope of tokens for Azure OpenAI.
@@ -543,6 +551,25 @@ impl Reader<'_> {
             None => self.string(params, "base_url", &params_path)?,
         };
         let mut api_key = self.string(params, "api_key", &params_path)?;
+        let mut aws = None;
+        if spec.is_some_and(|s| s.wire == WireFormat::Bedrock) {
+            let region = self.aws_region(params, &params_path, &upstream_model)?;
+            if api_base.is_none() {
+                api_base = match self.string(params, "aws_bedrock_runtime_endpoint", &params_path)? {
+                    Some(endpoint) => Some(endpoint),
+                    None => self
+                        .env
+                        .var("AWS_BEDROCK_RUNTIME_ENDPOINT")
+                        .or_else(|| Some(format!("https://bedrock-runtime.{region}.amazonaws.com"))),
+                };
+            }
+            let auth = self.aws_auth(params, &params_path, api_key.as_deref(), &region)?;
+            if let AwsAuth::BearerToken(token) = &auth {
+                // Kept as the deployment's key too, so it is redacted from upstream errors.
+                api_key = Some(token.expose().to_owned());
+            }
+            aws = Some(AwsSettings { region, auth });
+        }
         if let Some(spec) = spec {
             if api_base.is_none() {
                 api_base = spec.base_env.iter().find_map(|name| self.env.var(name));
@@ -655,13 +682,19 @@ impl Reader<'_> {
             model_info,
             azure_ad_token,
             entra,
+            aws,
+        };
+        // `bedrock/converse/<id>` is priced as `<id>`: the route prefix names no model.
+        let priced_model = match deployment.wire() {
+            Some(WireFormat::Bedrock) => provider_catalog::bedrock_model_id(&deployment.upstream_model),
+            _ => &deployment.upstream_model,
         };
         deployment.pricing = self.pricing(
             params,
             &deployment.model_info,
             &params_path,
             deployment.provider_prefix(),
-            &deployment.upstream_model,
+            priced_model,
         )?;
         Ok(deployment)
     }
@@ -1078,6 +1111,117 @@ impl Reader<'_> {
                 "an azure model needs api_key, azure_ad_token, or tenant_id + client_id + client_secret (or AZURE_API_KEY / AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)",
             )),
         }
+    }
+
+    /// A Bedrock deployment's region, as LiteLLM finds it: `aws_region_name`, the region of a
+    /// model ARN, `AWS_REGION_NAME`, `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-west-2`.
+    fn aws_region(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        upstream_model: &str,
+    ) -> Result<String, ConfigError> {
+        let from_arn = provider_catalog::bedrock_model_id(upstream_model)
+            .strip_prefix("arn:")
+            .and_then(|arn| arn.split(':').nth(2))
+            .filter(|region| !region.is_empty())
+            .map(str::to_owned);
+        let region = match self.string(params, "aws_region_name", path)? {
+            Some(region) => region,
+            None => from_arn
+                .or_else(|| self.env.var("AWS_REGION_NAME"))
+                .or_else(|| self.env.var("AWS_REGION"))
+                .or_else(|| self.env.var("AWS_DEFAULT_REGION"))
+                .filter(|region| !region.is_empty())
+                .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned()),
+        };
+        // The region becomes part of a host name and of the signature's scope.
+        if region.is_empty()
+            || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(
+                &format!("{path}.aws_region_name"),
+                format!("'{region}' is not an AWS region name"),
+            ));
+        }
+        Ok(region)
+    }
+
+    /// A Bedrock deployment's credentials: `api_key` (a Bedrock API key), then
+    /// `aws_access_key_id` + `aws_secret_access_key` (+ `aws_session_token`) from the params,
+    /// then `AWS_BEARER_TOKEN_BEDROCK`, then the `AWS_ACCESS_KEY_ID` family from the
+    /// environment, then web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, as EKS
+    /// injects them). Settings in `litellm_params` win over the environment.
+    fn aws_auth(
+        &self,
+        params: &Map<String, Value>,
+        path: &str,
+        api_key: Option<&str>,
+        region: &str,
+    ) -> Result<AwsAuth, ConfigError> {
+        if let Some(key) = api_key.filter(|k| !k.is_empty()) {
+            return Ok(AwsAuth::BearerToken(Secret::new(key)));
+        }
+        let field = |key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(self.string(params, key, path)?.filter(|v| !v.is_empty()))
+        };
+        let keys = |id: String, secret: String, token: Option<String>| AwsAuth::Keys {
+            access_key_id: id,
+            secret_access_key: Secret::new(secret),
+            session_token: token.map(Secret::new),
+        };
+        match (field("aws_access_key_id")?, field("aws_secret_access_key")?) {
+            (Some(id), Some(secret)) => return Ok(keys(id, secret, field("aws_session_token")?)),
+            (Some(_), None) => {
+                return Err(invalid(
+                    &format!("{path}.aws_secret_access_key"),
+                    "missing; aws_access_key_id is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    &format!("{path}.aws_access_key_id"),
+                    "missing; aws_secret_access_key is set",
+                ));
+            }
+            (None, None) => {}
+        }
+        let env = |name: &str| self.env.var(name).filter(|v| !v.is_empty());
+        if let Some(token) = env("AWS_BEARER_TOKEN_BEDROCK") {
+            return Ok(AwsAuth::BearerToken(Secret::new(token)));
+        }
+        if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            return Ok(keys(id, secret, env("AWS_SESSION_TOKEN")));
+        }
+        match (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN")) {
+            (Some(token_file), Some(role_arn)) => {
+                let sts_endpoint = match field("aws_sts_endpoint")? {
+                    Some(endpoint) => endpoint,
+                    None => env("AWS_ENDPOINT_URL_STS")
+                        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com")),
+                };
+                if !sts_endpoint.starts_with("http://") && !sts_endpoint.starts_with("https://") {
+                    return Err(invalid(
+                        &format!("{path}.aws_sts_endpoint"),
+                        format!("'{sts_endpoint}' is not an http:// or https:// URL"),
+                    ));
+                }
+                return Ok(AwsAuth::WebIdentity(WebIdentity {
+                    role_arn,
+                    token_file,
+                    session_name: env("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "tollgate".to_owned()),
+                    sts_endpoint: sts_endpoint.trim_end_matches('/').to_owned(),
+                }));
+            }
+            (Some(_), None) => {
+                return Err(invalid(path, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not"));
+            }
+            _ => {}
+        }
+        Err(invalid(
+            path,
+            "a bedrock model needs credentials: api_key (a Bedrock API key), aws_access_key_id + aws_secret_access_key, or AWS_BEARER_TOKEN_BEDROCK / AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY / AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN in the environment",
+        ))
     }
 
     fn router_settings(
@@ -1519,7 +1663,7 @@ general_settings:
             r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: bedrock/anthropic.claude-sonnet-4, tpm: 10, vertex_project: p}
+    litellm_params: {model: replicate/meta/llama-3-70b, tpm: 10, vertex_project: p}
 litellm_settings: {cache: true, request_timeout: 5}
 router_settings:
   num_retries: 2
@@ -1539,7 +1683,7 @@ include: [other.yaml]
                 "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)",
                 "router_settings.retry_policy.NotFoundErrorRetries",
                 "model_list[0].litellm_params.vertex_project",
-                "model_list[0].litellm_params.model=bedrock/… (provider not supported yet)",
+                "model_list[0].litellm_params.model=replicate/… (provider not supported yet)",
             ]
         );
         assert_eq!(config.deployments[0].timeout, Duration::from_secs(5));
@@ -1754,6 +1898,106 @@ model_list:
         assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "gsk");
         assert_eq!(config.deployments[0].api_base.as_deref(), Some("https://api.groq.com/openai/v1"));
         assert_eq!(config.deployments[1].api_base.as_deref(), Some("http://v:8000/v1"));
+    }
+
+    #[test]
+    fn bedrock_reads_region_endpoint_and_each_kind_of_credential() {
+        let yaml = |params: &str| {
+            format!(
+                "model_list:\n  - model_name: b\n    litellm_params: {{model: bedrock/anthropic.claude-3-5-haiku-20241022-v1:0{params}}}\n"
+            )
+        };
+        let with_env =
+            |params: &str, vars: &[(&str, &str)]| GatewayConfig::from_yaml(&yaml(params), &env(vars));
+        let aws = |config: &GatewayConfig| config.deployments[0].aws.clone().unwrap();
+
+        let config = with_env(", aws_access_key_id: AKID, aws_secret_access_key: s3cr3t, aws_session_token: tok, aws_region_name: eu-west-3", &[]).unwrap();
+        let d = &config.deployments[0];
+        assert_eq!(d.api_base.as_deref(), Some("https://bedrock-runtime.eu-west-3.amazonaws.com"));
+        assert_eq!(d.wire(), Some(WireFormat::Bedrock));
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+        let settings = aws(&config);
+        assert_eq!(settings.region, "eu-west-3");
+        let AwsAuth::Keys { access_key_id, secret_access_key, session_token } = settings.auth else {
+            panic!()
+        };
+        assert_eq!((access_key_id.as_str(), secret_access_key.expose()), ("AKID", "s3cr3t"));
+        assert_eq!(session_token.unwrap().expose(), "tok");
+        assert!(d.pricing.is_some(), "priced from the table");
+
+        // The environment: AWS_REGION, then the API key before access keys.
+        let config = with_env(
+            "",
+            &[
+                ("AWS_REGION", "ap-south-1"),
+                ("AWS_BEARER_TOKEN_BEDROCK", "brk"),
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(aws(&config).region, "ap-south-1");
+        assert!(matches!(aws(&config).auth, AwsAuth::BearerToken(ref t) if t.expose() == "brk"));
+        assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "brk", "redacted like any key");
+        let config = with_env(
+            "",
+            &[
+                ("AWS_DEFAULT_REGION", "us-east-2"),
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(aws(&config).region, "us-east-2");
+        assert!(matches!(aws(&config).auth, AwsAuth::Keys { session_token: None, .. }));
+        // Params win over the environment; an endpoint override replaces the regional host.
+        let config = with_env(
+            ", api_key: from-params, aws_bedrock_runtime_endpoint: 'http://127.0.0.1:9/'",
+            &[("AWS_BEARER_TOKEN_BEDROCK", "env")],
+        )
+        .unwrap();
+        assert!(matches!(aws(&config).auth, AwsAuth::BearerToken(ref t) if t.expose() == "from-params"));
+        assert_eq!(config.deployments[0].api_base.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(aws(&config).region, DEFAULT_AWS_REGION);
+        // The region of an ARN model id, and the converse/ route prefix priced as the model.
+        let arn = "model_list:\n  - model_name: b\n    litellm_params: {model: 'bedrock/converse/arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0', api_key: k}\n";
+        assert_eq!(
+            GatewayConfig::from_yaml(arn, &env(&[])).unwrap().deployments[0].aws.as_ref().unwrap().region,
+            "eu-central-1"
+        );
+        let routed = with_env(", api_key: k", &[]).unwrap().deployments[0].pricing;
+        let conversed = GatewayConfig::from_yaml(
+            &yaml(", api_key: k").replace("bedrock/", "bedrock/converse/"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(conversed.deployments[0].pricing, routed);
+
+        let error = |params: &str, vars: &[(&str, &str)]| with_env(params, vars).unwrap_err().to_string();
+        assert!(error("", &[]).contains("a bedrock model needs credentials"), "{}", error("", &[]));
+        assert!(error(", aws_access_key_id: A", &[]).contains("aws_secret_access_key: missing"));
+        assert!(
+            error("", &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")]).contains("AWS_ROLE_ARN is not")
+        );
+        // Web identity, as EKS injects it; the STS endpoint follows the region.
+        let irsa = [
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/r"),
+        ];
+        let config = with_env(", aws_region_name: eu-north-1", &irsa).unwrap();
+        let AwsAuth::WebIdentity(identity) = aws(&config).auth else { panic!() };
+        assert_eq!(identity.sts_endpoint, "https://sts.eu-north-1.amazonaws.com");
+        assert_eq!(
+            (identity.token_file.as_str(), identity.session_name.as_str()),
+            ("/var/run/token", "tollgate")
+        );
+        let config = with_env(", aws_sts_endpoint: 'http://127.0.0.1:1/'", &irsa).unwrap();
+        assert!(
+            matches!(aws(&config).auth, AwsAuth::WebIdentity(ref w) if w.sts_endpoint == "http://127.0.0.1:1")
+        );
+        assert!(
+            error(", api_key: k, aws_region_name: 'us-east-1.evil.com/x'", &[]).contains("not an AWS region")
+        );
     }
 
     #[test]

@@ -73,6 +73,43 @@ pub struct Deployment {
     pub entra: Option<EntraCredentials>,
     /// What its tokens cost; `None` when neither the pricing table nor the config knows.
     pub pricing: Option<crate::pricing::Pricing>,
+    /// Bedrock only: the region and how requests are authenticated.
+    pub aws: Option<AwsSettings>,
+}
+
+/// Where a Bedrock deployment lives and how its requests are authenticated.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// The region signed into SigV4's scope (`us-east-1`).
+    pub region: String,
+    pub auth: AwsAuth,
+}
+
+/// A Bedrock deployment's credentials.
+#[derive(Debug, Clone)]
+pub enum AwsAuth {
+    /// A Bedrock API key (`api_key` or `AWS_BEARER_TOKEN_BEDROCK`), sent as
+    /// `Authorization: Bearer`.
+    BearerToken(Secret),
+    /// Access keys (and a session token for temporary ones), for SigV4 signatures.
+    Keys { access_key_id: String, secret_access_key: Secret, session_token: Option<Secret> },
+    /// Temporary keys from STS `AssumeRoleWithWebIdentity`, as EKS service accounts (IRSA)
+    /// provide: the token is read from a file that the platform rotates.
+    WebIdentity(WebIdentity),
+}
+
+/// Where web identity credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebIdentity {
+    /// The role to assume (`AWS_ROLE_ARN`).
+    pub role_arn: String,
+    /// The file holding the OIDC token (`AWS_WEB_IDENTITY_TOKEN_FILE`), read at each renewal.
+    pub token_file: String,
+    /// `RoleSessionName` (`AWS_ROLE_SESSION_NAME`, else `tollgate`).
+    pub session_name: String,
+    /// STS's base URL, without a trailing slash (`aws_sts_endpoint`, `AWS_ENDPOINT_URL_STS`,
+    /// else `https://sts.{region}.amazonaws.com`).
+    pub sts_endpoint: String,
 }
 
 /// Microsoft Entra ID client credentials (`tenant_id`, `client_id`, `client_secret`).

@@ -14,6 +14,10 @@ pub enum WireFormat {
     Anthropic,
     /// Google AI Studio's Gemini API: `models/{model}:generateContent`, SSE with `alt=sse`.
     Gemini,
+    /// Amazon Bedrock Runtime: the Converse API (`/model/{id}/converse`, binary event-stream
+    /// for `converse-stream`) and `invoke` for embeddings, signed with SigV4 or a Bedrock API
+    /// key.
+    Bedrock,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -159,6 +163,15 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         base_env: &["GEMINI_API_BASE"],
         key_env: &["GEMINI_API_KEY"],
     },
+    // The base URL depends on the region (`https://bedrock-runtime.{region}.amazonaws.com`),
+    // and the credentials are AWS's: the config reader resolves both for this prefix.
+    ProviderSpec {
+        prefix: "bedrock",
+        wire: WireFormat::Bedrock,
+        default_base: None,
+        base_env: &[],
+        key_env: &[],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
@@ -166,7 +179,6 @@ pub const PROVIDERS: &[ProviderSpec] = &[
 /// arrive with the Providers issue). Named so a config using them gets a precise message.
 pub const NOT_YET_SUPPORTED: &[&str] = &[
     "azure_ai",
-    "bedrock",
     "vertex_ai",
     "cohere",
     "huggingface",
@@ -176,6 +188,12 @@ pub const NOT_YET_SUPPORTED: &[&str] = &[
     "replicate",
     "voyage",
 ];
+
+/// A Bedrock model id without LiteLLM's route prefix: `bedrock/converse/<id>` and
+/// `bedrock/invoke/<id>` name the API to use, not the model.
+pub fn bedrock_model_id(model: &str) -> &str {
+    model.strip_prefix("converse/").or_else(|| model.strip_prefix("invoke/")).unwrap_or(model)
+}
 
 pub fn lookup(prefix: &str) -> Option<&'static ProviderSpec> {
     PROVIDERS.iter().find(|p| p.prefix == prefix)
@@ -223,5 +241,15 @@ mod tests {
         assert_eq!(infer_prefix("text-embedding-3-small"), Some("openai"));
         assert_eq!(infer_prefix("claude-3-5-sonnet"), Some("anthropic"));
         assert_eq!(infer_prefix("llama3"), None);
+    }
+
+    #[test]
+    fn bedrock_route_prefixes_are_not_part_of_the_model_id() {
+        assert_eq!(
+            bedrock_model_id("converse/anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+        assert_eq!(bedrock_model_id("invoke/amazon.titan-embed-text-v2:0"), "amazon.titan-embed-text-v2:0");
+        assert_eq!(bedrock_model_id("us.amazon.nova-pro-v1:0"), "us.amazon.nova-pro-v1:0");
     }
 }

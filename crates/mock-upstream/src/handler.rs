@@ -1,7 +1,7 @@
 //! Request handling: read and record the request, route it, apply the scripted behaviour,
 //! answer in the format of the endpoint's API (OpenAI's, Azure OpenAI's, Anthropic's for
-//! `/v1/messages`, Google's for Gemini's `models/{model}:{method}`, or Entra ID's for the
-//! token endpoint).
+//! `/v1/messages`, Google's for Gemini's `models/{model}:{method}`, AWS's for Bedrock's
+//! `/model/{modelId}/{operation}`, or Entra ID's for the token endpoint).
 //! Bad input of any kind is a 4xx shaped like that API's errors, never a panic.
 
 use std::convert::Infallible;
@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
 use crate::{Behavior, RecordedRequest, Shared};
-use crate::{anthropic, azure, gemini, wire};
+use crate::{anthropic, azure, bedrock, gemini, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -31,6 +31,11 @@ static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-versio
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
 static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store, no-cache");
+static TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml");
+static AMAZON_EVENT_STREAM: HeaderValue = HeaderValue::from_static("application/vnd.amazon.eventstream");
+static X_AMZN_REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+static INPUT_TOKEN_COUNT: HeaderName = HeaderName::from_static("x-amzn-bedrock-input-token-count");
 
 /// The API family an endpoint belongs to, which decides the response headers and the
 /// shape of error bodies.
@@ -42,6 +47,10 @@ enum Api {
     Anthropic,
     /// Google's Generative Language API (Gemini).
     Gemini,
+    /// Amazon Bedrock Runtime.
+    Bedrock,
+    /// AWS STS (`AssumeRoleWithWebIdentity`), whose errors are XML.
+    Sts,
     /// Microsoft Entra ID's token endpoint.
     Entra,
 }
@@ -66,6 +75,13 @@ enum Endpoint<'a> {
     Gemini {
         model: &'a str,
         op: GeminiOp,
+    },
+    /// AWS STS's query API on `POST /` (`AssumeRoleWithWebIdentity` only).
+    Sts,
+    /// Bedrock's `/model/{modelId}/{operation}`, the model id still percent-encoded.
+    Bedrock {
+        model: &'a str,
+        op: bedrock::Op,
     },
 }
 
@@ -126,6 +142,12 @@ impl<'a> Endpoint<'a> {
             if let Some(tenant) = path.strip_prefix('/').and_then(|p| p.strip_suffix("/oauth2/v2.0/token")) {
                 return segment(tenant).map(|_| Endpoint::Token);
             }
+            if path == "/" {
+                return Some(Endpoint::Sts);
+            }
+            if let Some((model, op)) = bedrock::route(path) {
+                return Some(Endpoint::Bedrock { model, op });
+            }
             if let Some((model, method)) = gemini_path(path) {
                 let op = match method {
                     "generateContent" => GeminiOp::GenerateContent,
@@ -155,6 +177,8 @@ impl<'a> Endpoint<'a> {
         match self {
             Endpoint::Messages => Api::Anthropic,
             Endpoint::Gemini { .. } => Api::Gemini,
+            Endpoint::Bedrock { .. } => Api::Bedrock,
+            Endpoint::Sts => Api::Sts,
             Endpoint::Token => Api::Entra,
             _ => Api::OpenAi,
         }
@@ -170,6 +194,8 @@ enum NotFound {
     Azure,
     /// Paths under Gemini's `/v1beta/`, and `models/{model}:{method}` paths.
     Gemini,
+    /// Paths under Bedrock's `/model/`.
+    Bedrock,
 }
 
 fn not_found_kind(path: &str) -> NotFound {
@@ -178,6 +204,8 @@ fn not_found_kind(path: &str) -> NotFound {
         NotFound::Anthropic
     } else if path.starts_with("/v1beta/") || gemini_path(path).is_some() {
         NotFound::Gemini
+    } else if bedrock::is_bedrock_path(path) {
+        NotFound::Bedrock
     } else if path.starts_with("/openai/") {
         NotFound::Azure
     } else {
@@ -252,6 +280,9 @@ pub(crate) async fn handle(
             }
             NotFound::Azure => azure_not_found(request_id),
             NotFound::Gemini => gemini_error(request_id, StatusCode::NOT_FOUND, "NOT_FOUND", &message),
+            NotFound::Bedrock => {
+                aws_error(request_id, &bedrock::AwsError::new(404, "UnknownOperationException", message))
+            }
         });
     };
     // Azure routes by API version too: without one the path does not exist, so it is a
@@ -280,6 +311,10 @@ pub(crate) async fn handle(
                     let message = format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.");
                     invalid_gemini(request_id, &message)
                 }
+                Api::Bedrock => {
+                    aws_error(request_id, &bedrock::AwsError::new(413, "ValidationException", message))
+                }
+                Api::Sts => sts_error(StatusCode::PAYLOAD_TOO_LARGE, "MalformedInput", &message),
                 Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
             });
         }
@@ -291,6 +326,10 @@ pub(crate) async fn handle(
                 }
                 Api::Anthropic => invalid_anthropic(request_id, message),
                 Api::Gemini => invalid_gemini(request_id, message),
+                Api::Bedrock => {
+                    aws_error(request_id, &bedrock::AwsError::new(400, "SerializationException", message))
+                }
+                Api::Sts => sts_error(StatusCode::BAD_REQUEST, "MalformedInput", message),
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
             });
         }
@@ -301,14 +340,44 @@ pub(crate) async fn handle(
     if let Endpoint::Token = endpoint {
         return Ok(token(&shared, &body));
     }
+    // Like Entra's token endpoint, STS is set-up, not the upstream a test scripts.
+    if let Endpoint::Sts = endpoint {
+        return Ok(sts(&shared, &body));
+    }
 
     let mut answer =
         Answer { api, request_id, chunks: wire::DEFAULT_STREAM_CHUNKS, pacing: Pacing::default() };
+    let mut stream_fault = None;
     match shared.next_behavior() {
         Behavior::Normal => {}
         Behavior::Error { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(json(api, request_id, status, Bytes::from(body)));
+        }
+        Behavior::ErrorWithHeaders { status, headers, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = json(api, request_id, status, Bytes::from(body));
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            return Ok(response);
+        }
+        Behavior::StreamException { after_events, exception_type, message } => {
+            stream_fault = Some(bedrock::StreamFault { after_events, exception_type, message });
+        }
+        Behavior::RateLimited { retry_after_secs } if api == Api::Bedrock => {
+            let error = bedrock::AwsError::new(
+                429,
+                "ThrottlingException",
+                "Too many requests, please wait before trying again.",
+            );
+            let mut response = aws_error(request_id, &error);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(retry_after_secs));
+            return Ok(response);
         }
         Behavior::RateLimited { retry_after_secs } => {
             let body = match api {
@@ -379,8 +448,26 @@ pub(crate) async fn handle(
             GeminiOp::EmbedContent => gemini_embed(&body, request_id),
             GeminiOp::BatchEmbedContents => gemini_batch_embed(&body, request_id),
         },
+        Endpoint::Bedrock { model, op } => {
+            let signed = bedrock::Signed {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                authority: parts.uri.authority().map(|a| a.as_str()),
+                body: &body,
+            };
+            // Like the other key checks, AWS's comes after the scripted behaviour.
+            match bedrock::authenticate(&signed) {
+                Err(error) => aws_error(request_id, &error),
+                Ok(()) => {
+                    bedrock_operation(&shared, &bedrock::decode_model(model), op, &body, answer, stream_fault)
+                }
+            }
+        }
         // Answered before the behaviour was taken.
         Endpoint::Token => token(&shared, &body),
+        Endpoint::Sts => sts(&shared, &body),
     })
 }
 
@@ -640,6 +727,62 @@ fn gemini_batch_embed(body: &[u8], request_id: u64) -> Response<MockBody> {
     serialized(Api::Gemini, request_id, gemini::batch_embed_contents(&dimensions))
 }
 
+/// STS's `AssumeRoleWithWebIdentity`: temporary keys for the Bedrock routes, numbered.
+fn sts(shared: &Shared, body: &[u8]) -> Response<MockBody> {
+    match bedrock::assume_role_with_web_identity(body, shared.issue_sts_credentials()) {
+        Ok(xml) => {
+            let mut response = Response::new(MockBody::full(Bytes::from(xml)));
+            response.headers_mut().insert(CONTENT_TYPE, TEXT_XML.clone());
+            response
+        }
+        Err((status, code, message)) => {
+            sts_error(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), code, &message)
+        }
+    }
+}
+
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(Bytes::from(bedrock::sts_error_body(code, message))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, TEXT_XML.clone());
+    response
+}
+
+/// Bedrock's `converse`, `converse-stream` (binary event-stream frames, one per body frame)
+/// and `invoke` (embeddings).
+fn bedrock_operation(
+    shared: &Arc<Shared>,
+    model: &str,
+    op: bedrock::Op,
+    body: &[u8],
+    answer: Answer,
+    fault: Option<bedrock::StreamFault>,
+) -> Response<MockBody> {
+    let request_id = answer.request_id;
+    match op {
+        bedrock::Op::Converse | bedrock::Op::ConverseStream => {
+            let reply = match bedrock::converse_reply(body) {
+                Ok(reply) => reply,
+                Err(error) => return aws_error(request_id, &error),
+            };
+            if op == bedrock::Op::Converse {
+                serialized(Api::Bedrock, request_id, bedrock::converse(&reply))
+            } else {
+                let frames = bedrock::converse_stream(&reply, answer.chunks, fault.as_ref());
+                stream_as(shared, answer, Ok(frames), &AMAZON_EVENT_STREAM)
+            }
+        }
+        bedrock::Op::Invoke => match bedrock::invoke(model, body) {
+            Ok((answer_body, tokens)) => {
+                let mut response = json(Api::Bedrock, request_id, StatusCode::OK, Bytes::from(answer_body));
+                response.headers_mut().insert(INPUT_TOKEN_COUNT.clone(), HeaderValue::from(tokens));
+                response
+            }
+            Err(error) => aws_error(request_id, &error),
+        },
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // responses
 
@@ -672,6 +815,14 @@ fn with_api_headers(
         }
         // Google's answers carry no request-id header; `responseId` is in the body.
         Api::Gemini => {}
+        Api::Sts => {}
+        Api::Bedrock => {
+            if let Ok(id) =
+                HeaderValue::try_from(format!("mock-{request_id:08x}-0000-4000-8000-000000000000"))
+            {
+                headers.insert(X_AMZN_REQUEST_ID.clone(), id);
+            }
+        }
         // Entra forbids caching token answers; it has no request-id header the gateway uses.
         Api::Entra => {
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
@@ -756,6 +907,16 @@ fn gemini_error(request_id: u64, status: StatusCode, status_text: &str, message:
     json(Api::Gemini, request_id, status, Bytes::from(body))
 }
 
+/// An AWS error: `{"message": ...}` with the exception in `x-amzn-ErrorType`.
+fn aws_error(request_id: u64, error: &bedrock::AwsError) -> Response<MockBody> {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(Api::Bedrock, request_id, status, bedrock::error_body(&error.message));
+    if let Ok(value) = HeaderValue::try_from(bedrock::error_type_header(error.exception)) {
+        response.headers_mut().insert(X_AMZN_ERROR_TYPE.clone(), value);
+    }
+    response
+}
+
 fn invalid_gemini(request_id: u64, message: &str) -> Response<MockBody> {
     gemini_error(request_id, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
@@ -775,6 +936,10 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
             anthropic_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "api_error", &message)
         }
         Api::Gemini => gemini_error(request_id, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &message),
+        Api::Bedrock => {
+            aws_error(request_id, &bedrock::AwsError::new(500, "InternalServerException", message))
+        }
+        Api::Sts => sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &message),
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
     }
 }

@@ -1,11 +1,13 @@
-//! A mock OpenAI-, Anthropic- and Gemini-compatible upstream for Tollgate's integration tests
-//! and load benchmark.
+//! A mock OpenAI-, Anthropic-, Gemini- and Bedrock-compatible upstream for Tollgate's
+//! integration tests and load benchmark.
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
 //! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies), Anthropic's
 //! Messages API (`message`, named SSE events, `{"type":"error",...}` bodies) and Google
 //! Gemini's Generative Language API (`GenerateContentResponse`, whole, as SSE or as a streamed
-//! JSON array, embeddings, google.rpc `{"error":{code,message,status}}` bodies), plus Azure
+//! JSON array, embeddings, google.rpc `{"error":{code,message,status}}` bodies), Amazon
+//! Bedrock Runtime's Converse API (JSON, and ConverseStream's binary event stream), Titan and
+//! Cohere embeddings through `invoke`, and AWS's SigV4 check, plus Azure
 //! OpenAI's deployment routes and Microsoft Entra ID's token endpoint, so the gateway is
 //! exercised against what it will meet in production, and it can be scripted per request
 //! with a [`Behavior`] (errors, delays, hangs, stalled or slow streams).
@@ -28,9 +30,14 @@
 //! | POST   | /openai/deployments/{d}/completions    | Azure: as `/v1/completions`             |
 //! | POST   | /openai/deployments/{d}/embeddings     | Azure: as `/v1/embeddings`              |
 //! | POST   | /{tenant}/oauth2/v2.0/token            | Entra ID client-credentials token       |
+//! | POST   | /model/{modelId}/converse              | Bedrock Converse answer                 |
+//! | POST   | /model/{modelId}/converse-stream       | its events, AWS event-stream frames     |
+//! | POST   | /model/{modelId}/invoke                | Titan / Cohere embeddings               |
+//! | POST   | /                                      | STS `AssumeRoleWithWebIdentity` (XML)   |
 //! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
 //! | other  | /openai/...                            | 404, Azure-shaped error                 |
 //! | other  | /v1beta/..., .../models/{m}:{other}    | 404, Google-shaped `NOT_FOUND`          |
+//! | other  | /model/...                             | 404, AWS `UnknownOperationException`    |
 //! | other  |                                        | 404, OpenAI-shaped error                |
 //!
 //! ## Azure OpenAI's `/openai/deployments/{deployment}/...`
@@ -130,6 +137,7 @@
 
 mod anthropic;
 mod azure;
+mod bedrock;
 mod body;
 mod gemini;
 mod handler;
@@ -150,6 +158,11 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use anthropic::{TOOL_USE_INPUT_JSON, TOOL_USE_TEXT};
 pub use azure::{DEFAULT_TOKEN_LIFETIME_SECS, TOKEN_PREFIX};
+pub use bedrock::{
+    BEDROCK_ACCESS_KEY_ID, BEDROCK_CACHE_READ_TOKENS, BEDROCK_CACHE_WRITE_TOKENS, BEDROCK_MAX_TOKENS_TEXT,
+    BEDROCK_REASONING_SIGNATURE, BEDROCK_REASONING_TEXT, BEDROCK_SECRET_ACCESS_KEY, BEDROCK_TOOL_INPUT_JSON,
+    BEDROCK_TOOL_USE_TEXT, COHERE_DIMENSIONS, COHERE_MAX_TEXTS, TITAN_V1_DIMENSIONS, TITAN_V2_DIMENSIONS,
+};
 pub use gemini::{
     GEMINI_FUNCTION_CALL_ARGS_JSON, GEMINI_JSON_REPLY_TEXT, GEMINI_MAX_BATCH_EMBED_REQUESTS,
     GEMINI_MAX_TOKENS_TEXT, GEMINI_MAX_TOKENS_TRIGGER, GEMINI_THOUGHT_TEXT, GEMINI_THOUGHTS_TOKENS,
@@ -181,11 +194,20 @@ pub enum Behavior {
     /// Answer with this status and this exact body (content-type application/json).
     /// A status that is not a valid HTTP status code becomes 500.
     Error { status: u16, body: String },
+    /// Like [`Behavior::Error`], with these headers added (an AWS error names its exception
+    /// in `x-amzn-ErrorType`; see [`bedrock_error`]). Invalid header names or values are
+    /// left out.
+    ErrorWithHeaders { status: u16, headers: Vec<(String, String)>, body: String },
+    /// On Bedrock's `converse-stream`: send the first `after_events` event frames, then an
+    /// exception frame (`:message-type exception`, `:exception-type` this type, payload
+    /// `{"message": ...}`) and end. Other endpoints answer normally.
+    StreamException { after_events: usize, exception_type: String, message: String },
     /// Answer 429 with OpenAI's rate-limit error body and `retry-after: <seconds>`, as
     /// OpenAI does when a key is over its limit. On Gemini routes the body is Google's
     /// `RESOURCE_EXHAUSTED` error with a `google.rpc.RetryInfo` detail `retryDelay:
-    /// "<seconds>s"` (how Google says when to retry); the `retry-after` header is sent there
-    /// too, so the behaviour means the same on every API.
+    /// "<seconds>s"` (how Google says when to retry), and on Bedrock routes AWS's
+    /// `ThrottlingException`; the `retry-after` header is sent there too, so the behaviour
+    /// means the same on every API.
     RateLimited { retry_after_secs: u64 },
     /// Wait this long, then answer normally.
     Delay(Duration),
@@ -217,6 +239,17 @@ pub fn gemini_error(status: u16, status_text: &str, message: &str) -> Behavior {
     Behavior::Error { status, body: gemini::error_body(status, status_text, message) }
 }
 
+/// A [`Behavior::ErrorWithHeaders`] shaped as Bedrock's errors: `{"message": <message>}`
+/// with `x-amzn-ErrorType: <exception>:http://internal.amazon.com/coral/com.amazon.bedrock/`,
+/// e.g. `bedrock_error(400, "ValidationException", "Input is too long for requested model.")`.
+pub fn bedrock_error(status: u16, exception: &str, message: &str) -> Behavior {
+    Behavior::ErrorWithHeaders {
+        status,
+        headers: vec![("x-amzn-errortype".to_owned(), bedrock::error_type_header(exception))],
+        body: serde_json::json!({"message": message}).to_string(),
+    }
+}
+
 /// How a [`MockUpstream`] is run.
 #[derive(Debug, Clone, Copy)]
 pub struct MockOptions {
@@ -242,6 +275,7 @@ pub(crate) struct Shared {
     streams_cancelled: AtomicUsize,
     requests_abandoned: AtomicUsize,
     tokens_issued: AtomicUsize,
+    sts_issued: AtomicUsize,
     /// `expires_in` of the next issued Entra token, in seconds.
     token_lifetime: AtomicU64,
 }
@@ -263,6 +297,7 @@ impl Shared {
             streams_cancelled: AtomicUsize::new(0),
             requests_abandoned: AtomicUsize::new(0),
             tokens_issued: AtomicUsize::new(0),
+            sts_issued: AtomicUsize::new(0),
             token_lifetime: AtomicU64::new(DEFAULT_TOKEN_LIFETIME_SECS),
         }
     }
@@ -300,6 +335,11 @@ impl Shared {
     /// Counts an issued token and returns its number, from 1.
     pub(crate) fn issue_token(&self) -> usize {
         self.tokens_issued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Counts an issued set of STS keys and returns its number, from 1.
+    pub(crate) fn issue_sts_credentials(&self) -> usize {
+        self.sts_issued.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     pub(crate) fn token_lifetime(&self) -> u64 {
@@ -389,6 +429,11 @@ impl MockUpstream {
     /// Number of Entra ID tokens issued by `/{tenant}/oauth2/v2.0/token`.
     pub fn tokens_issued(&self) -> usize {
         self.shared.tokens_issued.load(Ordering::Acquire)
+    }
+
+    /// Number of temporary key sets issued by STS's `AssumeRoleWithWebIdentity` (`POST /`).
+    pub fn sts_credentials_issued(&self) -> usize {
+        self.shared.sts_issued.load(Ordering::Acquire)
     }
 
     /// Sets the `expires_in` (and `ext_expires_in`) of tokens issued from now on, so a

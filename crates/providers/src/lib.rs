@@ -9,6 +9,7 @@
 //! Providers never touch the database, the router or the client connection.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod client;
 mod entra;
@@ -27,6 +28,7 @@ use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::{Deployment, Endpoint};
 
 pub use anthropic::AnthropicProvider;
+pub use bedrock::BedrockProvider;
 pub use client::{HttpClient, build_http_client};
 pub use error::ProviderError;
 pub use fake::FakeProvider;
@@ -72,6 +74,7 @@ pub struct Providers {
     openai: Arc<OpenAiProvider>,
     anthropic: Arc<AnthropicProvider>,
     gemini: Arc<GeminiProvider>,
+    bedrock: Arc<BedrockProvider>,
     fake: Arc<FakeProvider>,
 }
 
@@ -80,7 +83,8 @@ impl Providers {
         Self {
             openai: Arc::new(OpenAiProvider::new(client.clone())),
             anthropic: Arc::new(AnthropicProvider::new(client.clone())),
-            gemini: Arc::new(GeminiProvider::new(client)),
+            gemini: Arc::new(GeminiProvider::new(client.clone())),
+            bedrock: Arc::new(BedrockProvider::new(client)),
             fake: Arc::new(FakeProvider),
         }
     }
@@ -91,6 +95,7 @@ impl Providers {
             Some(WireFormat::OpenAi | WireFormat::AzureOpenAi) => Ok(self.openai.as_ref()),
             Some(WireFormat::Anthropic) => Ok(self.anthropic.as_ref()),
             Some(WireFormat::Gemini) => Ok(self.gemini.as_ref()),
+            Some(WireFormat::Bedrock) => Ok(self.bedrock.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),

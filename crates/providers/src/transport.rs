@@ -31,6 +31,21 @@ pub(crate) async fn exchange(
     stream: bool,
     read_error: ReadError,
 ) -> Result<UpstreamResponse, ProviderError> {
+    let read_error = |status, _: &http::HeaderMap, body: &[u8], deployment: &Deployment| {
+        read_error(status, body, deployment)
+    };
+    exchange_reading_headers(client, deployment, request, stream, read_error).await
+}
+
+/// [`exchange`] for a provider whose error responses name the error in a header (Bedrock's
+/// `x-amzn-ErrorType`): `read_error` gets the response headers too.
+pub(crate) async fn exchange_reading_headers(
+    client: &HttpClient,
+    deployment: &Deployment,
+    request: http::Request<Full<Bytes>>,
+    stream: bool,
+    read_error: impl FnOnce(u16, &http::HeaderMap, &[u8], &Deployment) -> ProviderError,
+) -> Result<UpstreamResponse, ProviderError> {
     let limit = if stream { deployment.stream_timeout } else { deployment.timeout };
     let deadline = Instant::now() + limit;
     let timed_out = || timeout_error(deployment, limit);
@@ -52,7 +67,7 @@ pub(crate) async fn exchange(
             .map_err(|_| timed_out())?
             .map(|collected| collected.to_bytes())
             .unwrap_or_default();
-        let mut error = read_error(parts.status.as_u16(), &body, deployment);
+        let mut error = read_error(parts.status.as_u16(), &parts.headers, &body, deployment);
         if let ProviderError::Upstream { retry_after, .. } = &mut error {
             *retry_after = parse_retry_after(&parts.headers);
         }

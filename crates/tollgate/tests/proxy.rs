@@ -395,7 +395,7 @@ async fn wildcard_groups_and_unsupported_providers() {
   - model_name: 'mock/*'
     litellm_params: {{model: 'openai/*', api_base: '{}'}}
   - model_name: claude
-    litellm_params: {{model: bedrock/anthropic.claude-sonnet-4}}
+    litellm_params: {{model: replicate/meta/llama-3-70b}}
 ",
         mock.base_url()
     );
@@ -408,7 +408,7 @@ async fn wildcard_groups_and_unsupported_providers() {
     assert_eq!(sent["model"], "some-model");
 
     let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello("claude").to_string())).await;
-    assert!(assert_error(&reply, 400)["message"].as_str().unwrap().contains("provider 'bedrock'"));
+    assert!(assert_error(&reply, 400)["message"].as_str().unwrap().contains("provider 'replicate'"));
 }
 
 #[tokio::test]
