@@ -14,6 +14,9 @@ pub enum WireFormat {
     Anthropic,
     /// Google AI Studio's Gemini API: `models/{model}:generateContent`, SSE with `alt=sse`.
     Gemini,
+    /// Google Cloud's Vertex AI: Gemini's `generateContent` and Anthropic's Messages API
+    /// (`rawPredict`) under a project and location, with Google OAuth access tokens.
+    Vertex,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -159,6 +162,15 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         base_env: &["GEMINI_API_BASE"],
         key_env: &["GEMINI_API_KEY"],
     },
+    // The base URL follows the location (`{location}-aiplatform.googleapis.com`), so the
+    // config derives it from `vertex_location` rather than from a fixed default.
+    ProviderSpec {
+        prefix: "vertex_ai",
+        wire: WireFormat::Vertex,
+        default_base: None,
+        base_env: &[],
+        key_env: &[],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
@@ -167,7 +179,6 @@ pub const PROVIDERS: &[ProviderSpec] = &[
 pub const NOT_YET_SUPPORTED: &[&str] = &[
     "azure_ai",
     "bedrock",
-    "vertex_ai",
     "cohere",
     "huggingface",
     "watsonx",

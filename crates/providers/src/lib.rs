@@ -15,8 +15,10 @@ mod entra;
 mod error;
 mod fake;
 mod gemini;
+mod google_auth;
 mod openai;
 mod transport;
+mod vertex;
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ pub use error::ProviderError;
 pub use fake::FakeProvider;
 pub use gemini::GeminiProvider;
 pub use openai::OpenAiProvider;
+pub use vertex::VertexProvider;
 
 /// One call to a deployment.
 #[derive(Debug)]
@@ -72,6 +75,7 @@ pub struct Providers {
     openai: Arc<OpenAiProvider>,
     anthropic: Arc<AnthropicProvider>,
     gemini: Arc<GeminiProvider>,
+    vertex: Arc<VertexProvider>,
     fake: Arc<FakeProvider>,
 }
 
@@ -80,7 +84,8 @@ impl Providers {
         Self {
             openai: Arc::new(OpenAiProvider::new(client.clone())),
             anthropic: Arc::new(AnthropicProvider::new(client.clone())),
-            gemini: Arc::new(GeminiProvider::new(client)),
+            gemini: Arc::new(GeminiProvider::new(client.clone())),
+            vertex: Arc::new(VertexProvider::new(client)),
             fake: Arc::new(FakeProvider),
         }
     }
@@ -91,6 +96,7 @@ impl Providers {
             Some(WireFormat::OpenAi | WireFormat::AzureOpenAi) => Ok(self.openai.as_ref()),
             Some(WireFormat::Anthropic) => Ok(self.anthropic.as_ref()),
             Some(WireFormat::Gemini) => Ok(self.gemini.as_ref()),
+            Some(WireFormat::Vertex) => Ok(self.vertex.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),
