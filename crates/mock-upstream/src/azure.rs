@@ -33,7 +33,7 @@ pub(crate) fn has_api_version(query: Option<&str>) -> bool {
 
 /// Decodes one `application/x-www-form-urlencoded` component: `+` is a space, `%XX` a
 /// byte. `None` for a broken escape or bytes that are not UTF-8.
-fn form_decode(text: &str) -> Option<String> {
+pub(crate) fn form_decode(text: &str) -> Option<String> {
     let mut out = Vec::with_capacity(text.len());
     let mut bytes = text.bytes();
     while let Some(byte) = bytes.next() {
