@@ -22,6 +22,8 @@ use tokio::time::{Instant, timeout};
 use tollgate_domain::Secret;
 use tollgate_domain::deployment::GoogleCredentials;
 
+use crate::entra::form_encode;
+use crate::transport::error_chain;
 use crate::{HttpClient, ProviderError};
 
 /// The one scope Vertex AI needs.
@@ -159,7 +161,25 @@ impl GoogleAuth {
                     .header("metadata-flavor", HeaderValue::from_static("Google"))
                     .body(Full::new(Bytes::new()))
                     .map_err(|e| auth_error(503, &origin, &e.to_string()))?;
-                let (status, body) = self.send(request, &origin).await?;
+                let (status, body) = match self.send(request, &origin).await {
+                    Ok(answer) => answer,
+                    // Most often not a failing metadata server but a gateway running outside
+                    // Google Cloud with no credentials configured.
+                    Err(ProviderError::Upstream { status, message, error_type, .. }) => {
+                        return Err(ProviderError::Upstream {
+                            status,
+                            message: format!(
+                                "{message} (no key configured: set vertex_credentials or \
+                                 GOOGLE_APPLICATION_CREDENTIALS, or run on GKE / GCE)"
+                            ),
+                            error_type,
+                            param: None,
+                            code: None,
+                            retry_after: None,
+                        });
+                    }
+                    Err(other) => return Err(other),
+                };
                 read_token(status, &body, &origin)
             }
         }
@@ -206,7 +226,7 @@ impl GoogleAuth {
     ) -> Result<(http::StatusCode, Bytes), ProviderError> {
         timeout(TOKEN_TIMEOUT, async {
             let response =
-                self.client.request(request).await.map_err(|e| auth_error(503, origin, &e.to_string()))?;
+                self.client.request(request).await.map_err(|e| auth_error(503, origin, &error_chain(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
@@ -419,18 +439,6 @@ pub(crate) fn pem_body(text: &str) -> Option<(String, Vec<u8>)> {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value.
-fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -270,15 +270,16 @@ async fn embeddings_go_through_predict() {
 #[tokio::test]
 async fn concurrent_requests_share_one_fetch_and_tokens_renew_before_they_expire() {
     let mock = MockUpstream::start().await;
-    // Two-second tokens are renewed after one second (half their life).
-    mock.set_google_token_lifetime(2);
+    // Four-second tokens are renewed after two seconds (half their life), which leaves the
+    // concurrent burst below ample time on a loaded machine.
+    mock.set_google_token_lifetime(4);
     let gateway = TestGateway::start(&key_config(&mock, &test_service_account(&token_uri(&mock)))).await;
 
     let replies = futures_join(&gateway, 6).await;
     assert!(replies.iter().all(|status| *status == 200), "{replies:?}");
     assert_eq!(mock.google_tokens_issued(), 1, "six concurrent requests, one token fetch");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(chat(&gateway, hello("flash")).await.status, 200);
     assert_eq!(mock.google_tokens_issued(), 2, "renewed ahead of its expiry");
     assert_eq!(bearer(model_calls(&mock).last().unwrap()), "Bearer mock-google-token-2");
@@ -423,7 +424,9 @@ async fn credentials_that_fail_are_clear_errors_without_key_material() {
     // No credentials and no metadata server: 503, which the router may retry.
     let gateway = TestGateway::start(&config(&mock, "", "GCE_METADATA_HOST: 127.0.0.1:1")).await;
     let error = assert_error(&chat(&gateway, hello("flash")).await, 503);
-    assert!(error["message"].as_str().unwrap().contains("the GCE metadata server at 127.0.0.1:1"), "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("the GCE metadata server at 127.0.0.1:1"), "{message}");
+    assert!(message.contains("set vertex_credentials or GOOGLE_APPLICATION_CREDENTIALS"), "{message}");
     assert!(model_calls(&mock).is_empty());
 
     // Vertex's own refusal of the model call keeps Google's message and status.
