@@ -437,3 +437,39 @@ async fn credentials_that_fail_are_clear_errors_without_key_material() {
     mock.push(Behavior::RateLimited { retry_after_secs: 3 });
     assert_error(&chat(&gateway, hello("claude")).await, 429);
 }
+
+#[tokio::test]
+async fn a_gcloud_user_file_trades_its_refresh_token() {
+    let mock = MockUpstream::start().await;
+    let user = json!({
+        "type": "authorized_user",
+        "client_id": "764086051850-test.apps.googleusercontent.com",
+        "client_secret": "d-test-secret",
+        "refresh_token": "1//test-refresh-token",
+        "quota_project_id": "user-quota-project",
+        "token_uri": token_uri(&mock),
+    });
+    let yaml = format!(
+        "model_list:
+  - model_name: flash
+    litellm_params:
+      model: vertex_ai/gemini-2.5-flash
+      api_base: {}
+      vertex_credentials: {}
+",
+        host(&mock),
+        user
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let reply = send(post(&gateway.url("/v1/chat/completions"), None, hello("flash").to_string())).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let form = String::from_utf8_lossy(&token_requests(&mock)[0].body).into_owned();
+    assert!(
+        form.starts_with("grant_type=refresh_token&client_id=764086051850-test.apps.googleusercontent.com"),
+        "{form}"
+    );
+    assert!(form.contains("refresh_token=1%2F%2Ftest-refresh-token"), "{form}");
+    let call = &model_calls(&mock)[0];
+    assert!(call.path.starts_with("/v1/projects/user-quota-project/locations/us-central1/"), "{}", call.path);
+    assert_eq!(bearer(call), "Bearer mock-google-token-1");
+}
