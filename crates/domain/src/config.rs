@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::deployment::{AwsAuth, AwsSettings, Deployment, EntraCredentials, ProviderKind, WebIdentity};
+use crate::deployment::{
+    AwsAuth, AwsSettings, Deployment, EntraCredentials, GoogleCredentials, ProviderKind, VertexParams,
+    WebIdentity,
+};
 use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{
@@ -458,6 +461,12 @@ const LITELLM_PARAMS: &[&str] = &[
     "aws_region_name",
     "aws_bedrock_runtime_endpoint",
     "aws_sts_endpoint",
+    "vertex_project",
+    "vertex_ai_project",
+    "vertex_location",
+    "vertex_ai_location",
+    "vertex_credentials",
+    "vertex_ai_credentials",
     "weight",
     "order",
     "input_cost_per_token",
@@ -489,6 +498,11 @@ pub const DEFAULT_AWS_REGION: &str = "us-west-2";
 pub const DEFAULT_AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// The scope of tokens for Azure OpenAI.
 pub const DEFAULT_AZURE_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+/// Vertex AI's location when neither `vertex_location` nor the environment gives one, as
+/// LiteLLM's default.
+pub const DEFAULT_VERTEX_LOCATION: &str = "us-central1";
+/// The GCE / GKE metadata server unless `GCE_METADATA_HOST` names another.
+pub const DEFAULT_GCE_METADATA_HOST: &str = "metadata.google.internal";
 
 impl Reader<'_> {
     fn deployment(
@@ -569,6 +583,13 @@ impl Reader<'_> {
                 api_key = Some(token.expose().to_owned());
             }
             aws = Some(AwsSettings { region, auth });
+        }
+        let vertex = match spec {
+            Some(spec) if spec.wire == WireFormat::Vertex => Some(self.vertex(params, &params_path)?),
+            _ => None,
+        };
+        if api_base.is_none() {
+            api_base = vertex.as_ref().map(VertexParams::default_base);
         }
         if let Some(spec) = spec {
             if api_base.is_none() {
@@ -683,6 +704,7 @@ impl Reader<'_> {
             azure_ad_token,
             entra,
             aws,
+            vertex,
         };
         // `bedrock/converse/<id>` is priced as `<id>`: the route prefix names no model.
         let priced_model = match deployment.wire() {
@@ -1111,6 +1133,81 @@ impl Reader<'_> {
                 "an azure model needs api_key, azure_ad_token, or tenant_id + client_id + client_secret (or AZURE_API_KEY / AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)",
             )),
         }
+    }
+
+    /// Vertex AI's project, location and credentials from the params or the variables
+    /// LiteLLM and Google's libraries read.
+    fn vertex(&self, params: &Map<String, Value>, path: &str) -> Result<VertexParams, ConfigError> {
+        let first = |keys: &[&str], envs: &[&str]| -> Result<Option<(String, String)>, ConfigError> {
+            for key in keys {
+                if let Some(value) = self.string(params, key, path)?.filter(|v| !v.is_empty()) {
+                    return Ok(Some((format!("{path}.{key}"), value)));
+                }
+            }
+            Ok(envs.iter().find_map(|name| {
+                self.env.var(name).filter(|v| !v.is_empty()).map(|v| ((*name).to_owned(), v))
+            }))
+        };
+        // Both end up in a URL path, so only the characters Google allows in them pass.
+        let checked = |found: Option<(String, String)>, extra: &[char]| match found {
+            Some((at, value))
+                if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || extra.contains(&c)) =>
+            {
+                Err(invalid(&at, format!("'{value}' is not a valid Google Cloud name")))
+            }
+            other => Ok(other.map(|(_, value)| value)),
+        };
+        let project = checked(
+            first(&["vertex_project", "vertex_ai_project"], &["VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT"])?,
+            // Legacy project ids carry a domain: `example.com:my-project`.
+            &['.', ':', '_'],
+        )?;
+        let location = checked(
+            first(&["vertex_location", "vertex_ai_location"], &["VERTEXAI_LOCATION", "VERTEX_LOCATION"])?,
+            &[],
+        )?
+        .unwrap_or_else(|| DEFAULT_VERTEX_LOCATION.to_owned());
+
+        let mut key_file = None;
+        for (key, setting) in
+            [("vertex_credentials", "vertex_credentials"), ("vertex_ai_credentials", "vertex_ai_credentials")]
+        {
+            if key_file.is_some() {
+                break;
+            }
+            key_file = match params.get(key) {
+                // LiteLLM also takes the key file's JSON written out as a YAML mapping.
+                Some(object @ Value::Object(_)) => Some((setting, object.to_string())),
+                _ => self.string(params, key, path)?.filter(|v| !v.is_empty()).map(|v| (setting, v)),
+            };
+        }
+        for name in ["VERTEXAI_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"] {
+            if key_file.is_none() {
+                key_file = self.env.var(name).filter(|v| !v.is_empty()).map(|v| (name, v));
+            }
+        }
+        let credentials = match key_file {
+            Some((setting, value)) => GoogleCredentials::KeyFile { setting, value: Secret::new(value) },
+            None => GoogleCredentials::Ambient {
+                gcloud_file: self
+                    .env
+                    .var("CLOUDSDK_CONFIG")
+                    .filter(|dir| !dir.is_empty())
+                    .or_else(|| {
+                        self.env
+                            .var("HOME")
+                            .filter(|home| !home.is_empty())
+                            .map(|home| format!("{home}/.config/gcloud"))
+                    })
+                    .map(|dir| format!("{}/application_default_credentials.json", dir.trim_end_matches('/'))),
+                metadata_host: self
+                    .env
+                    .var("GCE_METADATA_HOST")
+                    .filter(|host| !host.is_empty())
+                    .unwrap_or_else(|| DEFAULT_GCE_METADATA_HOST.to_owned()),
+            },
+        };
+        Ok(VertexParams { project, location, credentials })
     }
 
     /// A Bedrock deployment's region, as LiteLLM finds it: `aws_region_name`, the region of a
@@ -1663,7 +1760,7 @@ general_settings:
             r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: replicate/meta/llama-3-70b, tpm: 10, vertex_project: p}
+    litellm_params: {model: replicate/meta/llama-3-70b, tpm: 10, hf_model_name: p}
 litellm_settings: {cache: true, request_timeout: 5}
 router_settings:
   num_retries: 2
@@ -1682,7 +1779,7 @@ include: [other.yaml]
                 "include",
                 "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)",
                 "router_settings.retry_policy.NotFoundErrorRetries",
-                "model_list[0].litellm_params.vertex_project",
+                "model_list[0].litellm_params.hf_model_name",
                 "model_list[0].litellm_params.model=replicate/… (provider not supported yet)",
             ]
         );
@@ -1886,6 +1983,76 @@ model_list:
         let config = GatewayConfig::from_yaml("", &env(&[("TOLLGATE_MASTER_KEY", "sk-t")])).unwrap();
         assert_eq!(config.master_key.unwrap().expose(), "sk-t");
         assert!(GatewayConfig::from_yaml("", &env(&[])).unwrap().master_key.is_none());
+    }
+
+    #[test]
+    fn vertex_params_come_from_the_config_or_the_environment() {
+        let vertex = |params: &str, pairs: &[(&str, &str)]| -> Result<Deployment, ConfigError> {
+            GatewayConfig::from_yaml(
+                &format!("model_list:\n  - model_name: v\n    litellm_params: {{model: vertex_ai/gemini-2.5-flash{params}}}\n"),
+                &env(pairs),
+            )
+            .map(|mut config| config.deployments.remove(0))
+        };
+        let d = vertex(
+            ", vertex_project: p1, vertex_location: europe-west4, vertex_credentials: /keys/sa.json",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(d.wire(), Some(WireFormat::Vertex));
+        assert_eq!(d.api_base.as_deref(), Some("https://europe-west4-aiplatform.googleapis.com"));
+        let params = d.vertex.unwrap();
+        assert_eq!((params.project.as_deref(), params.location.as_str()), (Some("p1"), "europe-west4"));
+        assert_eq!(
+            params.credentials,
+            GoogleCredentials::KeyFile { setting: "vertex_credentials", value: Secret::new("/keys/sa.json") }
+        );
+
+        // LiteLLM's variables, and Google's for the key file and the metadata server.
+        let d =
+            vertex("", &[("VERTEXAI_PROJECT", "p2"), ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json")]).unwrap();
+        let params = d.vertex.unwrap();
+        assert_eq!(
+            (params.project.as_deref(), params.location.as_str()),
+            (Some("p2"), DEFAULT_VERTEX_LOCATION)
+        );
+        assert!(matches!(
+            params.credentials,
+            GoogleCredentials::KeyFile { setting: "GOOGLE_APPLICATION_CREDENTIALS", .. }
+        ));
+        let d =
+            vertex(", vertex_location: global", &[("GCE_METADATA_HOST", "127.0.0.1:9"), ("HOME", "/home/u")])
+                .unwrap();
+        assert_eq!(d.api_base.as_deref(), Some("https://aiplatform.googleapis.com"));
+        let params = d.vertex.unwrap();
+        assert_eq!(params.project, None, "left to the credentials");
+        assert_eq!(
+            params.credentials,
+            GoogleCredentials::Ambient {
+                gcloud_file: Some("/home/u/.config/gcloud/application_default_credentials.json".into()),
+                metadata_host: "127.0.0.1:9".into(),
+            }
+        );
+
+        // A key written out as a mapping is kept as its JSON text; api_base overrides.
+        let d = vertex(
+            ", vertex_credentials: {type: service_account, project_id: x}, api_base: 'http://h:1'",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(d.api_base.as_deref(), Some("http://h:1"));
+        let GoogleCredentials::KeyFile { value, .. } = d.vertex.unwrap().credentials else { panic!() };
+        assert_eq!(value.expose(), r#"{"type":"service_account","project_id":"x"}"#);
+
+        let error = vertex(", vertex_location: 'us-central1/../x'", &[]).unwrap_err().to_string();
+        assert!(error.contains("model_list[0].litellm_params.vertex_location"), "{error}");
+        assert!(GatewayConfig::from_yaml(
+            "model_list:\n  - model_name: v\n    litellm_params: {model: vertex_ai/m, vertex_project: p}\n",
+            &env(&[])
+        )
+        .unwrap()
+        .unsupported
+        .is_empty());
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Deployment {
     /// Azure only: client credentials to obtain Entra ID tokens, used when neither `api_key`
     /// nor `azure_ad_token` is given.
     pub entra: Option<EntraCredentials>,
+    /// Vertex AI only: project, location and Google credentials.
+    pub vertex: Option<VertexParams>,
     /// What its tokens cost; `None` when neither the pricing table nor the config knows.
     pub pricing: Option<crate::pricing::Pricing>,
     /// Bedrock only: the region and how requests are authenticated.
@@ -122,6 +124,54 @@ pub struct EntraCredentials {
     pub scope: String,
     /// The identity platform's base URL (`AZURE_AUTHORITY_HOST`), without a trailing slash.
     pub authority: String,
+}
+
+/// Where and as whom a `vertex_ai/` deployment calls Google Cloud.
+#[derive(Debug, Clone)]
+pub struct VertexParams {
+    /// `vertex_project`, else `VERTEXAI_PROJECT`, else `GOOGLE_CLOUD_PROJECT`; `None` leaves
+    /// it to the credentials (a key file's `project_id`, or the metadata server's project).
+    pub project: Option<String>,
+    /// `vertex_location`, else `VERTEXAI_LOCATION` / `VERTEX_LOCATION`, else `us-central1`.
+    pub location: String,
+    pub credentials: GoogleCredentials,
+}
+
+impl VertexParams {
+    /// The regional endpoint, `https://{location}-aiplatform.googleapis.com`, or the global
+    /// one for `location: global`.
+    pub fn default_base(&self) -> String {
+        if self.location == "global" {
+            "https://aiplatform.googleapis.com".to_owned()
+        } else {
+            format!("https://{}-aiplatform.googleapis.com", self.location)
+        }
+    }
+}
+
+/// Where Google access tokens come from when the deployment gives no `api_key` (a bearer
+/// token used as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoogleCredentials {
+    /// A key file in Google's JSON format (a service account's, or a gcloud user's
+    /// `authorized_user` file): its path, or the JSON text itself. Read when a token is
+    /// needed, so a rotated file is picked up at the next renewal.
+    KeyFile {
+        /// The setting that named it (`vertex_credentials`, `GOOGLE_APPLICATION_CREDENTIALS`,
+        /// …), for error messages.
+        setting: &'static str,
+        value: Secret,
+    },
+    /// Nothing configured: Application Default Credentials as Google's libraries find
+    /// them, gcloud's well-known file when it exists, else the GCE / GKE metadata server
+    /// (Workload Identity on GKE).
+    Ambient {
+        /// `$CLOUDSDK_CONFIG/application_default_credentials.json`, or the one under
+        /// `$HOME/.config/gcloud`; `None` when neither variable is set.
+        gcloud_file: Option<String>,
+        /// `GCE_METADATA_HOST`, else `metadata.google.internal` (host and optional port).
+        metadata_host: String,
+    },
 }
 
 impl Deployment {

@@ -18,6 +18,9 @@ pub enum WireFormat {
     /// for `converse-stream`) and `invoke` for embeddings, signed with SigV4 or a Bedrock API
     /// key.
     Bedrock,
+    /// Google Cloud's Vertex AI: Gemini's `generateContent` and Anthropic's Messages API
+    /// (`rawPredict`) under a project and location, with Google OAuth access tokens.
+    Vertex,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -172,22 +175,22 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         base_env: &[],
         key_env: &[],
     },
+    // The base URL follows the location (`{location}-aiplatform.googleapis.com`), so the
+    // config derives it from `vertex_location` rather than from a fixed default.
+    ProviderSpec {
+        prefix: "vertex_ai",
+        wire: WireFormat::Vertex,
+        default_base: None,
+        base_env: &[],
+        key_env: &[],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
 /// Prefixes LiteLLM accepts that this build cannot call yet (native wire formats that
 /// arrive with the Providers issue). Named so a config using them gets a precise message.
-pub const NOT_YET_SUPPORTED: &[&str] = &[
-    "azure_ai",
-    "vertex_ai",
-    "cohere",
-    "huggingface",
-    "watsonx",
-    "sagemaker",
-    "databricks",
-    "replicate",
-    "voyage",
-];
+pub const NOT_YET_SUPPORTED: &[&str] =
+    &["azure_ai", "cohere", "huggingface", "watsonx", "sagemaker", "databricks", "replicate", "voyage"];
 
 /// A Bedrock model id without LiteLLM's route prefix: `bedrock/converse/<id>` and
 /// `bedrock/invoke/<id>` name the API to use, not the model.

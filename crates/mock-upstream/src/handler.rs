@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
 use crate::{Behavior, RecordedRequest, Shared};
-use crate::{anthropic, azure, bedrock, gemini, wire};
+use crate::{anthropic, azure, bedrock, gemini, vertex, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -40,7 +40,7 @@ static INPUT_TOKEN_COUNT: HeaderName = HeaderName::from_static("x-amzn-bedrock-i
 /// The API family an endpoint belongs to, which decides the response headers and the
 /// shape of error bodies.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Api {
+pub(crate) enum Api {
     /// OpenAI's, and Azure OpenAI's data plane, which answers with the same headers and
     /// bodies (only its routing and authentication errors differ).
     OpenAi,
@@ -83,6 +83,8 @@ enum Endpoint<'a> {
         model: &'a str,
         op: bedrock::Op,
     },
+    /// Vertex AI's publisher models, Google's OAuth token endpoint and the metadata server.
+    Vertex(vertex::Route<'a>),
 }
 
 /// The Gemini methods the mock answers.
@@ -128,6 +130,9 @@ impl<'a> Endpoint<'a> {
     /// Routes `path`: Azure's and Entra's paths as they are, OpenAI's and Anthropic's with
     /// or without their `/v1` prefix.
     fn route(method: &Method, path: &'a str) -> Option<Self> {
+        if let Some(route) = vertex::Route::parse(method, path) {
+            return Some(Endpoint::Vertex(route));
+        }
         if method == Method::POST {
             if let Some(rest) = path.strip_prefix("/openai/deployments/") {
                 let (deployment, op) = rest.split_once('/')?;
@@ -180,6 +185,7 @@ impl<'a> Endpoint<'a> {
             Endpoint::Bedrock { .. } => Api::Bedrock,
             Endpoint::Sts => Api::Sts,
             Endpoint::Token => Api::Entra,
+            Endpoint::Vertex(route) => route.api(),
             _ => Api::OpenAi,
         }
     }
@@ -202,7 +208,7 @@ fn not_found_kind(path: &str) -> NotFound {
     let route = unversioned(path);
     if route == "/messages" || route.starts_with("/messages/") {
         NotFound::Anthropic
-    } else if path.starts_with("/v1beta/") || gemini_path(path).is_some() {
+    } else if path.starts_with("/v1beta/") || gemini_path(path).is_some() || vertex::is_vertex_path(path) {
         NotFound::Gemini
     } else if bedrock::is_bedrock_path(path) {
         NotFound::Bedrock
@@ -215,11 +221,11 @@ fn not_found_kind(path: &str) -> NotFound {
 
 /// How to answer a request once its behaviour has been applied.
 #[derive(Clone, Copy)]
-struct Answer {
+pub(crate) struct Answer {
     api: Api,
-    request_id: u64,
+    pub(crate) request_id: u64,
     /// Content chunks of a stream.
-    chunks: usize,
+    pub(crate) chunks: usize,
     pacing: Pacing,
 }
 
@@ -344,6 +350,11 @@ pub(crate) async fn handle(
     if let Endpoint::Sts = endpoint {
         return Ok(sts(&shared, &body));
     }
+    if let Endpoint::Vertex(route) = &endpoint
+        && route.is_infrastructure()
+    {
+        return Ok(vertex::infrastructure(&shared, route, &parts.headers, &body));
+    }
 
     let mut answer =
         Answer { api, request_id, chunks: wire::DEFAULT_STREAM_CHUNKS, pacing: Pacing::default() };
@@ -465,6 +476,7 @@ pub(crate) async fn handle(
                 }
             }
         }
+        Endpoint::Vertex(route) => vertex::model_call(&shared, &route, &parts.headers, &body, answer),
         // Answered before the behaviour was taken.
         Endpoint::Token => token(&shared, &body),
         Endpoint::Sts => sts(&shared, &body),
@@ -648,7 +660,7 @@ fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8], answer: Answ
 
 /// Gemini's `generateContent`, or with a framing `streamGenerateContent`; the answer follows
 /// [`gemini::GenerateContentRequest::reply`].
-fn gemini_generate(
+pub(crate) fn gemini_generate(
     shared: &Arc<Shared>,
     model: &str,
     body: &[u8],
@@ -831,20 +843,20 @@ fn with_api_headers(
     response
 }
 
-fn json(api: Api, request_id: u64, status: StatusCode, body: Bytes) -> Response<MockBody> {
+pub(crate) fn json(api: Api, request_id: u64, status: StatusCode, body: Bytes) -> Response<MockBody> {
     let mut response = Response::new(MockBody::full(body));
     *response.status_mut() = status;
     with_api_headers(response, api, request_id, &APPLICATION_JSON)
 }
 
-fn serialized(api: Api, request_id: u64, body: serde_json::Result<Vec<u8>>) -> Response<MockBody> {
+pub(crate) fn serialized(api: Api, request_id: u64, body: serde_json::Result<Vec<u8>>) -> Response<MockBody> {
     match body {
         Ok(body) => json(api, request_id, StatusCode::OK, Bytes::from(body)),
         Err(err) => server_error(api, request_id, &err),
     }
 }
 
-fn stream(
+pub(crate) fn stream(
     shared: &Arc<Shared>,
     answer: Answer,
     events: serde_json::Result<Vec<Bytes>>,
@@ -893,16 +905,21 @@ fn azure_not_found(request_id: u64) -> Response<MockBody> {
 }
 
 /// An Entra OAuth error, `{"error":<code>,"error_description":...}`.
-fn token_error(status: StatusCode, code: &str, description: &str) -> Response<MockBody> {
+pub(crate) fn token_error(status: StatusCode, code: &str, description: &str) -> Response<MockBody> {
     json(Api::Entra, 0, status, azure::token_error_body(code, description))
 }
 
-fn invalid_anthropic(request_id: u64, message: &str) -> Response<MockBody> {
+pub(crate) fn invalid_anthropic(request_id: u64, message: &str) -> Response<MockBody> {
     anthropic_error(request_id, StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
 /// A Google API error, `{"error":{"code","message","status"}}`.
-fn gemini_error(request_id: u64, status: StatusCode, status_text: &str, message: &str) -> Response<MockBody> {
+pub(crate) fn gemini_error(
+    request_id: u64,
+    status: StatusCode,
+    status_text: &str,
+    message: &str,
+) -> Response<MockBody> {
     let body = gemini::error_body(status.as_u16(), status_text, message);
     json(Api::Gemini, request_id, status, Bytes::from(body))
 }
@@ -917,7 +934,7 @@ fn aws_error(request_id: u64, error: &bedrock::AwsError) -> Response<MockBody> {
     response
 }
 
-fn invalid_gemini(request_id: u64, message: &str) -> Response<MockBody> {
+pub(crate) fn invalid_gemini(request_id: u64, message: &str) -> Response<MockBody> {
     gemini_error(request_id, StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 

@@ -1,4 +1,4 @@
-//! A mock OpenAI-, Anthropic-, Gemini- and Bedrock-compatible upstream for Tollgate's
+//! A mock OpenAI-, Anthropic-, Gemini-, Bedrock- and Vertex AI-compatible upstream for Tollgate's
 //! integration tests and load benchmark.
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
@@ -34,10 +34,15 @@
 //! | POST   | /model/{modelId}/converse-stream       | its events, AWS event-stream frames     |
 //! | POST   | /model/{modelId}/invoke                | Titan / Cohere embeddings               |
 //! | POST   | /                                      | STS `AssumeRoleWithWebIdentity` (XML)   |
+//! | POST   | /v1/projects/{p}/locations/{l}/publishers/google/models/{m}:{generateContent,streamGenerateContent,predict} | Vertex AI: Gemini, embeddings |
+//! | POST   | /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:{rawPredict,streamRawPredict} | Vertex AI: Claude |
+//! | POST   | /token                                 | Google OAuth 2.0 token (service-account JWT, refresh token) |
+//! | GET    | /computeMetadata/v1/instance/service-accounts/default/token | GCE / GKE metadata server token |
+//! | GET    | /computeMetadata/v1/project/project-id | the metadata server's project           |
 //! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
 //! | other  | /openai/...                            | 404, Azure-shaped error                 |
-//! | other  | /v1beta/..., .../models/{m}:{other}    | 404, Google-shaped `NOT_FOUND`          |
 //! | other  | /model/...                             | 404, AWS `UnknownOperationException`    |
+//! | other  | /v1beta/..., .../models/{m}:{other}, Vertex paths | 404, Google-shaped `NOT_FOUND` |
 //! | other  |                                        | 404, OpenAI-shaped error                |
 //!
 //! ## Azure OpenAI's `/openai/deployments/{deployment}/...`
@@ -130,6 +135,35 @@
 //! `usageMetadata` (`candidatesTokenCount` = text chunks so far) and the same `responseId`,
 //! and only the last one has `finishReason`.
 //!
+//! ## Vertex AI: `/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{m}:{method}`
+//!
+//! (also under `/v1beta1/`.) After the scripted behaviour (Google-shaped, as on Gemini's
+//! routes) the request needs `Authorization: Bearer <token>`: none is a 401
+//! `UNAUTHENTICATED`; a token the mock minted (`mock-google-token-<n>`,
+//! `mock-metadata-token-<n>`) must be one it issued and not expired (else 401), and any
+//! other token is taken on trust, as one obtained elsewhere. `publishers/google` answers
+//! `generateContent` and `streamGenerateContent` (always SSE) like Gemini's routes, but,
+//! like Vertex, a content without a `user` / `model` role is a 400; `predict` takes
+//! `{"instances":[{"content"}],"parameters":{"outputDimensionality"}}` (at most
+//! [`VERTEX_MAX_EMBEDDING_INSTANCES`]) and answers `{"predictions":[{"embeddings":{"values",
+//! "statistics":{"truncated","token_count"}}}],"metadata":{"billableCharacterCount"}}` with
+//! the same vectors as `/v1/embeddings`. `publishers/anthropic` answers `rawPredict` /
+//! `streamRawPredict` as `/v1/messages` does (tool-call rule, events), named after the URL's
+//! model, once the body has `anthropic_version: "vertex-2023-10-16"`, no `model`, and
+//! `stream: true` exactly on `streamRawPredict` (else an Anthropic-shaped 400).
+//!
+//! `POST /token` is Google's OAuth endpoint: the `jwt-bearer` grant's assertion must be an
+//! RS256 JWT signed by the test service account's key (`fixtures/`, test-only), issued by
+//! [`TEST_SERVICE_ACCOUNT_EMAIL`] for `http://{Host}/token`, with the cloud-platform scope
+//! and `iat`/`exp` at most an hour apart around now; a `refresh_token` grant needs
+//! `client_id`, `client_secret` and `refresh_token`. It answers `{"access_token":
+//! "mock-google-token-<n>","expires_in":L,"token_type":"Bearer"}`
+//! ([`MockUpstream::google_tokens_issued`], `L` from [`MockUpstream::set_google_token_lifetime`])
+//! or OAuth's 400 `{"error":"invalid_grant",...}`. The metadata routes need `Metadata-Flavor:
+//! Google` (else 403) and answer `mock-metadata-token-<n>` tokens
+//! ([`MockUpstream::metadata_tokens_issued`]) and [`METADATA_PROJECT`]. Like Entra's, these
+//! routes take no behaviour.
+//!
 //! `embedContent` answers `{"embedding":{"values":[...]}}` and `batchEmbedContents`
 //! `{"embeddings":[{"values":[...]},...]}`, one per `requests` entry (at most
 //! [`GEMINI_MAX_BATCH_EMBED_REQUESTS`]): the same deterministic unit vectors as
@@ -141,6 +175,7 @@ mod bedrock;
 mod body;
 mod gemini;
 mod handler;
+mod vertex;
 mod wire;
 
 use std::collections::VecDeque;
@@ -166,6 +201,11 @@ pub use bedrock::{
 pub use gemini::{
     GEMINI_FUNCTION_CALL_ARGS_JSON, GEMINI_JSON_REPLY_TEXT, GEMINI_MAX_BATCH_EMBED_REQUESTS,
     GEMINI_MAX_TOKENS_TEXT, GEMINI_MAX_TOKENS_TRIGGER, GEMINI_THOUGHT_TEXT, GEMINI_THOUGHTS_TOKENS,
+};
+pub use vertex::{
+    DEFAULT_GOOGLE_TOKEN_LIFETIME_SECS, GOOGLE_TOKEN_PREFIX, METADATA_PROJECT, METADATA_TOKEN_PREFIX,
+    TEST_SERVICE_ACCOUNT_EMAIL, TEST_SERVICE_ACCOUNT_JSON, TEST_SERVICE_ACCOUNT_PROJECT,
+    TEST_UNTRUSTED_KEY_PEM, VERTEX_MAX_EMBEDDING_INSTANCES, test_service_account,
 };
 pub use wire::{
     COMPLETION_TOKENS, DEFAULT_STREAM_CHUNKS, EMBEDDING_DIMENSIONS, EMBEDDING_TOKENS_PER_INPUT,
@@ -278,6 +318,8 @@ pub(crate) struct Shared {
     sts_issued: AtomicUsize,
     /// `expires_in` of the next issued Entra token, in seconds.
     token_lifetime: AtomicU64,
+    /// Google tokens issued by the OAuth endpoint and the metadata server.
+    vertex: vertex::VertexState,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (a queue, a log) stays
@@ -299,6 +341,7 @@ impl Shared {
             tokens_issued: AtomicUsize::new(0),
             sts_issued: AtomicUsize::new(0),
             token_lifetime: AtomicU64::new(DEFAULT_TOKEN_LIFETIME_SECS),
+            vertex: vertex::VertexState::new(),
         }
     }
 

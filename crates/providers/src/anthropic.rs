@@ -61,19 +61,26 @@ impl crate::Provider for AnthropicProvider {
         let upstream = build_request(deployment, Bytes::from(messages_request.to_string()))?;
         let response =
             transport::exchange(&self.client, deployment, upstream, request.stream, read_error).await?;
-        let body = match response.body {
-            UpstreamBody::Complete(bytes) => {
-                let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    ProviderError::Protocol(format!("anthropic answered with invalid JSON: {e}"))
-                })?;
-                UpstreamBody::Complete(Bytes::from(to_chat_completion(&message, unix_now()).to_string()))
-            }
-            UpstreamBody::Stream(events) => UpstreamBody::Stream(
-                TranslatedStream::new(events, Translator::new(include_usage, unix_now())).boxed(),
-            ),
-        };
-        Ok(UpstreamResponse { headers: response.headers, body })
+        chat_answer(response, include_usage)
     }
+}
+
+/// A Messages API answer, whole or streamed, as the OpenAI chat answer.
+pub(crate) fn chat_answer(
+    response: UpstreamResponse,
+    include_usage: bool,
+) -> Result<UpstreamResponse, ProviderError> {
+    let body = match response.body {
+        UpstreamBody::Complete(bytes) => {
+            let message: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ProviderError::Protocol(format!("anthropic answered with invalid JSON: {e}")))?;
+            UpstreamBody::Complete(Bytes::from(to_chat_completion(&message, unix_now()).to_string()))
+        }
+        UpstreamBody::Stream(events) => UpstreamBody::Stream(
+            TranslatedStream::new(events, Translator::new(include_usage, unix_now())).boxed(),
+        ),
+    };
+    Ok(UpstreamResponse { headers: response.headers, body })
 }
 
 fn unix_now() -> u64 {
@@ -587,7 +594,7 @@ impl TranslateEvents for Translator {
 }
 
 /// Anthropic's error body (`{"type": "error", "error": {"type", "message"}}`) as an error.
-fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderError {
+pub(crate) fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let error = json.as_ref().and_then(|j| j.get("error"));
     let error_type = error.and_then(|e| e.get("type")).and_then(Value::as_str).map(str::to_owned);

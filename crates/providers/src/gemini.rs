@@ -56,21 +56,7 @@ impl crate::Provider for GeminiProvider {
                 let response =
                     transport::exchange(&self.client, deployment, upstream, request.stream, read_error)
                         .await?;
-                let body = match response.body {
-                    UpstreamBody::Complete(bytes) => {
-                        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                            ProviderError::Protocol(format!("gemini answered with invalid JSON: {e}"))
-                        })?;
-                        UpstreamBody::Complete(Bytes::from(
-                            to_chat_completion(&answer, &model, unix_now())?.to_string(),
-                        ))
-                    }
-                    UpstreamBody::Stream(events) => {
-                        let translator = Translator::new(&model, include_usage, unix_now());
-                        UpstreamBody::Stream(TranslatedStream::new(events, translator).boxed())
-                    }
-                };
-                Ok(UpstreamResponse { headers: response.headers, body })
+                chat_answer(response, &model, include_usage)
             }
             Endpoint::Embeddings => {
                 let body = to_embed_request(&openai, &model)?;
@@ -93,6 +79,26 @@ impl crate::Provider for GeminiProvider {
             ))),
         }
     }
+}
+
+/// A `generateContent` answer, whole or streamed, as the OpenAI chat answer.
+pub(crate) fn chat_answer(
+    response: UpstreamResponse,
+    model: &str,
+    include_usage: bool,
+) -> Result<UpstreamResponse, ProviderError> {
+    let body = match response.body {
+        UpstreamBody::Complete(bytes) => {
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ProviderError::Protocol(format!("gemini answered with invalid JSON: {e}")))?;
+            UpstreamBody::Complete(Bytes::from(to_chat_completion(&answer, model, unix_now())?.to_string()))
+        }
+        UpstreamBody::Stream(events) => {
+            let translator = Translator::new(model, include_usage, unix_now());
+            UpstreamBody::Stream(TranslatedStream::new(events, translator).boxed())
+        }
+    };
+    Ok(UpstreamResponse { headers: response.headers, body })
 }
 
 fn unix_now() -> u64 {
@@ -708,7 +714,7 @@ impl TranslateEvents for Translator {
 }
 
 /// Google's error body (`{"error": {"code", "message", "status", "details"}}`) as an error.
-fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderError {
+pub(crate) fn read_error(status: u16, body: &[u8], deployment: &Deployment) -> ProviderError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     // streamGenerateContent without alt=sse wraps errors in an array; accept both.
     let error = json.as_ref().and_then(|j| j.get("error").or_else(|| j.pointer("/0/error")));

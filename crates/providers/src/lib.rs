@@ -16,8 +16,10 @@ mod entra;
 mod error;
 mod fake;
 mod gemini;
+mod google_auth;
 mod openai;
 mod transport;
+mod vertex;
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ pub use error::ProviderError;
 pub use fake::FakeProvider;
 pub use gemini::GeminiProvider;
 pub use openai::OpenAiProvider;
+pub use vertex::VertexProvider;
 
 /// One call to a deployment.
 #[derive(Debug)]
@@ -75,6 +78,7 @@ pub struct Providers {
     anthropic: Arc<AnthropicProvider>,
     gemini: Arc<GeminiProvider>,
     bedrock: Arc<BedrockProvider>,
+    vertex: Arc<VertexProvider>,
     fake: Arc<FakeProvider>,
 }
 
@@ -84,7 +88,8 @@ impl Providers {
             openai: Arc::new(OpenAiProvider::new(client.clone())),
             anthropic: Arc::new(AnthropicProvider::new(client.clone())),
             gemini: Arc::new(GeminiProvider::new(client.clone())),
-            bedrock: Arc::new(BedrockProvider::new(client)),
+            bedrock: Arc::new(BedrockProvider::new(client.clone())),
+            vertex: Arc::new(VertexProvider::new(client)),
             fake: Arc::new(FakeProvider),
         }
     }
@@ -96,6 +101,7 @@ impl Providers {
             Some(WireFormat::Anthropic) => Ok(self.anthropic.as_ref()),
             Some(WireFormat::Gemini) => Ok(self.gemini.as_ref()),
             Some(WireFormat::Bedrock) => Ok(self.bedrock.as_ref()),
+            Some(WireFormat::Vertex) => Ok(self.vertex.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),

@@ -156,7 +156,7 @@ fn timeout_error(deployment: &Deployment, timeout: Duration) -> ProviderError {
 }
 
 /// The error's message and the messages of its sources, joined.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
