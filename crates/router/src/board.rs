@@ -132,7 +132,7 @@ impl Grid {
             None => now,
             Some((anchor, _)) => {
                 let into = (i64::from(now) - i64::from(anchor)).rem_euclid(i64::from(MINUTE_TENTHS));
-                now - into as u32
+                now.saturating_sub(into as u32)
             }
         }
     }

@@ -179,10 +179,12 @@ impl HealthBoard {
                 stats.tokens.settle(start, ours, total);
             }
             if let Some((calls, first_tokens)) = &totals.latency {
-                let tenths = stats.tenths(now);
+                let (tenths, ttl) = (stats.tenths(now), stats.latency_ttl());
+                // Older than the ttl: worth nothing, and older than this board can stamp.
                 let stamped = |samples: &[Sample]| -> Vec<(f64, u32)> {
                     samples
                         .iter()
+                        .filter(|sample| sample.age <= ttl)
                         .map(|sample| (sample.seconds, tenths.saturating_sub(duration_to_tenths(sample.age))))
                         .collect()
                 };
@@ -420,6 +422,9 @@ router_settings: {routing_strategy: latency-based-routing}
         shared.round(one.health());
         assert!(a.latency.held(a.tenths(Instant::now())).is_empty(), "handed over, no longer kept apart");
         assert_eq!(a.latency(false, Instant::now(), Duration::from_secs(3600)), before, "the same figures");
+        // A measurement older than the ttl (3600 s) that Redis still holds counts for nothing.
+        let ancient = shared.unix_ms() - 4_000_000;
+        shared.latencies.get_mut(&("b".to_owned(), false)).unwrap().insert(0, (999.0, ancient));
         shared.round(two.health());
         for _ in 0..10 {
             assert_eq!(select(&two).as_deref(), Ok("b"), "two never called a, but one found it slow");
