@@ -395,6 +395,51 @@ router_settings: {cooldown_time: 30}
     }
 
     #[tokio::test(start_paused = true)]
+    async fn tokens_spent_through_one_replica_count_against_tpm_and_usage_on_the_other() {
+        let spent = |router: &Router, tokens: u64| {
+            router.health().find("a").unwrap().add_tokens(tokens, Instant::now());
+        };
+        let usage = "model_list:
+  - {model_name: gp, litellm_params: {model: fake/a}, model_info: {id: a}}
+  - {model_name: gp, litellm_params: {model: fake/b}, model_info: {id: b}}
+router_settings: {routing_strategy: usage-based-routing-v2}
+";
+        let mut shared = Shared::new();
+        let (one, two) = (router(usage), router(usage));
+        shared.round(two.health());
+        spent(&one, 600);
+        shared.round(one.health());
+        shared.round(one.health());
+        shared.round(two.health());
+        for _ in 0..5 {
+            assert_eq!(select(&two).as_deref(), Ok("b"), "a used 600 tokens (through one), b none");
+        }
+
+        // a before b by order, unless a is past its tpm.
+        let limited = "model_list:
+  - {model_name: gp, litellm_params: {model: fake/a, tpm: 1000, order: 1}, model_info: {id: a}}
+  - {model_name: gp, litellm_params: {model: fake/b, order: 2}, model_info: {id: b}}
+";
+        let mut shared = Shared::new();
+        let (one, two) = (router(limited), router(limited));
+        for replica in [&one, &two] {
+            shared.round(replica.health());
+        }
+        spent(&one, 600);
+        spent(&two, 500);
+        assert_eq!(select(&one).as_deref(), Ok("a"), "600 of 1000 on its own");
+        assert_eq!(select(&two).as_deref(), Ok("a"), "500 of 1000 on its own");
+        shared.round(one.health());
+        shared.round(two.health());
+        shared.round(one.health());
+        for replica in [&one, &two] {
+            assert_eq!(replica.health().find("a").unwrap().tokens_used(Instant::now()).0, 1100);
+            assert_eq!(select(replica).as_deref(), Ok("b"), "1100 of 1000 across both replicas");
+        }
+        assert_eq!(shared.counts[&("a".to_owned(), 30_000_000, true)], 1100);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn latencies_measured_anywhere_rank_deployments_everywhere() {
         let config = "model_list:
   - {model_name: gp, litellm_params: {model: fake/a}, model_info: {id: a}}
