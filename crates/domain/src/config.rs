@@ -18,7 +18,8 @@ use crate::deployment::{
 use crate::pricing::{PriceTable, Pricing};
 use crate::provider_catalog::{self, WireFormat};
 use crate::routing::{
-    FailureClass, FailurePolicy, ModelGroupAlias, RouterSettings, RoutingStrategy, StrategyArgs,
+    DEFAULT_HEALTH_CHECK_INTERVAL, FailureClass, FailurePolicy, ModelGroupAlias, RouterSettings,
+    RoutingStrategy, StrategyArgs,
 };
 use crate::secret::Secret;
 
@@ -106,10 +107,26 @@ pub struct GatewayConfig {
     /// The response cache (`litellm_settings.cache: true` with `cache_params`); `None`, the
     /// default, is no caching at all.
     pub cache: Option<CacheConfig>,
+    /// `general_settings.background_health_checks`; `None` (the default): `/health` calls
+    /// every deployment when asked.
+    pub background_health_checks: Option<BackgroundHealthChecks>,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache_params.type=s3`), in the order met.
     pub unsupported: Vec<String>,
 }
+
+/// Checks of every deployment on a timer (`general_settings.background_health_checks: true`):
+/// `/health` answers from the latest round instead of calling every deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackgroundHealthChecks {
+    /// `health_check_interval`: the pause after each round (LiteLLM's default 300 s).
+    pub interval: Duration,
+    /// `health_check_concurrency`: checks under way at once.
+    pub concurrency: usize,
+}
+
+/// Background checks under way at once unless `health_check_concurrency` says otherwise.
+pub const DEFAULT_HEALTH_CHECK_CONCURRENCY: usize = 4;
 
 impl GatewayConfig {
     /// The built-in demo config.
@@ -165,7 +182,7 @@ impl GatewayConfig {
         let request_timeout = reader.seconds(litellm_settings, "request_timeout", "litellm_settings")?;
         let router_timeout = reader.seconds(router_settings, "timeout", "router_settings")?;
         let router_stream_timeout = reader.seconds(router_settings, "stream_timeout", "router_settings")?;
-        let router = reader.router_settings(router_settings, litellm_settings)?;
+        let mut router = reader.router_settings(router_settings, litellm_settings)?;
         let metrics_require_auth = match litellm_settings.get("require_auth_for_metrics_endpoint") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(required)) => *required,
@@ -282,6 +299,7 @@ impl GatewayConfig {
         let spend_logs_retention_interval = reader
             .litellm_duration(general_settings, "maximum_spend_logs_retention_interval")?
             .unwrap_or(Duration::from_secs(86_400));
+        let background_health_checks = reader.background_health_checks(general_settings, &mut router)?;
         reader.flag_unknown(
             general_settings,
             "general_settings",
@@ -292,6 +310,12 @@ impl GatewayConfig {
                 "disable_spend_logs",
                 "maximum_spend_logs_retention_period",
                 "maximum_spend_logs_retention_interval",
+                "background_health_checks",
+                "health_check_interval",
+                "health_check_concurrency",
+                "enable_health_check_routing",
+                "health_check_staleness_threshold",
+                "health_check_ignore_transient_errors",
             ],
         );
         let redis_url = reader.redis_url(router_settings)?;
@@ -330,6 +354,7 @@ impl GatewayConfig {
             spend_logs_retention_interval,
             redis_url,
             cache,
+            background_health_checks,
             unsupported: reader.unsupported,
         })
     }
@@ -1505,6 +1530,58 @@ impl Reader<'_> {
         }
     }
 
+    /// `background_health_checks` and its companions in `general_settings`; the routing ones
+    /// go into `router`.
+    fn background_health_checks(
+        &mut self,
+        general: &Map<String, Value>,
+        router: &mut RouterSettings,
+    ) -> Result<Option<BackgroundHealthChecks>, ConfigError> {
+        const PATH: &str = "general_settings";
+        let on = self.flag(general, "background_health_checks", PATH)?.unwrap_or(false);
+        // LiteLLM runs no checks with an interval of 0.
+        let interval = match self.number(general, "health_check_interval", PATH)? {
+            None => DEFAULT_HEALTH_CHECK_INTERVAL,
+            Some(secs) => Duration::try_from_secs_f64(secs)
+                .map_err(|_| invalid(&format!("{PATH}.health_check_interval"), "too large"))?,
+        };
+        let concurrency = match self.unsigned(general, "health_check_concurrency", PATH)? {
+            None => DEFAULT_HEALTH_CHECK_CONCURRENCY,
+            Some(0) => {
+                return Err(invalid(&format!("{PATH}.health_check_concurrency"), "must be at least 1"));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let routing = &mut router.health_check_routing;
+        routing.enabled = self.flag(general, "enable_health_check_routing", PATH)?.unwrap_or(false);
+        routing.staleness = self
+            .seconds(general, "health_check_staleness_threshold", PATH)?
+            .unwrap_or(interval.saturating_mul(2));
+        routing.ignore_transient_errors =
+            self.flag(general, "health_check_ignore_transient_errors", PATH)?.unwrap_or(false);
+        let checks = (on && !interval.is_zero()).then_some(BackgroundHealthChecks { interval, concurrency });
+        if routing.enabled && checks.is_none() {
+            // Nothing would ever mark a deployment: say so rather than pretend.
+            routing.enabled = false;
+            self.unsupported
+                .push(format!("{PATH}.enable_health_check_routing (needs background_health_checks: true)"));
+        }
+        Ok(checks)
+    }
+
+    /// A boolean field: YAML's `true`/`false`, or their text (`os.environ/…`, `"True"`).
+    fn flag(&self, map: &Map<String, Value>, key: &str, path: &str) -> Result<Option<bool>, ConfigError> {
+        if let Some(Value::Bool(value)) = map.get(key) {
+            return Ok(Some(*value));
+        }
+        match self.string(map, key, path)?.map(|text| text.trim().to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(text) if text == "true" => Ok(Some(true)),
+            Some(text) if text == "false" => Ok(Some(false)),
+            Some(_) => Err(invalid(&format!("{path}.{key}"), "must be true or false")),
+        }
+    }
+
     fn flag_unknown(&mut self, map: &Map<String, Value>, path: &str, known: &[&str]) {
         for key in map.keys() {
             if !known.contains(&key.as_str()) {
@@ -2199,6 +2276,58 @@ model_list:
         );
         assert_eq!(entra.scope, DEFAULT_AZURE_SCOPE);
         assert!(error_of(&yaml("")).contains("an azure model needs api_key"), "{}", error_of(&yaml("")));
+    }
+
+    #[test]
+    fn background_health_checks_follow_litellms_settings() {
+        let off = load("general_settings: {}").unwrap();
+        assert_eq!(off.background_health_checks, None);
+        assert!(!off.router.health_check_routing.enabled);
+        let on = load("general_settings: {background_health_checks: True}").unwrap();
+        assert_eq!(
+            on.background_health_checks,
+            Some(BackgroundHealthChecks { interval: Duration::from_secs(300), concurrency: 4 })
+        );
+        assert!(on.unsupported.is_empty(), "{:?}", on.unsupported);
+        let routed = load(
+            "general_settings:
+  background_health_checks: true
+  health_check_interval: 30
+  health_check_concurrency: 2
+  enable_health_check_routing: true
+  health_check_ignore_transient_errors: 'true'
+",
+        )
+        .unwrap();
+        assert_eq!(
+            routed.background_health_checks,
+            Some(BackgroundHealthChecks { interval: Duration::from_secs(30), concurrency: 2 })
+        );
+        let routing = routed.router.health_check_routing;
+        assert!(routing.enabled && routing.ignore_transient_errors);
+        assert_eq!(routing.staleness, Duration::from_secs(60), "twice the interval by default");
+        let stale = load(
+            "general_settings: {background_health_checks: true, enable_health_check_routing: true, health_check_staleness_threshold: 45}",
+        )
+        .unwrap();
+        assert_eq!(stale.router.health_check_routing.staleness, Duration::from_secs(45));
+        let zero =
+            load("general_settings: {background_health_checks: true, health_check_interval: 0}").unwrap();
+        assert_eq!(zero.background_health_checks, None, "LiteLLM runs no checks at interval 0");
+        let unchecked = load("general_settings: {enable_health_check_routing: true}").unwrap();
+        assert!(!unchecked.router.health_check_routing.enabled);
+        assert_eq!(
+            unchecked.unsupported,
+            ["general_settings.enable_health_check_routing (needs background_health_checks: true)"]
+        );
+        assert_eq!(
+            error_of("general_settings: {background_health_checks: sometimes}"),
+            "general_settings.background_health_checks: must be true or false"
+        );
+        assert_eq!(
+            error_of("general_settings: {background_health_checks: true, health_check_concurrency: 0}"),
+            "general_settings.health_check_concurrency: must be at least 1"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! This crate performs no I/O: it knows nothing about sockets, files, HTTP or the process
 //! environment (variables come in through [`config::EnvSource`]).
 
+pub mod board_sync;
 pub mod config;
 pub mod deployment;
 pub mod duration;
@@ -17,7 +18,9 @@ pub mod secret;
 pub mod sse;
 pub mod tokens;
 
-pub use config::{CacheBackend, CacheConfig, CacheScope, ConfigError, EnvSource, GatewayConfig};
+pub use config::{
+    BackgroundHealthChecks, CacheBackend, CacheConfig, CacheScope, ConfigError, EnvSource, GatewayConfig,
+};
 pub use deployment::{Deployment, Endpoint, ProviderKind};
 pub use error::{ErrorKind, GatewayError};
 pub use secret::Secret;

@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_FALLBACKS: usize = 5;
 pub const DEFAULT_LATENCY_TTL: Duration = Duration::from_secs(3600);
 /// LiteLLM's default `routing_strategy_args.max_latency_list_size`.
 pub const DEFAULT_LATENCY_SAMPLES: usize = 10;
+/// LiteLLM's default `general_settings.health_check_interval`.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How a deployment is chosen among the available ones of a group (`routing_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -222,6 +224,27 @@ pub struct RouterSettings {
     /// `model_group_alias`: a name clients may use for a group, and whether `/models`
     /// hides it.
     pub model_group_alias: Vec<ModelGroupAlias>,
+    /// What background health checks do to routing (`general_settings`).
+    pub health_check_routing: HealthCheckRouting,
+}
+
+/// LiteLLM's health-check driven routing (`general_settings.enable_health_check_routing`,
+/// `health_check_staleness_threshold`, `health_check_ignore_transient_errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckRouting {
+    /// Deployments whose last background check failed are left out while others are
+    /// available (or, with an `allowed_fails_policy`, the failures count towards cooldowns).
+    pub enabled: bool,
+    /// How long a failed check keeps a deployment out when no later check says otherwise.
+    pub staleness: Duration,
+    /// A 429 or a timeout from a check changes nothing.
+    pub ignore_transient_errors: bool,
+}
+
+impl Default for HealthCheckRouting {
+    fn default() -> Self {
+        Self { enabled: false, staleness: 2 * DEFAULT_HEALTH_CHECK_INTERVAL, ignore_transient_errors: false }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +273,7 @@ impl Default for RouterSettings {
             content_policy_fallbacks: Vec::new(),
             default_fallbacks: Vec::new(),
             model_group_alias: Vec::new(),
+            health_check_routing: HealthCheckRouting::default(),
         }
     }
 }

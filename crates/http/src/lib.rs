@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod models;
 pub mod proxy;
 mod relay;
+pub mod router_sync;
 mod spend;
 pub mod tenancy;
 
@@ -74,6 +75,10 @@ pub struct App {
     pub tenancy: Option<Arc<Tenancy>>,
     /// The response cache (`litellm_settings.cache`); `None` when caching is off.
     pub cache: Option<Arc<cache::ResponseCache>>,
+    /// The background health checks' latest results (`background_health_checks`).
+    pub background_checks: Option<Arc<health::BackgroundChecks>>,
+    /// The router's board shared with the other replicas through Redis, when there is one.
+    pub router_sync: Option<Arc<router_sync::RouterSync>>,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -87,6 +92,10 @@ pub struct Shared {
     pub tenancy: Option<Arc<Tenancy>>,
     /// The response cache: one in-process store (or Redis client) for every worker.
     pub cache: Option<Arc<cache::ResponseCache>>,
+    /// What the background health checks found last, when they run.
+    pub background_checks: Option<Arc<health::BackgroundChecks>>,
+    /// Keeps `health` in step with the other replicas' boards through Redis.
+    pub router_sync: Option<Arc<router_sync::RouterSync>>,
 }
 
 enum Route {
@@ -160,6 +169,8 @@ impl App {
             metrics_require_auth: config.metrics_require_auth,
             tenancy: shared.tenancy.clone(),
             cache: shared.cache.clone(),
+            background_checks: shared.background_checks.clone(),
+            router_sync: shared.router_sync.clone(),
         }
     }
 

@@ -27,9 +27,12 @@
 //! An upstream's Retry-After lengthens the cooldown it causes and, when the group has no
 //! other deployment, the wait before a retry (at most ten seconds).
 //!
-//! Still to come: sharing the board between replicas through Redis, background health checks.
+//! Replicas share the board when something carries its sync rounds between them (the HTTP
+//! crate does, through Redis: see `sync.rs`); background health checks report through
+//! [`Router::record_health_check`].
 
 mod board;
+mod sync;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -42,8 +45,9 @@ use tollgate_domain::routing::{FailureClass, FallbackKind, RouterSettings, Routi
 use tollgate_domain::tokens::Encoding;
 use tollgate_domain::{Deployment, ErrorKind, GatewayError};
 
-use board::{DeploymentStats, Tracking};
+use board::{DeploymentStats, Tracking, wants};
 pub use board::{HealthBoard, Ticket};
+pub use sync::SyncRound;
 
 /// The longest a retry waits on an upstream's Retry-After; longer waits fail the attempt
 /// instead of holding the client.
@@ -163,8 +167,20 @@ impl Router {
     ) -> Self {
         let samples = settings.strategy_args.max_latency_list_size;
         let mut groups: Vec<ModelGroup> = Vec::new();
+        let strategy = settings.routing_strategy;
         for deployment in deployments {
             let stats = health.stats(&deployment.id, samples);
+            let mut wanted = 0;
+            if deployment.rpm.is_some() {
+                wanted |= wants::REQUESTS;
+            }
+            if deployment.tpm.is_some() || strategy == RoutingStrategy::UsageBased {
+                wanted |= wants::TOKENS;
+            }
+            if strategy == RoutingStrategy::LatencyBased {
+                wanted |= wants::LATENCY;
+            }
+            stats.want(wanted, settings.strategy_args.ttl);
             let context = context_window(&deployment);
             let price = deployment.pricing.map_or(2.0 * UNKNOWN_PRICE_PER_TOKEN, |p| p.input + p.output);
             let deployment = Arc::new(deployment);
@@ -225,6 +241,54 @@ impl Router {
     /// Every deployment of every group, in config order.
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
         self.groups.iter().flat_map(|g| g.deployments.iter())
+    }
+
+    /// Records a background health check of deployment `id` (`Ok`: it answered). With
+    /// `enable_health_check_routing`, a failure keeps the deployment out of rotation (while
+    /// its group has another available) until a check passes or `health_check_staleness_threshold`
+    /// passes without one; with an `allowed_fails_policy` the failure counts towards a
+    /// cooldown instead, as a failed request does. `health_check_ignore_transient_errors`
+    /// leaves 429s and timeouts out of it.
+    pub fn record_health_check(&self, id: &str, outcome: Result<(), &GatewayError>) {
+        let routing = &self.settings.health_check_routing;
+        if !routing.enabled {
+            return;
+        }
+        let Some((group, index)) = self
+            .groups
+            .iter()
+            .find_map(|group| group.deployments.iter().position(|d| d.id == id).map(|index| (group, index)))
+        else {
+            return;
+        };
+        let stats = &group.stats[index];
+        let now = Instant::now();
+        let error = match outcome {
+            Ok(()) => {
+                if stats.unhealthy(now) {
+                    tracing::info!(deployment = %id, "deployment passed its health check: back in rotation");
+                }
+                stats.set_unhealthy(None);
+                return;
+            }
+            Err(error) => error,
+        };
+        let class = FailureClass::of(error);
+        if routing.ignore_transient_errors
+            && matches!(class, Some(FailureClass::RateLimit | FailureClass::Timeout))
+        {
+            return;
+        }
+        if self.settings.allowed_fails_policy.is_empty() {
+            if !stats.unhealthy(now) {
+                tracing::warn!(deployment = %id, error = %error.message, "deployment failed its health check: out of rotation until it passes");
+            }
+            stats.set_unhealthy(Some(now + routing.staleness));
+        } else {
+            let immediate = matches!(error.kind, ErrorKind::Upstream(401 | 404 | 429));
+            let may_cool = group.deployments.len() > 1;
+            stats.record_failure(class, immediate, error.retry_after, &self.settings, may_cool);
+        }
     }
 
     /// The name of the group serving `model` (an alias or wildcard resolved), if any.
@@ -312,14 +376,19 @@ impl Router {
                 continue;
             }
             if let Some(tpm) = deployment.tpm {
-                let tenths = stats.tenths(now);
-                let used = stats.tokens.current(tenths);
+                let (used, end) = stats.tokens_used(now);
                 if used >= tpm || used.saturating_add(prompt.unwrap_or(0)) > tpm {
-                    note_back(stats.instant(stats.tokens.end(tenths)));
+                    note_back(end);
                     continue;
                 }
             }
             available.push(index);
+        }
+        // Deployments that failed their last health check serve only when no other can.
+        if self.settings.health_check_routing.enabled
+            && available.iter().any(|index| !group.stats[*index].unhealthy(now))
+        {
+            available.retain(|index| !group.stats[*index].unhealthy(now));
         }
         // Prefer deployments this request has not failed on yet.
         if available.iter().any(|index| !exclude.contains(index)) {
@@ -333,11 +402,11 @@ impl Router {
             let index = available[at];
             let deployment = &group.deployments[index];
             let stats = &group.stats[index];
-            match deployment.rpm.map(|rpm| stats.requests.take(1, rpm, stats.tenths(now))) {
+            match deployment.rpm.map(|rpm| stats.take_request(rpm, now)) {
                 None | Some(Ok(())) => return Ok((index, Selection::of(deployment, captured))),
                 // Out of requests for this minute: try the others.
                 Some(Err(end)) => {
-                    note_back(stats.instant(end));
+                    note_back(end);
                     available.remove(at);
                 }
             }
@@ -362,10 +431,7 @@ impl Router {
                     group.stats[i].latency(options.stream, now, args.ttl).unwrap_or(0.0)
                 })
             }
-            RoutingStrategy::UsageBased => lowest(tier, 0.0, |i| {
-                let stats = &group.stats[i];
-                stats.tokens.current(stats.tenths(now)) as f64
-            }),
+            RoutingStrategy::UsageBased => lowest(tier, 0.0, |i| group.stats[i].tokens_used(now).0 as f64),
             RoutingStrategy::CostBased => lowest(tier, 0.0, |i| group.price[i]),
         }
     }

@@ -216,3 +216,68 @@ async fn without_pre_call_checks_a_counted_prompt_changes_nothing() {
     assert_eq!(router.select("gp", &options).unwrap().deployment.id, "small");
     assert!(!router.counts_prompt_tokens() && windows(true).counts_prompt_tokens());
 }
+
+/// `a` before `b` by `order`, with background health checks steering routing.
+fn health_routed(general: &str, router_settings: &str) -> Router {
+    router(&format!(
+        "model_list:
+  - {{model_name: gp, litellm_params: {{model: fake/a, order: 1}}, model_info: {{id: a}}}}
+  - {{model_name: gp, litellm_params: {{model: fake/b, order: 2}}, model_info: {{id: b}}}}
+general_settings: {{background_health_checks: true, health_check_interval: 10, {general}}}
+router_settings: {router_settings}
+"
+    ))
+}
+
+fn first(router: &Router) -> String {
+    router.select("gp", &options()).unwrap().deployment.id.clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_health_check_takes_a_deployment_out_until_one_passes() {
+    let router = health_routed("enable_health_check_routing: true", "{}");
+    router.record_health_check("a", Err(&upstream(500)));
+    assert_eq!(first(&router), "b", "a failed its check");
+    router.record_health_check("b", Err(&upstream(500)));
+    assert_eq!(first(&router), "a", "with every deployment failing, the filter steps aside");
+    router.record_health_check("b", Ok(()));
+    assert_eq!(first(&router), "b");
+    router.record_health_check("a", Ok(()));
+    assert_eq!(first(&router), "a", "back in rotation");
+    router.record_health_check("a", Err(&upstream(401)));
+    tokio::time::advance(Duration::from_secs(19)).await;
+    assert_eq!(first(&router), "b", "the staleness threshold (twice the interval) not passed");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(first(&router), "a", "no check for longer than that: the mark lapses");
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_checks_steer_nothing_unless_asked_and_transient_errors_can_be_ignored() {
+    let passive = health_routed("", "{}");
+    passive.record_health_check("a", Err(&upstream(500)));
+    assert_eq!(first(&passive), "a", "enable_health_check_routing is off");
+
+    let tolerant =
+        health_routed("enable_health_check_routing: true, health_check_ignore_transient_errors: true", "{}");
+    tolerant.record_health_check("a", Err(&upstream(429)));
+    tolerant.record_health_check("a", Err(&GatewayError::new(ErrorKind::Timeout, "timed out")));
+    assert_eq!(first(&tolerant), "a", "429s and timeouts are ignored");
+    tolerant.record_health_check("a", Err(&upstream(503)));
+    assert_eq!(first(&tolerant), "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_an_allowed_fails_policy_failed_checks_count_towards_a_cooldown() {
+    let router = health_routed(
+        "enable_health_check_routing: true",
+        "{cooldown_time: 60, allowed_fails_policy: {AuthenticationErrorAllowedFails: 1}}",
+    );
+    router.record_health_check("a", Err(&upstream(401)));
+    assert_eq!(first(&router), "a", "one authentication failure is allowed");
+    router.record_health_check("a", Err(&upstream(401)));
+    assert_eq!(first(&router), "b", "the second cools a down");
+    router.record_health_check("a", Ok(()));
+    assert_eq!(first(&router), "b", "a passing check does not end a cooldown");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(first(&router), "a");
+}

@@ -185,7 +185,7 @@ impl CacheStore {
             connection.max_command_attempts = 1;
         });
         let client = builder.build().map_err(|error| StoreError::InvalidUrl(format!("redis: {error}")))?;
-        let (runtime, stop) = cache_runtime()?;
+        let (runtime, stop) = crate::redis::own_runtime("tollgate-cache")?;
         let health = Arc::new(Health { up: AtomicBool::new(false), went_down: Notify::new() });
         let command_options = Options {
             max_attempts: Some(1),
@@ -407,34 +407,6 @@ async fn probe(client: Client, health: Arc<Health>, timeout: Duration) {
         {
             tracing::info!("redis cache reachable again");
         }
-    }
-}
-
-/// A one-thread runtime on its own thread for the Redis connection, stopped when the sender
-/// is dropped.
-fn cache_runtime() -> Result<(Handle, oneshot::Sender<()>), StoreError> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("tollgate-cache".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = handle_tx.send(Err(error.to_string()));
-                    return;
-                }
-            };
-            let _ = handle_tx.send(Ok(runtime.handle().clone()));
-            runtime.block_on(async {
-                let _ = stopped.await;
-            });
-        })
-        .map_err(|error| StoreError::Redis(format!("cannot start the cache thread: {error}")))?;
-    match handle_rx.recv() {
-        Ok(Ok(handle)) => Ok((handle, stop)),
-        Ok(Err(error)) => Err(StoreError::Redis(format!("cannot start the cache runtime: {error}"))),
-        Err(_) => Err(StoreError::Stopped),
     }
 }
 

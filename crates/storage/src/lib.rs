@@ -14,6 +14,7 @@ pub mod redis;
 pub mod redis_limits;
 mod reports;
 mod rollup;
+pub mod router_state;
 pub mod shared_spend;
 mod spend_logs;
 

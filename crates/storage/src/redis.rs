@@ -7,6 +7,7 @@ use std::time::Duration;
 use fred::clients::SubscriberClient;
 use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy};
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 use crate::StoreError;
 
@@ -22,6 +23,35 @@ pub fn builder(url: &str, connect_timeout: Duration) -> Result<Builder, StoreErr
     builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     builder.with_connection_config(|connection| connection.connection_timeout = connect_timeout);
     Ok(builder)
+}
+
+/// A one-thread runtime on a thread of its own (named `name`) for Redis connections and the
+/// tasks that use them, so that they never share a gateway worker; it stops when the sender
+/// is dropped.
+pub(crate) fn own_runtime(name: &str) -> Result<(Handle, oneshot::Sender<()>), StoreError> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = handle_tx.send(Err(error.to_string()));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(runtime.handle().clone()));
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        })
+        .map_err(|error| StoreError::Redis(format!("cannot start the {name} thread: {error}")))?;
+    match handle_rx.recv() {
+        Ok(Ok(handle)) => Ok((handle, stop)),
+        Ok(Err(error)) => Err(StoreError::Redis(format!("cannot start the {name} runtime: {error}"))),
+        Err(_) => Err(StoreError::Stopped),
+    }
 }
 
 /// The channel change announcements travel on.

@@ -23,6 +23,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 pub use tollgate_domain::GatewayConfig;
 pub use tollgate_domain::config::{ConfigError, DEMO_CONFIG, EnvSource, ProcessEnv};
+use tollgate_http::health::BackgroundChecks;
+use tollgate_http::router_sync::RouterSync;
 use tollgate_http::tenancy::Tenancy;
 use tollgate_http::{App, Shared};
 
@@ -112,6 +114,11 @@ impl Gateway {
             tracing::info!(cache_type = cache.kind(), "response cache on");
             shared.cache = Some(Arc::new(cache));
         }
+        if let Some(redis) = &config.redis_url {
+            let namespace = router_namespace(&config, shared.tenancy.is_some());
+            shared.router_sync = Some(RouterSync::start(&shared.health, redis.expose(), &namespace)?);
+        }
+        shared.background_checks = config.background_health_checks.map(BackgroundChecks::new);
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
         Ok(Self { config, options, workers: 0, shared })
     }
@@ -162,10 +169,21 @@ impl Gateway {
         Arc::new(App::new(self.config.clone(), client, &self.shared))
     }
 
+    /// The background health checks (`background_health_checks: true`), to run beside the
+    /// apps of [`Gateway::app`] when embedding: a future that checks every deployment each
+    /// `health_check_interval` until dropped. [`Gateway::serve`] runs it itself.
+    pub fn background_health_checks(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let checks = Arc::clone(self.shared.background_checks.as_ref()?);
+        Some(tollgate_http::health::run_background_checks(self.app(), checks))
+    }
+
     /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
     /// `shutdown` completes; then stops accepting, lets in-flight requests and streams
     /// finish for up to the shutdown grace, writes pending spend, and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        // On this runtime (the acceptor's, with workers): a few calls every few minutes.
+        let checks = self.background_health_checks().map(tokio::spawn);
+        let _stop_checks = AbortOnDrop(checks);
         if self.workers == 0 {
             let app = self.app();
             server::serve_here(app, self.options, listener, shutdown).await;
@@ -183,6 +201,46 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Stops a background task when the serving ends, however it ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Where the router's shared state lives in Redis: `tollgate:router:` and 16 hex digits of a
+/// SHA-256. With a database, of its URL: the replicas of one deployment share state (as they
+/// share rate limits and spend), through a rollout that changes the model list too. Without
+/// one, of the model list (each deployment's id, group, model and API base): replicas serving
+/// the same deployments share, other gateways on the same Redis keep theirs apart.
+fn router_namespace(config: &GatewayConfig, has_database: bool) -> String {
+    let source = if has_database {
+        config.database_url.as_ref().map_or(DEFAULT_DATABASE_URL, |url| url.expose()).to_owned()
+    } else {
+        let mut lines: Vec<String> = config
+            .deployments
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}\t{}\t{}\t{}",
+                    d.id,
+                    d.model_name,
+                    d.litellm_model(),
+                    d.api_base.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    let hash = tollgate_http::tenancy::keys::hash(&source);
+    format!("tollgate:router:{}", &hash[..16])
 }
 
 /// Connects the database, applies pending migrations and starts the key cache's refresher.

@@ -1,6 +1,7 @@
 //! Redis Cluster and Redis Sentinel, as LiteLLM configures them (`redis_startup_nodes`;
 //! `service_name` with `sentinel_nodes`): real `redis-server` processes on loopback, started
-//! by the test, with two gateways sharing the response cache and one key's rate limit.
+//! by the test, with two gateways sharing the response cache, one key's rate limit and a
+//! deployment's cooldown.
 //! Without a `redis-server` binary the tests say they did not run.
 
 mod support;
@@ -144,11 +145,19 @@ fn start_sentinel(binary: &Path) -> (Servers, u16) {
     (servers, sentinel)
 }
 
-fn config(mock: &MockUpstream, database_url: &str, cache_params: &str) -> String {
+fn config(mock: &MockUpstream, cooling: &MockUpstream, database_url: &str, cache_params: &str) -> String {
     format!(
         "model_list:
   - model_name: gpt-4o
     litellm_params: {{model: openai/gpt-4o, api_base: {}, api_key: k}}
+  - model_name: pair
+    litellm_params: {{model: openai/pair-a, api_base: {}, api_key: k, order: 1}}
+    model_info: {{id: pair-a}}
+  - model_name: pair
+    litellm_params: {{model: openai/pair-b, api_base: {}, api_key: k, order: 2}}
+    model_info: {{id: pair-b}}
+router_settings:
+  cooldown_time: 60
 general_settings:
   master_key: {MASTER_KEY}
   database_url: \"{database_url}\"
@@ -156,20 +165,39 @@ litellm_settings:
   cache: true
   cache_params: {cache_params}
 ",
+        mock.base_url(),
+        cooling.base_url(),
         mock.base_url()
     )
 }
 
 async fn chat(gateway: &TestGateway, key: &str, text: &str) -> Reply {
-    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]});
+    chat_with(gateway, key, "gpt-4o", text).await
+}
+
+async fn chat_with(gateway: &TestGateway, key: &str, model: &str, text: &str) -> Reply {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": text}]});
     send(post(&gateway.url("/v1/chat/completions"), Some(key), body.to_string())).await
+}
+
+/// Waits until the gateway shares its routing state through Redis.
+async fn wait_router_shared(gateway: &TestGateway) {
+    let started = Instant::now();
+    loop {
+        let ready = send(support::get(&gateway.url("/health/readiness"), None)).await.json();
+        if ready["router_redis"] == "connected" {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "routing state never shared: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Two gateways on one topology: an answer cached by one is a hit on the other, and a key
 /// with `rpm_limit: 3` gets three requests in all, whichever gateway serves them.
 async fn two_gateways_share_cache_and_limits(cache_params: &str) {
-    let mock = MockUpstream::start().await;
-    let yaml = config(&mock, &temp_sqlite_url(), cache_params);
+    let (mock, cooling) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = config(&mock, &cooling, &temp_sqlite_url(), cache_params);
     let one = TestGateway::start(&yaml).await;
     let two = TestGateway::start(&yaml).await;
 
@@ -200,6 +228,22 @@ async fn two_gateways_share_cache_and_limits(cache_params: &str) {
         statuses.push(chat(gateway, &key, &format!("question {n}")).await.status);
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429], "three requests a minute across both gateways");
+
+    // A cooldown that starts on one gateway is announced to the other.
+    wait_router_shared(&one).await;
+    wait_router_shared(&two).await;
+    cooling.push(tollgate_mock_upstream::Behavior::Error { status: 429, body: "{}".into() });
+    assert_eq!(chat_with(&one, MASTER_KEY, "pair", "cool").await.status, 429);
+    let started = Instant::now();
+    // A new question each time: an answer from the cache would say nothing about routing.
+    for attempt in 0..500 {
+        let reply = chat_with(&two, MASTER_KEY, "pair", &format!("routed {attempt}")).await;
+        if reply.header("x-litellm-model-id") == "pair-b" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "the other gateway kept sending to pair-a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

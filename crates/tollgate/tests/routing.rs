@@ -337,3 +337,48 @@ router_settings:
     assert!(error["message"].as_str().unwrap().contains("Context Window exceeded"), "{error}");
     assert_eq!(small.requests().len(), before, "nothing too small is called");
 }
+
+/// `GET /health` (no master key in these configs).
+async fn health(gateway: &TestGateway) -> serde_json::Value {
+    let reply = send(get(&gateway.url("/health"), None)).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_health_checks_take_a_failing_deployment_out_and_health_answers_from_them() {
+    let (mock_a, mock_b) = (MockUpstream::start().await, MockUpstream::start().await);
+    // The first round's probe of a fails; every later one passes.
+    mock_a.push(Behavior::Error { status: 500, body: r#"{"error":{"message":"a is down"}}"#.into() });
+    let yaml = pair(&mock_a, &mock_b, ["order: 1", "order: 2"], "{}")
+        + "general_settings: {background_health_checks: true, health_check_interval: 3, enable_health_check_routing: true}\n";
+    let gateway = TestGateway::start(&yaml).await;
+    let started = std::time::Instant::now();
+    let first = loop {
+        let body = health(&gateway).await;
+        if body["unhealthy_count"] == 1 {
+            break body;
+        }
+        assert!(body["healthy_count"] == 0, "the first round found a healthy: {body}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "no round ended: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(first["unhealthy_endpoints"][0]["model_id"], "a");
+    assert!(first["unhealthy_endpoints"][0]["error"].as_str().unwrap().contains("a is down"), "{first}");
+    assert_eq!(first["healthy_endpoints"][0]["model_id"], "b");
+    assert_eq!((mock_a.requests().len(), mock_b.requests().len()), (1, 1), "one probe each");
+    for _ in 0..4 {
+        assert_eq!(served_by(&gateway, &hello()).await, "b", "a failed its check: traffic moved first");
+    }
+    // Answered from the round: a live check would find a healthy now, and nothing is called.
+    assert_eq!(health(&gateway).await, first);
+    assert_eq!(mock_a.requests().len(), 1, "/health called nothing");
+    // The next round passes a: it is back in rotation.
+    let started = std::time::Instant::now();
+    while served_by(&gateway, &hello()).await != "a" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "a never came back");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let second = health(&gateway).await;
+    assert_eq!((second["healthy_count"].as_u64(), second["unhealthy_count"].as_u64()), (Some(2), Some(0)));
+}
