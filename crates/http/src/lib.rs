@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod cache;
 pub mod errors;
+mod estimate;
 pub mod health;
 pub mod management;
 pub mod messages;

@@ -22,6 +22,7 @@ use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 use tollgate_router::{RequestOptions, Routed, Selection};
 
 use crate::cache;
+use crate::estimate::Estimator;
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
 use crate::spend::{Meter, MeteredCall, request_tags, usage_in};
@@ -258,8 +259,20 @@ where
                 _ => bytes,
             };
             let usage = usage_in(&bytes);
-            if let Some(usage) = &usage {
-                spend_headers.push(("x-litellm-response-cost", meter.record(usage)));
+            match &usage {
+                Some(usage) => spend_headers.push(("x-litellm-response-cost", meter.record(usage))),
+                None if metered => {
+                    // Counting may build a tokenizer (once, a fraction of a second): not on
+                    // the worker.
+                    let estimator = Estimator::new(&routed.deployment.upstream_model, endpoint, body.clone());
+                    let answer = bytes.clone();
+                    if let Ok(estimated) =
+                        tokio::task::spawn_blocking(move || estimator.answer_usage(&answer)).await
+                    {
+                        spend_headers.push(("x-litellm-response-cost", meter.record_estimated(&estimated)));
+                    }
+                }
+                None => {}
             }
             ticket.finish(usage.as_ref());
             if let Some(spend) = meter.key_spend() {
@@ -275,6 +288,11 @@ where
             let relay = AliasRelay::new(stream, alias_json);
             let relay = if metered || ask_for_usage || ticket.wants_usage() {
                 relay.metered(meter, ask_for_usage)
+            } else {
+                relay
+            };
+            let relay = if metered {
+                relay.estimating(Estimator::new(&routed.deployment.upstream_model, endpoint, body.clone()))
             } else {
                 relay
             };

@@ -20,6 +20,7 @@ use tollgate_domain::sse::last_event_end;
 use tollgate_providers::StreamBody;
 use tollgate_router::Ticket;
 
+use crate::estimate::Estimator;
 use crate::spend::{Meter, has_no_choices, usage_in};
 
 /// An event this long without an end is not SSE; stop holding it back and pass it on.
@@ -68,9 +69,28 @@ impl Batch {
 /// The usage of a metered stream goes to `meter`; `strip` removes the usage-only chunk,
 /// which the gateway asked the upstream for on the client's behalf.
 struct UsageTap {
-    meter: Meter,
+    meter: Option<Meter>,
     strip: bool,
-    recorded: bool,
+    /// Keeps the stream's text until the upstream reports usage, for an estimate if it never
+    /// does.
+    estimator: Option<Estimator>,
+}
+
+impl UsageTap {
+    /// Accounts for a stream that ended (or was cut off) without reporting usage, from its
+    /// text. Counting may build a tokenizer (a fraction of a second, once), so it runs on a
+    /// blocking thread, never on the worker relaying streams.
+    fn settle(&mut self) {
+        let (Some(meter), Some(estimator)) = (self.meter.take(), self.estimator.take()) else { return };
+        let count = move || {
+            let mut meter = meter;
+            meter.record_estimated(&estimator.stream_usage());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(count)),
+            Err(_) => count(),
+        }
+    }
 }
 
 pub(crate) struct AliasRelay {
@@ -109,7 +129,15 @@ impl AliasRelay {
 
     /// Accounts for the stream's usage with `meter`; `strip` hides the usage chunk.
     pub(crate) fn metered(mut self, meter: Meter, strip: bool) -> Self {
-        self.tap = Some(UsageTap { meter, strip, recorded: false });
+        self.tap = Some(UsageTap { meter: Some(meter), strip, estimator: None });
+        self
+    }
+
+    /// Estimates the usage with `estimator` if the stream reports none (metered relays only).
+    pub(crate) fn estimating(mut self, estimator: Estimator) -> Self {
+        if let Some(tap) = &mut self.tap {
+            tap.estimator = Some(estimator);
+        }
         self
     }
 
@@ -136,13 +164,18 @@ impl AliasRelay {
             self.pending.extend_from_slice(&whole[complete..]);
         }
         let mut complete = whole.slice(..complete);
+        if let Some(estimator) = self.tap.as_mut().and_then(|tap| tap.estimator.as_mut()) {
+            estimator.keep(&complete);
+        }
         if let Some(tap) = &mut self.tap
             && reports_usage(&complete)
         {
             let (usage, kept) = take_usage(&complete, tap.strip);
-            if let Some(usage) = usage.filter(|_| !tap.recorded) {
-                tap.recorded = true;
-                tap.meter.record(&usage);
+            if let Some(usage) = usage
+                && let Some(mut meter) = tap.meter.take()
+            {
+                tap.estimator = None;
+                meter.record(&usage);
                 self.usage = Some(usage);
             }
             if let Some(kept) = kept {
@@ -152,6 +185,16 @@ impl AliasRelay {
         match rewrite_events(&complete, &self.alias_json) {
             Some(rewritten) => Bytes::from(rewritten),
             None => complete,
+        }
+    }
+}
+
+/// A stream cut short (the client left, the upstream broke) is still accounted for: from
+/// its usage if that arrived, else from the text it carried.
+impl Drop for AliasRelay {
+    fn drop(&mut self) {
+        if let Some(tap) = &mut self.tap {
+            tap.settle();
         }
     }
 }
@@ -220,6 +263,9 @@ impl Body for AliasRelay {
                     this.batch.push(this.pending.split().freeze());
                     if let Some(ticket) = this.ticket.take() {
                         ticket.finish(this.usage.as_ref());
+                    }
+                    if let Some(tap) = &mut this.tap {
+                        tap.settle();
                     }
                 }
             }

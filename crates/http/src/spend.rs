@@ -123,6 +123,7 @@ impl Meter {
                 cache_read_input_tokens: 0,
                 cache_creation_input_tokens: 0,
                 error: None,
+                usage_estimated: false,
                 status: "success",
                 cache_hit: false,
             }
@@ -158,6 +159,15 @@ impl Meter {
             row.cache_hit = true;
         }
         self
+    }
+
+    /// Records `usage` counted by the gateway (the upstream reported none); its spend log row
+    /// says so. Returns its cost.
+    pub(crate) fn record_estimated(&mut self, usage: &Usage) -> f64 {
+        if let Some(row) = &mut self.row {
+            row.usage_estimated = true;
+        }
+        self.record(usage)
     }
 
     /// Records `usage`; returns its cost (0 for a model without prices, or a cache hit).

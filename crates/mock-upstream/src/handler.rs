@@ -227,6 +227,8 @@ pub(crate) struct Answer {
     /// Content chunks of a stream.
     pub(crate) chunks: usize,
     pacing: Pacing,
+    /// Leave `usage` out of OpenAI answers and streams ([`Behavior::NoUsage`]).
+    no_usage: bool,
 }
 
 /// Counts a request as abandoned if it is dropped while armed: hyper drops the service
@@ -356,8 +358,13 @@ pub(crate) async fn handle(
         return Ok(vertex::infrastructure(&shared, route, &parts.headers, &body));
     }
 
-    let mut answer =
-        Answer { api, request_id, chunks: wire::DEFAULT_STREAM_CHUNKS, pacing: Pacing::default() };
+    let mut answer = Answer {
+        api,
+        request_id,
+        chunks: wire::DEFAULT_STREAM_CHUNKS,
+        pacing: Pacing::default(),
+        no_usage: false,
+    };
     let mut stream_fault = None;
     match shared.next_behavior() {
         Behavior::Normal => {}
@@ -420,6 +427,7 @@ pub(crate) async fn handle(
             answer.pacing.delay = Some(chunk_delay);
             answer.chunks = chunks;
         }
+        Behavior::NoUsage => answer.no_usage = true,
     }
 
     Ok(match endpoint {
@@ -546,9 +554,14 @@ fn chat_completions(
     }
     if request.stream == Some(true) {
         let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
+        let include_usage = include_usage && !answer.no_usage;
         stream(shared, answer, wire::chat_stream_events(model, include_usage, answer.chunks))
     } else {
-        serialized(Api::OpenAi, answer.request_id, wire::chat_completion(model))
+        let mut completion = wire::chat_completion(model);
+        if answer.no_usage {
+            completion = without_usage(completion);
+        }
+        serialized(Api::OpenAi, answer.request_id, completion)
     }
 }
 
@@ -847,6 +860,13 @@ pub(crate) fn json(api: Api, request_id: u64, status: StatusCode, body: Bytes) -
     let mut response = Response::new(MockBody::full(body));
     *response.status_mut() = status;
     with_api_headers(response, api, request_id, &APPLICATION_JSON)
+}
+
+/// A serialized answer with its top-level `usage` removed.
+fn without_usage(body: serde_json::Result<Vec<u8>>) -> serde_json::Result<Vec<u8>> {
+    let mut answer: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body?)?;
+    answer.remove("usage");
+    serde_json::to_vec(&answer)
 }
 
 pub(crate) fn serialized(api: Api, request_id: u64, body: serde_json::Result<Vec<u8>>) -> Response<MockBody> {

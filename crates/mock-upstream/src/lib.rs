@@ -263,6 +263,9 @@ pub enum Behavior {
     /// with this delay between events, using `chunks` content chunks. Non-stream requests are
     /// answered normally.
     SlowStream { chunk_delay: Duration, chunks: usize },
+    /// OpenAI chat answers without `usage`, and streams without the usage chunk even when
+    /// `stream_options.include_usage` asks for it: a server that reports no usage.
+    NoUsage,
 }
 
 /// A [`Behavior::Error`] whose body is Anthropic's error shape,

@@ -234,6 +234,9 @@ pub struct SpendLogRow {
     pub cache_creation_input_tokens: i64,
     /// Why the request failed (`metadata.error_information`), for a `failure` row.
     pub error: Option<SpendLogError>,
+    /// The upstream reported no usage, so the tokens were counted with a tokenizer
+    /// (`metadata.usage_estimated`).
+    pub usage_estimated: bool,
     /// `success` or `failure`.
     pub status: &'static str,
     /// Answered from the response cache (written as LiteLLM's `"True"` / `"False"`).

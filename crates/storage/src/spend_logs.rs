@@ -314,7 +314,8 @@ fn bind_row(row: &SpendLogRow) -> [Bound; 23] {
 }
 
 /// The `metadata` column: LiteLLM's keys for who called, the tags, the prompt-cache tokens
-/// and, for a failure, the error.
+/// and, for a failure, the error; `usage_estimated` when the tokens were counted by the
+/// gateway because the upstream reported none.
 fn metadata(row: &SpendLogRow) -> String {
     #[derive(Serialize)]
     struct Metadata<'a> {
@@ -327,6 +328,8 @@ fn metadata(row: &SpendLogRow) -> String {
         usage_object: Option<UsageObject>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error_information: Option<&'a SpendLogError>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        usage_estimated: bool,
     }
     #[derive(Serialize)]
     struct UsageObject {
@@ -344,6 +347,7 @@ fn metadata(row: &SpendLogRow) -> String {
             cache_creation_input_tokens: row.cache_creation_input_tokens,
         }),
         error_information: row.error.as_ref(),
+        usage_estimated: row.usage_estimated,
     };
     serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned())
 }

@@ -839,3 +839,51 @@ async fn spend_log_rows_survive_a_database_outage() {
     }
     eprintln!("1,000 requests in {took:?} with the spend log table gone");
 }
+
+/// An upstream that reports no usage (a self-hosted server ignoring `include_usage`) is
+/// still charged and logged: the tokens are counted with the model's tokenizer, and the row
+/// says they were estimated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_without_usage_are_charged_from_an_estimate() {
+    use tollgate_domain::tokens::{Encoding, count_chat};
+    let mock = MockUpstream::start().await;
+    let url = temp_sqlite_url();
+    let gateway = TestGateway::start(&priced_config(&mock, &url, 1)).await;
+    let key = new_key(&gateway, json!({})).await;
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let gpt_4o = Encoding::O200kBase;
+    let prompt_tokens = count_chat(gpt_4o, &messages, None);
+    let cost = |completion: u64| prompt_tokens as f64 * 2.5e-6 + completion as f64 * 1e-5;
+
+    mock.push(Behavior::NoUsage);
+    let plain = chat(&gateway, &key, "gpt-4o").await;
+    assert_eq!(plain.status, 200);
+    assert!(plain.json().get("usage").is_none(), "the upstream really reported none");
+    let reply_tokens = gpt_4o.count(plain.json()["choices"][0]["message"]["content"].as_str().unwrap());
+    let charged: f64 = plain.header("x-litellm-response-cost").parse().unwrap();
+    assert!((charged - cost(reply_tokens)).abs() < 1e-12, "{charged}");
+
+    mock.push(Behavior::NoUsage);
+    let body = json!({"model": "gpt-4o", "stream": true, "messages": messages});
+    let streamed = call(&gateway, &key, "/v1/chat/completions", body).await;
+    assert_eq!(streamed.status, 200);
+    let text = String::from_utf8(streamed.body.to_vec()).unwrap();
+    assert!(!text.contains("\"usage\":{"), "no usage chunk came: {text}");
+    let delta_tokens: u64 = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|payload| serde_json::from_str::<Value>(payload).ok())
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(|t| gpt_4o.count(t)))
+        .sum();
+    assert!(delta_tokens > 0);
+
+    let store = tollgate_storage::Store::connect(&url).await.unwrap();
+    for (reply, completion) in [(&plain, reply_tokens), (&streamed, delta_tokens)] {
+        let row = support::spend_log_row(&store, reply).await;
+        assert_eq!((row.prompt_tokens as u64, row.completion_tokens as u64), (prompt_tokens, completion));
+        assert!((row.spend - cost(completion)).abs() < 1e-12, "{}", row.spend);
+        assert_eq!(row.metadata.0["usage_estimated"], true);
+    }
+    let counted = support::spend_log_row(&store, &chat(&gateway, &key, "gpt-4o").await).await;
+    assert!(counted.metadata.0.get("usage_estimated").is_none(), "reported usage is not an estimate");
+}
