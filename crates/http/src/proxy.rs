@@ -79,9 +79,15 @@ impl Report<'_> {
     }
 }
 
-/// A v4 UUID from the thread-local generator: no getrandom syscall per request.
+/// A v7 UUID (the time in milliseconds, then random bits from the thread-local generator:
+/// no getrandom syscall per request). Time-ordered ids land at the end of the spend log's
+/// primary-key index instead of on a random page of it, which keeps that index's hot pages
+/// few on SQLite and PostgreSQL alike.
 pub(crate) fn new_call_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid().to_string()
 }
 
 #[expect(clippy::too_many_arguments, reason = "the request's parts, passed down once")]
@@ -552,6 +558,17 @@ pub(crate) fn add_litellm_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_ids_are_v7_uuids_in_time_order() {
+        let first = new_call_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = new_call_id();
+        let parsed = uuid::Uuid::parse_str(&first).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        assert!(later > first, "{later} sorts after {first}");
+        assert_ne!(new_call_id(), new_call_id());
+    }
 
     #[test]
     fn required_fields_are_checked_per_endpoint() {
