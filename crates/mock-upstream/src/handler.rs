@@ -701,8 +701,8 @@ fn messages(
     answer: Answer,
 ) -> Response<MockBody> {
     let request_id = answer.request_id;
-    if let Err(response) = anthropic_headers(headers, key_header, request_id) {
-        return response;
+    if let Some(refusal) = anthropic_headers(headers, key_header, request_id) {
+        return refusal;
     }
     let request: anthropic::MessagesRequest<'_> = match serde_json::from_slice(body) {
         Ok(request) => request,
@@ -732,20 +732,20 @@ fn messages(
 }
 
 /// Anthropic's key (`x-api-key`, or Azure's `api-key` for Claude on Azure AI) and version
-/// headers, checked as Anthropic checks them, before the body.
+/// headers, checked as Anthropic checks them, before the body: the refusal, if any.
 fn anthropic_headers(
     headers: &HeaderMap,
     key_header: &HeaderName,
     request_id: u64,
-) -> Result<(), Response<MockBody>> {
+) -> Option<Response<MockBody>> {
     if headers.get(key_header).is_none_or(HeaderValue::is_empty) {
         let message = format!("{key_header} header is required");
-        return Err(anthropic_error(request_id, StatusCode::UNAUTHORIZED, "authentication_error", &message));
+        return Some(anthropic_error(request_id, StatusCode::UNAUTHORIZED, "authentication_error", &message));
     }
     if headers.get(&ANTHROPIC_VERSION).is_none_or(HeaderValue::is_empty) {
-        return Err(invalid_anthropic(request_id, "anthropic-version: header is required"));
+        return Some(invalid_anthropic(request_id, "anthropic-version: header is required"));
     }
-    Ok(())
+    None
 }
 
 /// Anthropic's `count_tokens`: `{"input_tokens": N}` by [`anthropic::count_tokens`].
@@ -755,8 +755,8 @@ fn count_tokens(
     body: &[u8],
     request_id: u64,
 ) -> Response<MockBody> {
-    if let Err(response) = anthropic_headers(headers, key_header, request_id) {
-        return response;
+    if let Some(refusal) = anthropic_headers(headers, key_header, request_id) {
+        return refusal;
     }
     match anthropic::count_tokens(body) {
         Ok(tokens) => json(

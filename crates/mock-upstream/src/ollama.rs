@@ -92,46 +92,41 @@ impl Reply {
     }
 }
 
-/// Checks what Ollama checks of the fields both generation routes share.
-fn common(request: &Map<String, Value>, request_id: u64) -> Result<(String, bool), Response<MockBody>> {
+/// Checks what Ollama checks of the fields both generation routes share: the model and
+/// whether to stream, or the status and message of the refusal.
+fn common(request: &Map<String, Value>) -> Result<(String, bool), (StatusCode, String)> {
+    let refuse = |message: &str| (StatusCode::BAD_REQUEST, message.to_owned());
     let model = match request.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
-        _ => return Err(bad(request_id, "model is required")),
+        _ => return Err(refuse("model is required")),
     };
     if model == OLLAMA_MISSING_MODEL {
-        let message = format!("model \"{model}\" not found, try pulling it first");
-        return Err(error(request_id, StatusCode::NOT_FOUND, &message));
+        return Err((StatusCode::NOT_FOUND, format!("model \"{model}\" not found, try pulling it first")));
     }
     match request.get("format") {
         None | Some(Value::Null) | Some(Value::Object(_)) => {}
         Some(Value::String(format)) if format == "json" || format.is_empty() => {}
-        Some(other) => return Err(bad(request_id, &format!("invalid format: {other}"))),
+        Some(other) => return Err(refuse(&format!("invalid format: {other}"))),
     }
     match request.get("options") {
         None | Some(Value::Null) | Some(Value::Object(_)) => {}
-        Some(_) => {
-            return Err(bad(request_id, "json: cannot unmarshal into Go struct field .options of type map"));
-        }
+        Some(_) => return Err(refuse("json: cannot unmarshal into Go struct field .options of type map")),
     }
     let stream = match request.get("stream") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(stream)) => *stream,
-        Some(_) => {
-            return Err(bad(request_id, "json: cannot unmarshal into Go struct field .stream of type bool"));
-        }
+        Some(_) => return Err(refuse("json: cannot unmarshal into Go struct field .stream of type bool")),
     };
     Ok((model, stream))
 }
 
-fn check_images(images: Option<&Value>, request_id: u64) -> Result<(), Response<MockBody>> {
+/// Images must be base64 text; the message of the refusal otherwise.
+fn check_images(images: Option<&Value>) -> Result<(), String> {
     for image in images.and_then(Value::as_array).into_iter().flatten() {
-        let decoded = image.as_str().map(|text| STANDARD.decode(text));
-        match decoded {
+        match image.as_str().map(|text| STANDARD.decode(text)) {
             Some(Ok(_)) => {}
-            Some(Err(error)) => return Err(bad(request_id, &error.to_string())),
-            None => {
-                return Err(bad(request_id, "json: cannot unmarshal into Go value of type api.ImageData"));
-            }
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("json: cannot unmarshal into Go value of type api.ImageData".to_owned()),
         }
     }
     Ok(())
@@ -164,9 +159,9 @@ pub(crate) fn answer(shared: &Arc<Shared>, op: Op, body: &[u8], answer: Answer) 
     if op == Op::Embed {
         return embed(&request, request_id);
     }
-    let (model, stream) = match common(&request, request_id) {
+    let (model, stream) = match common(&request) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err((status, message)) => return error(request_id, status, &message),
     };
     let reply = match op {
         Op::Chat => {
@@ -176,8 +171,8 @@ pub(crate) fn answer(shared: &Arc<Shared>, op: Op, body: &[u8], answer: Answer) 
                 Some(_) => return bad(request_id, "json: cannot unmarshal into Go struct field .messages"),
             };
             for message in &messages {
-                if let Err(response) = check_images(message.get("images"), request_id) {
-                    return response;
+                if let Err(message) = check_images(message.get("images")) {
+                    return bad(request_id, &message);
                 }
                 for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                     if call.pointer("/function/arguments").is_some_and(|a| !a.is_object()) {
@@ -200,8 +195,8 @@ pub(crate) fn answer(shared: &Arc<Shared>, op: Op, body: &[u8], answer: Answer) 
             reply(&request, tool, messages.is_empty())
         }
         Op::Generate | Op::Embed => {
-            if let Err(response) = check_images(request.get("images"), request_id) {
-                return response;
+            if let Err(message) = check_images(request.get("images")) {
+                return bad(request_id, &message);
             }
             let prompt = request.get("prompt").and_then(Value::as_str).unwrap_or_default();
             reply(&request, None, prompt.is_empty())
