@@ -550,7 +550,13 @@ impl Reader<'_> {
             Some(v) => as_object(v, &format!("{path}.model_info"))?.clone(),
         };
         self.flag_unknown(entry, path, &["model_name", "litellm_params", "model_info"]);
-        self.flag_unknown(params, &params_path, LITELLM_PARAMS);
+        // A provider's own parameters (Ollama's `num_ctx`) are known for its models only.
+        let own_params = match params.get("model").and_then(Value::as_str).and_then(|m| m.split_once('/')) {
+            Some((prefix, _)) => provider_catalog::provider_params(prefix),
+            None => &[],
+        };
+        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(own_params).copied().collect();
+        self.flag_unknown(params, &params_path, &known);
 
         let model = self
             .string(params, "model", &params_path)?
@@ -700,6 +706,24 @@ impl Reader<'_> {
             }
         }
 
+        let mut provider_params = Map::new();
+        for name in own_params {
+            let value = match params.get(*name) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(raw)) => {
+                    let Some(text) = self.string(params, name, &params_path)? else { continue };
+                    // A number or flag read from the environment is sent as one.
+                    let from_env = raw.starts_with("os.environ/");
+                    match serde_json::from_str::<Value>(&text) {
+                        Ok(parsed) if from_env && (parsed.is_number() || parsed.is_boolean()) => parsed,
+                        _ => Value::String(text),
+                    }
+                }
+                Some(other) => other.clone(),
+            };
+            provider_params.insert((*name).to_owned(), value);
+        }
+
         let id = match model_info.get("id") {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -730,6 +754,7 @@ impl Reader<'_> {
             entra,
             aws,
             vertex,
+            provider_params,
         };
         // `bedrock/converse/<id>` is priced as `<id>`: the route prefix names no model.
         let priced_model = match deployment.wire() {
@@ -2142,6 +2167,40 @@ model_list:
         assert_eq!(config.deployments[0].api_key.as_ref().unwrap().expose(), "gsk");
         assert_eq!(config.deployments[0].api_base.as_deref(), Some("https://api.groq.com/openai/v1"));
         assert_eq!(config.deployments[1].api_base.as_deref(), Some("http://v:8000/v1"));
+    }
+
+    #[test]
+    fn ollama_reads_its_own_params_and_its_base_from_the_environment() {
+        let config = GatewayConfig::from_yaml(
+            "model_list:\n  - model_name: l\n    litellm_params: {model: ollama_chat/llama3.1, num_ctx: 8192, keep_alive: 10m, num_gpu: os.environ/GPUS}\n  - model_name: o\n    litellm_params: {model: openai/gpt-4o, api_key: k, num_ctx: 1}\n  - model_name: a\n    litellm_params: {model: azure_ai/mistral-large, api_base: 'https://x.services.ai.azure.com'}\n",
+            &env(&[("OLLAMA_API_BASE", "http://gpu-box:11434/"), ("GPUS", "2"), ("AZURE_AI_API_KEY", "az")]),
+        )
+        .unwrap();
+        let ollama = &config.deployments[0];
+        assert_eq!(ollama.api_base.as_deref(), Some("http://gpu-box:11434"));
+        assert_eq!(ollama.wire(), Some(WireFormat::Ollama));
+        assert_eq!(
+            Value::Object(ollama.provider_params.clone()),
+            serde_json::json!({"num_ctx": 8192, "keep_alive": "10m", "num_gpu": 2})
+        );
+        assert!(config.deployments[1].provider_params.is_empty());
+        assert_eq!(
+            config.unsupported,
+            ["model_list[1].litellm_params.num_ctx"],
+            "an option only Ollama takes"
+        );
+        assert_eq!(config.deployments[2].wire(), Some(WireFormat::AzureAi));
+        assert_eq!(config.deployments[2].api_key.as_ref().unwrap().expose(), "az");
+        let default = GatewayConfig::from_yaml(
+            "model_list:\n  - model_name: l\n    litellm_params: {model: ollama/llama3.1}\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(default.deployments[0].api_base.as_deref(), Some("http://localhost:11434"));
+        assert!(
+            error_of("model_list:\n  - model_name: a\n    litellm_params: {model: azure_ai/m}\n")
+                .contains("provider 'azure_ai' has no default")
+        );
     }
 
     #[test]

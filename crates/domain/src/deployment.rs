@@ -77,6 +77,9 @@ pub struct Deployment {
     pub pricing: Option<crate::pricing::Pricing>,
     /// Bedrock only: the region and how requests are authenticated.
     pub aws: Option<AwsSettings>,
+    /// Provider-specific `litellm_params` sent upstream with every call unless the request
+    /// sets them (Ollama's `num_ctx`, `keep_alive`, …; see `provider_catalog::provider_params`).
+    pub provider_params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where a Bedrock deployment lives and how its requests are authenticated.

@@ -21,6 +21,13 @@ pub enum WireFormat {
     /// Google Cloud's Vertex AI: Gemini's `generateContent` and Anthropic's Messages API
     /// (`rawPredict`) under a project and location, with Google OAuth access tokens.
     Vertex,
+    /// Ollama's native API: `/api/chat` for `ollama_chat/`, `/api/generate` for `ollama/`,
+    /// `/api/embed` for both; streams are NDJSON (one JSON object per line).
+    Ollama,
+    /// Azure AI Foundry and its serverless endpoints: OpenAI's chat and embeddings routes at
+    /// the deployment's `api_base` (`/models/…` on `*.services.ai.azure.com`), and Claude
+    /// models through Anthropic's Messages API under `/anthropic`.
+    AzureAi,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -60,9 +67,22 @@ pub const PROVIDERS: &[ProviderSpec] = &[
     openai_compatible("openai_like", None, &[], &[]),
     openai_compatible("hosted_vllm", None, &["HOSTED_VLLM_API_BASE"], &["HOSTED_VLLM_API_KEY"]),
     openai_compatible("litellm_proxy", None, &["LITELLM_PROXY_API_BASE"], &["LITELLM_PROXY_API_KEY"]),
-    // Ollama's OpenAI-compatible route (`/v1`); its native `/api/chat` is not spoken here.
-    openai_compatible("ollama_chat", Some("http://localhost:11434/v1"), &[], &["OLLAMA_API_KEY"]),
-    openai_compatible("ollama", Some("http://localhost:11434/v1"), &[], &["OLLAMA_API_KEY"]),
+    // Ollama's native API, as LiteLLM speaks it: `ollama_chat/` through `/api/chat`,
+    // `ollama/` through `/api/generate`.
+    ProviderSpec {
+        prefix: "ollama_chat",
+        wire: WireFormat::Ollama,
+        default_base: Some("http://localhost:11434"),
+        base_env: &["OLLAMA_API_BASE"],
+        key_env: &["OLLAMA_API_KEY"],
+    },
+    ProviderSpec {
+        prefix: "ollama",
+        wire: WireFormat::Ollama,
+        default_base: Some("http://localhost:11434"),
+        base_env: &["OLLAMA_API_BASE"],
+        key_env: &["OLLAMA_API_KEY"],
+    },
     openai_compatible(
         "lm_studio",
         Some("http://localhost:1234/v1"),
@@ -153,6 +173,13 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
     },
     ProviderSpec {
+        prefix: "azure_ai",
+        wire: WireFormat::AzureAi,
+        default_base: None,
+        base_env: &["AZURE_AI_API_BASE"],
+        key_env: &["AZURE_AI_API_KEY"],
+    },
+    ProviderSpec {
         prefix: "anthropic",
         wire: WireFormat::Anthropic,
         default_base: Some("https://api.anthropic.com"),
@@ -190,7 +217,52 @@ pub const PROVIDERS: &[ProviderSpec] = &[
 /// Prefixes LiteLLM accepts that this build cannot call yet (native wire formats that
 /// arrive with the Providers issue). Named so a config using them gets a precise message.
 pub const NOT_YET_SUPPORTED: &[&str] =
-    &["azure_ai", "cohere", "huggingface", "watsonx", "sagemaker", "databricks", "replicate", "voyage"];
+    &["cohere", "huggingface", "watsonx", "sagemaker", "databricks", "replicate", "voyage"];
+
+/// Ollama's runtime options (its Modelfile parameters) and request fields that LiteLLM
+/// passes through when they are written in `litellm_params` (`num_ctx: 8192`) or sent in a
+/// request: the options go in the request's `options`, `keep_alive` and `think` at its top.
+pub const OLLAMA_PARAMS: &[&str] = &[
+    "num_ctx",
+    "num_keep",
+    "num_predict",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "num_gqa",
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "repeat_last_n",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "penalize_newline",
+    "tfs_z",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "temperature",
+    "seed",
+    "stop",
+    "numa",
+    "low_vram",
+    "vocab_only",
+    "use_mmap",
+    "use_mlock",
+    "keep_alive",
+    "think",
+];
+
+/// The provider-specific `litellm_params` a prefix sends upstream with every call.
+pub fn provider_params(prefix: &str) -> &'static [&'static str] {
+    match prefix {
+        "ollama" | "ollama_chat" => OLLAMA_PARAMS,
+        _ => &[],
+    }
+}
 
 /// A Bedrock model id without LiteLLM's route prefix: `bedrock/converse/<id>` and
 /// `bedrock/invoke/<id>` name the API to use, not the model.

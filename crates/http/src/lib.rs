@@ -8,6 +8,8 @@
 //! | POST   | /v1/completions           | yes  | [`proxy`], legacy completions   |
 //! | POST   | /v1/embeddings            | yes  | [`proxy`], embeddings           |
 //! | POST   | /v1/messages              | yes  | [`messages`], Anthropic's API   |
+//! | POST   | /v1/messages/count_tokens | yes  | [`count_tokens`], Anthropic's   |
+//! | POST   | /utils/token_counter      | yes  | [`count_tokens`], LiteLLM's     |
 //! | GET    | /v1/models                | yes  | [`models`], the aliases         |
 //! | GET    | /model/info, /v1/model/info | yes | [`models`], deployments       |
 //! | GET    | /model_group/info         | yes  | [`models`], groups              |
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod count_tokens;
 pub mod errors;
 mod estimate;
 pub mod health;
@@ -102,6 +105,8 @@ pub struct Shared {
 enum Route {
     Proxy(Endpoint),
     Messages,
+    CountTokens,
+    TokenCounter,
     Models,
     ModelInfo,
     ModelGroupInfo,
@@ -124,6 +129,8 @@ impl Route {
             "/completions" => (Self::Proxy(Endpoint::Completions), "POST"),
             "/embeddings" => (Self::Proxy(Endpoint::Embeddings), "POST"),
             "/messages" => (Self::Messages, "POST"),
+            "/messages/count_tokens" => (Self::CountTokens, "POST"),
+            "/utils/token_counter" => (Self::TokenCounter, "POST"),
             "/models" => (Self::Models, "GET"),
             "/model/info" => (Self::ModelInfo, "GET"),
             "/model_group/info" => (Self::ModelGroupInfo, "GET"),
@@ -267,7 +274,9 @@ impl App {
                 Ok(access) => access,
                 Err(error) => {
                     return match route {
-                        Route::Messages => errors::anthropic_error_response(&error, None),
+                        Route::Messages | Route::CountTokens => {
+                            errors::anthropic_error_response(&error, None)
+                        }
                         _ => errors::error_response(&error, None),
                     };
                 }
@@ -279,13 +288,15 @@ impl App {
             && let Err(error) = tenancy::route_allowed(principal, normalize(request.uri().path()))
         {
             return match route {
-                Route::Messages => errors::anthropic_error_response(&error, None),
+                Route::Messages | Route::CountTokens => errors::anthropic_error_response(&error, None),
                 _ => errors::error_response(&error, None),
             };
         }
         match route {
             Route::Proxy(endpoint) => proxy::handle(self, &access, endpoint, request).await,
             Route::Messages => messages::handle(self, &access, request).await,
+            Route::CountTokens => count_tokens::messages(self, &access, request).await,
+            Route::TokenCounter => count_tokens::token_counter(self, &access, request).await,
             Route::Management => {
                 let path = normalize(request.uri().path()).to_owned();
                 management::handle(self, &access, &path, request).await
@@ -383,5 +394,10 @@ mod tests {
         assert!(matches!(Route::recognize(&Method::GET, "/chat/completions"), Some(Err("POST"))));
         assert!(matches!(Route::recognize(&Method::HEAD, "/health/readiness"), Some(Ok(Route::Readiness))));
         assert!(Route::recognize(&Method::GET, "/nope").is_none());
+        assert!(matches!(
+            Route::recognize(&Method::POST, normalize("/v1/messages/count_tokens")),
+            Some(Ok(Route::CountTokens))
+        ));
+        assert!(matches!(Route::recognize(&Method::GET, "/utils/token_counter"), Some(Err("POST"))));
     }
 }

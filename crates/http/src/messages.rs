@@ -6,9 +6,10 @@
 //! named SSE events (`message_start`, `content_block_start` / `_delta` / `_stop`,
 //! `message_delta`, `message_stop`). Errors come back in Anthropic's error shape.
 //!
-//! Not yet: `/v1/messages/count_tokens`; `cache_control` on system and message blocks is
-//! dropped on the way through; an `anthropic/` deployment is reached through the canonical
-//! shape rather than byte for byte.
+//! `POST /v1/messages/count_tokens` is answered by [`crate::count_tokens`].
+//!
+//! Not yet: `cache_control` on system and message blocks is dropped on the way through; an
+//! `anthropic/` deployment is reached through the canonical shape rather than byte for byte.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -53,6 +53,8 @@ fn deployment_info(d: &Deployment) -> Value {
         ("mock_response", d.mock_response.as_ref().map(|v| json!(v))),
     ];
     params.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))));
+    // A provider's own parameters (Ollama's `num_ctx`) are settings, not secrets.
+    params.extend(d.provider_params.clone());
     params.insert("timeout".into(), json!(d.timeout.as_secs_f64()));
     params.insert("stream_timeout".into(), json!(d.stream_timeout.as_secs_f64()));
     params.insert("max_retries".into(), json!(d.max_retries));
@@ -126,5 +128,14 @@ mod tests {
         assert_eq!(info["litellm_params"]["rpm"], 5);
         assert_eq!(info["model_info"]["mode"], "chat");
         assert_eq!(info["model_info"]["id"], json!(config.deployments[0].id));
+
+        let ollama = tollgate_domain::GatewayConfig::from_yaml(
+            "model_list:\n  - model_name: l\n    litellm_params: {model: ollama_chat/llama3.1, num_ctx: 8192}\n",
+            &std::collections::HashMap::new(),
+        )
+        .unwrap();
+        let info = deployment_info(&ollama.deployments[0]);
+        assert_eq!(info["litellm_params"]["num_ctx"], 8192);
+        assert_eq!(info["model_info"]["litellm_provider"], "ollama_chat");
     }
 }

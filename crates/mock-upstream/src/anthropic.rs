@@ -336,6 +336,56 @@ struct ErrorDetail<'a> {
 
 /// An Anthropic error body, `{"type":"error","error":{"type","message"}}`, with a
 /// top-level `request_id` when given.
+/// What `count_tokens` adds for each message besides the words of its text.
+pub const COUNT_TOKENS_PER_MESSAGE: u64 = 3;
+/// What `count_tokens` adds for each tool definition.
+pub const COUNT_TOKENS_PER_TOOL: u64 = 10;
+/// The fields `POST /v1/messages/count_tokens` takes; any other is refused, as Anthropic
+/// refuses `max_tokens` there.
+const COUNT_TOKENS_FIELDS: &[&str] =
+    &["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
+
+/// The words of the text in a `system` value or a message's `content` (a string, or blocks
+/// whose `text` or `tool_result` content is counted).
+fn words(content: Option<&serde_json::Value>) -> u64 {
+    use serde_json::Value;
+    match content {
+        Some(Value::String(text)) => text.split_whitespace().count() as u64,
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .map(|block| match block.get("type").and_then(Value::as_str) {
+                Some("text") => words(block.get("text")),
+                Some("tool_result") => words(block.get("content")),
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The mock's count of a `count_tokens` request: the words of every text (system, messages,
+/// tool results), [`COUNT_TOKENS_PER_MESSAGE`] per message and [`COUNT_TOKENS_PER_TOOL`]
+/// per tool; `Err` is the `invalid_request_error` message of a request Anthropic refuses.
+pub(crate) fn count_tokens(body: &[u8]) -> Result<u64, String> {
+    use serde_json::Value;
+    let request: serde_json::Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| format!("could not parse the json body of your request: {e}"))?;
+    if let Some(extra) = request.keys().find(|key| !COUNT_TOKENS_FIELDS.contains(&key.as_str())) {
+        return Err(format!("{extra}: Extra inputs are not permitted"));
+    }
+    if !request.get("model").is_some_and(Value::is_string) {
+        return Err("model: field required".to_owned());
+    }
+    let messages = match request.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => messages,
+        _ => return Err("messages: at least one message is required".to_owned()),
+    };
+    let tools = request.get("tools").and_then(Value::as_array).map_or(0, Vec::len) as u64;
+    let message_tokens: u64 =
+        messages.iter().map(|message| COUNT_TOKENS_PER_MESSAGE + words(message.get("content"))).sum();
+    Ok(words(request.get("system")) + message_tokens + tools * COUNT_TOKENS_PER_TOOL)
+}
+
 pub(crate) fn error_body(kind: &str, message: &str, request_id: Option<&str>) -> String {
     let body = ErrorBody { kind: "error", error: ErrorDetail { kind, message }, request_id };
     match serde_json::to_string(&body) {

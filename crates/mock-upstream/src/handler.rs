@@ -15,13 +15,14 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
 use crate::{Behavior, RecordedRequest, Shared};
-use crate::{anthropic, azure, bedrock, gemini, vertex, wire};
+use crate::{anthropic, azure, bedrock, gemini, ollama, vertex, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 static TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+pub(crate) static APPLICATION_NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static OPENAI_PROCESSING_MS: HeaderName = HeaderName::from_static("openai-processing-ms");
 static PROCESSING_MS: HeaderValue = HeaderValue::from_static("1");
@@ -53,6 +54,8 @@ pub(crate) enum Api {
     Sts,
     /// Microsoft Entra ID's token endpoint.
     Entra,
+    /// Ollama's native API, whose errors are `{"error": "text"}`.
+    Ollama,
 }
 
 /// The endpoints the mock knows.
@@ -85,6 +88,34 @@ enum Endpoint<'a> {
     },
     /// Vertex AI's publisher models, Google's OAuth token endpoint and the metadata server.
     Vertex(vertex::Route<'a>),
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
+    /// Ollama's `/api/chat`, `/api/generate` and `/api/embed`.
+    Ollama(ollama::Op),
+    /// Azure AI Foundry's model-inference routes and Claude's Messages API under
+    /// `/anthropic`, keyed with `api-key` or a bearer token.
+    AzureAi(AzureAiOp),
+}
+
+/// The Azure AI Foundry routes the mock answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AzureAiOp {
+    ChatCompletions,
+    Embeddings,
+    Messages,
+    CountTokens,
+}
+
+impl AzureAiOp {
+    fn route(path: &str) -> Option<Self> {
+        match path {
+            "/models/chat/completions" => Some(Self::ChatCompletions),
+            "/models/embeddings" => Some(Self::Embeddings),
+            "/anthropic/v1/messages" => Some(Self::Messages),
+            "/anthropic/v1/messages/count_tokens" => Some(Self::CountTokens),
+            _ => None,
+        }
+    }
 }
 
 /// The Gemini methods the mock answers.
@@ -153,6 +184,12 @@ impl<'a> Endpoint<'a> {
             if let Some((model, op)) = bedrock::route(path) {
                 return Some(Endpoint::Bedrock { model, op });
             }
+            if let Some(op) = ollama::route(path) {
+                return Some(Endpoint::Ollama(op));
+            }
+            if let Some(op) = AzureAiOp::route(path) {
+                return Some(Endpoint::AzureAi(op));
+            }
             if let Some((model, method)) = gemini_path(path) {
                 let op = match method {
                     "generateContent" => GeminiOp::GenerateContent,
@@ -169,6 +206,7 @@ impl<'a> Endpoint<'a> {
             (&Method::POST, "/completions") => Some(Endpoint::Completions),
             (&Method::POST, "/embeddings") => Some(Endpoint::Embeddings),
             (&Method::POST, "/messages") => Some(Endpoint::Messages),
+            (&Method::POST, "/messages/count_tokens") => Some(Endpoint::CountTokens),
             (&Method::GET, "/models") => Some(Endpoint::Models),
             (&Method::GET, other) => other
                 .strip_prefix("/models/")
@@ -180,7 +218,9 @@ impl<'a> Endpoint<'a> {
 
     fn api(&self) -> Api {
         match self {
-            Endpoint::Messages => Api::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens => Api::Anthropic,
+            Endpoint::AzureAi(AzureAiOp::Messages | AzureAiOp::CountTokens) => Api::Anthropic,
+            Endpoint::Ollama(_) => Api::Ollama,
             Endpoint::Gemini { .. } => Api::Gemini,
             Endpoint::Bedrock { .. } => Api::Bedrock,
             Endpoint::Sts => Api::Sts,
@@ -202,6 +242,8 @@ enum NotFound {
     Gemini,
     /// Paths under Bedrock's `/model/`.
     Bedrock,
+    /// Paths under Ollama's `/api/`.
+    Ollama,
 }
 
 fn not_found_kind(path: &str) -> NotFound {
@@ -212,6 +254,8 @@ fn not_found_kind(path: &str) -> NotFound {
         NotFound::Gemini
     } else if bedrock::is_bedrock_path(path) {
         NotFound::Bedrock
+    } else if ollama::is_ollama_path(path) {
+        NotFound::Ollama
     } else if path.starts_with("/openai/") {
         NotFound::Azure
     } else {
@@ -291,11 +335,16 @@ pub(crate) async fn handle(
             NotFound::Bedrock => {
                 aws_error(request_id, &bedrock::AwsError::new(404, "UnknownOperationException", message))
             }
+            NotFound::Ollama => ollama::error(request_id, StatusCode::NOT_FOUND, "404 page not found"),
         });
     };
     // Azure routes by API version too: without one the path does not exist, so it is a
     // 404 that, like any unknown path, consumes no scripted behaviour.
-    if matches!(endpoint, Endpoint::Azure { .. }) && !azure::has_api_version(parts.uri.query()) {
+    let needs_version = matches!(
+        endpoint,
+        Endpoint::Azure { .. } | Endpoint::AzureAi(AzureAiOp::ChatCompletions | AzureAiOp::Embeddings)
+    );
+    if needs_version && !azure::has_api_version(parts.uri.query()) {
         return Ok(azure_not_found(request_id));
     }
     let api = endpoint.api();
@@ -324,6 +373,7 @@ pub(crate) async fn handle(
                 }
                 Api::Sts => sts_error(StatusCode::PAYLOAD_TOO_LARGE, "MalformedInput", &message),
                 Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
+                Api::Ollama => ollama::error(request_id, StatusCode::PAYLOAD_TOO_LARGE, &message),
             });
         }
         Some(false) => {
@@ -339,6 +389,7 @@ pub(crate) async fn handle(
                 }
                 Api::Sts => sts_error(StatusCode::BAD_REQUEST, "MalformedInput", message),
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
+                Api::Ollama => ollama::error(request_id, StatusCode::BAD_REQUEST, message),
             });
         }
         None => {}
@@ -402,6 +453,7 @@ pub(crate) async fn handle(
                 // Google names the wait in the body's RetryInfo; the `retry-after` header below
                 // is the mock's own, kept on every API so a client's handling of it is tested.
                 Api::Gemini => Bytes::from(gemini::rate_limit_body(retry_after_secs)),
+                Api::Ollama => ollama::error_body("rate limit exceeded, please retry later"),
                 _ => Bytes::from_static(
                     br#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
                 ),
@@ -436,7 +488,26 @@ pub(crate) async fn handle(
         Endpoint::Embeddings => embeddings(&body, request_id, None),
         Endpoint::Models => serialized(api, request_id, wire::model_list()),
         Endpoint::Model(id) => serialized(api, request_id, wire::model(id)),
-        Endpoint::Messages => messages(&shared, &parts.headers, &body, answer),
+        Endpoint::Messages => messages(&shared, &parts.headers, &X_API_KEY, &body, answer),
+        Endpoint::CountTokens => count_tokens(&parts.headers, &X_API_KEY, &body, request_id),
+        Endpoint::Ollama(op) => ollama::answer(&shared, op, &body, answer),
+        // Like Azure OpenAI's, the key check comes after the scripted behaviour.
+        Endpoint::AzureAi(AzureAiOp::ChatCompletions | AzureAiOp::Embeddings)
+            if !azure_authenticated(&parts.headers) =>
+        {
+            json(
+                api,
+                request_id,
+                StatusCode::UNAUTHORIZED,
+                Bytes::from_static(azure::ACCESS_DENIED_BODY.as_bytes()),
+            )
+        }
+        Endpoint::AzureAi(op) => match op {
+            AzureAiOp::ChatCompletions => chat_completions(&shared, &body, answer, None),
+            AzureAiOp::Embeddings => embeddings(&body, request_id, None),
+            AzureAiOp::Messages => messages(&shared, &parts.headers, &API_KEY, &body, answer),
+            AzureAiOp::CountTokens => count_tokens(&parts.headers, &API_KEY, &body, request_id),
+        },
         // Like Anthropic's key check, Azure's comes after the scripted behaviour.
         Endpoint::Azure { .. } if !azure_authenticated(&parts.headers) => json(
             api,
@@ -635,14 +706,16 @@ fn embeddings(body: &[u8], request_id: u64, default_model: Option<&str>) -> Resp
 /// Anthropic's Messages API. The key and version headers are checked before the body, as
 /// Anthropic does; the answer calls a tool when [`anthropic::MessagesRequest::tool_to_call`]
 /// says so.
-fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8], answer: Answer) -> Response<MockBody> {
+fn messages(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    key_header: &HeaderName,
+    body: &[u8],
+    answer: Answer,
+) -> Response<MockBody> {
     let request_id = answer.request_id;
-    if headers.get(&X_API_KEY).is_none_or(HeaderValue::is_empty) {
-        let message = "x-api-key header is required";
-        return anthropic_error(request_id, StatusCode::UNAUTHORIZED, "authentication_error", message);
-    }
-    if headers.get(&ANTHROPIC_VERSION).is_none_or(HeaderValue::is_empty) {
-        return invalid_anthropic(request_id, "anthropic-version: header is required");
+    if let Some(refusal) = anthropic_headers(headers, key_header, request_id) {
+        return refusal;
     }
     let request: anthropic::MessagesRequest<'_> = match serde_json::from_slice(body) {
         Ok(request) => request,
@@ -668,6 +741,44 @@ fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &[u8], answer: Answ
         stream(shared, answer, anthropic::message_stream_events(model, tool, answer.chunks))
     } else {
         serialized(Api::Anthropic, request_id, anthropic::message(model, tool))
+    }
+}
+
+/// Anthropic's key (`x-api-key`, or Azure's `api-key` for Claude on Azure AI) and version
+/// headers, checked as Anthropic checks them, before the body: the refusal, if any.
+fn anthropic_headers(
+    headers: &HeaderMap,
+    key_header: &HeaderName,
+    request_id: u64,
+) -> Option<Response<MockBody>> {
+    if headers.get(key_header).is_none_or(HeaderValue::is_empty) {
+        let message = format!("{key_header} header is required");
+        return Some(anthropic_error(request_id, StatusCode::UNAUTHORIZED, "authentication_error", &message));
+    }
+    if headers.get(&ANTHROPIC_VERSION).is_none_or(HeaderValue::is_empty) {
+        return Some(invalid_anthropic(request_id, "anthropic-version: header is required"));
+    }
+    None
+}
+
+/// Anthropic's `count_tokens`: `{"input_tokens": N}` by [`anthropic::count_tokens`].
+fn count_tokens(
+    headers: &HeaderMap,
+    key_header: &HeaderName,
+    body: &[u8],
+    request_id: u64,
+) -> Response<MockBody> {
+    if let Some(refusal) = anthropic_headers(headers, key_header, request_id) {
+        return refusal;
+    }
+    match anthropic::count_tokens(body) {
+        Ok(tokens) => json(
+            Api::Anthropic,
+            request_id,
+            StatusCode::OK,
+            Bytes::from(format!("{{\"input_tokens\":{tokens}}}")),
+        ),
+        Err(message) => invalid_anthropic(request_id, &message),
     }
 }
 
@@ -852,6 +963,7 @@ fn with_api_headers(
         Api::Entra => {
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
+        Api::Ollama => {}
     }
     response
 }
@@ -886,7 +998,7 @@ pub(crate) fn stream(
 
 /// A streamed answer, each event its own frame, paced by the behaviour; `content_type` is
 /// `text/event-stream` except for Gemini's streamed JSON array.
-fn stream_as(
+pub(crate) fn stream_as(
     shared: &Arc<Shared>,
     answer: Answer,
     events: serde_json::Result<Vec<Bytes>>,
@@ -978,6 +1090,7 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
         }
         Api::Sts => sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &message),
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
+        Api::Ollama => ollama::error(request_id, StatusCode::INTERNAL_SERVER_ERROR, &message),
     }
 }
 

@@ -1,5 +1,5 @@
-//! A mock OpenAI-, Anthropic-, Gemini-, Bedrock- and Vertex AI-compatible upstream for Tollgate's
-//! integration tests and load benchmark.
+//! A mock OpenAI-, Anthropic-, Gemini-, Bedrock-, Vertex AI-, Ollama- and Azure AI-compatible
+//! upstream for Tollgate's integration tests and load benchmark.
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
 //! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies), Anthropic's
@@ -22,6 +22,11 @@
 //! | GET    | /v1/models                             | `list` with one `model`                 |
 //! | GET    | /v1/models/{id}                        | that `model`                            |
 //! | POST   | /v1/messages                           | Anthropic `message`, or its SSE events  |
+//! | POST   | /v1/messages/count_tokens              | Anthropic `{"input_tokens": N}`         |
+//! | POST   | /api/chat, /api/generate               | Ollama answer, or its NDJSON lines      |
+//! | POST   | /api/embed                             | Ollama `{"embeddings": [[...]]}`        |
+//! | POST   | /models/chat/completions, /models/embeddings | Azure AI Foundry: as `/v1/...`    |
+//! | POST   | /anthropic/v1/messages[/count_tokens]  | Azure AI Foundry: Claude, as `/v1/messages` |
 //! | POST   | /v1beta/models/{m}:generateContent     | Gemini `GenerateContentResponse`        |
 //! | POST   | /v1beta/models/{m}:streamGenerateContent | its chunks: SSE with `?alt=sse`, else a JSON array |
 //! | POST   | /v1beta/models/{m}:embedContent        | Gemini `{"embedding":{"values":[...]}}` |
@@ -42,6 +47,7 @@
 //! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
 //! | other  | /openai/...                            | 404, Azure-shaped error                 |
 //! | other  | /model/...                             | 404, AWS `UnknownOperationException`    |
+//! | other  | /api/...                               | 404, Ollama `{"error": "404 page not found"}` |
 //! | other  | /v1beta/..., .../models/{m}:{other}, Vertex paths | 404, Google-shaped `NOT_FOUND` |
 //! | other  |                                        | 404, OpenAI-shaped error                |
 //!
@@ -95,6 +101,42 @@
 //! 1 (`content_block_start` with `input: {}`, two `input_json_delta`s whose `partial_json`
 //! concatenates to [`TOOL_USE_INPUT_JSON`], `content_block_stop`); then `message_delta`
 //! (stop reason, `output_tokens` = the chunk count) and `message_stop`.
+//!
+//! `POST /v1/messages/count_tokens` checks the same headers, refuses any field but `model`,
+//! `messages`, `system`, `tools`, `tool_choice`, `thinking` and `mcp_servers` (as Anthropic
+//! refuses `max_tokens` there: `<field>: Extra inputs are not permitted`), and answers
+//! `{"input_tokens": N}` where N is the number of whitespace-separated words of every text
+//! (system, text blocks, tool results) plus [`COUNT_TOKENS_PER_MESSAGE`] per message and
+//! [`COUNT_TOKENS_PER_TOOL`] per tool.
+//!
+//! ## Ollama's `/api/chat`, `/api/generate`, `/api/embed`
+//!
+//! Errors are Ollama's `{"error": "text"}` (a scripted rate limit too). `model` is required
+//! (400 `model is required`); [`OLLAMA_MISSING_MODEL`] is a model the mock has not pulled,
+//! a 404 `model "…" not found, try pulling it first`. A `format` other than `"json"` or a
+//! schema object, `options` that are not an object, images that are not base64, and tool
+//! call `arguments` that are not an object (Ollama's Go decoder refuses JSON text there) are
+//! 400s. `stream` defaults to true, as Ollama's does. The answer, by the first rule that
+//! applies: on `/api/chat` with `tools` and a last message from the user, a call of the first
+//! tool with arguments [`OLLAMA_TOOL_ARGUMENTS_JSON`] and empty content; `options.num_predict`
+//! from 1 to [`OLLAMA_MAX_TOKENS_TRIGGER`]: [`OLLAMA_LENGTH_TEXT`], `done_reason: "length"`,
+//! `eval_count` 1; a `format`: [`OLLAMA_JSON_REPLY_TEXT`]; else [`REPLY_TEXT`]. With `think`
+//! on, `thinking` is [`OLLAMA_THINKING_TEXT`]. No messages (or an empty prompt) only loads the
+//! model: `done_reason: "load"`, no counts. Counts are `prompt_eval_count` [`PROMPT_TOKENS`]
+//! and `eval_count` [`COMPLETION_TOKENS`]. A stream (`application/x-ndjson`) sends each line
+//! as its own frame (an "event" for [`Behavior::StallStream`]): the thinking, the text in the
+//! behaviour's chunk count of pieces (or the tool call), then the `done: true` line with
+//! `done_reason`, the counts and the durations. `/api/embed` answers the same vectors as
+//! `/v1/embeddings`, `dimensions` long, with `prompt_eval_count` of
+//! [`EMBEDDING_TOKENS_PER_INPUT`] per input.
+//!
+//! ## Azure AI Foundry's `/models/…` and `/anthropic/v1/…`
+//!
+//! `/models/chat/completions` and `/models/embeddings` are answered like Azure OpenAI's
+//! deployment routes: without `api-version` a 404 that consumes no behaviour, after the
+//! behaviour a 401 without an `api-key` or bearer credential, else the OpenAI answer.
+//! `/anthropic/v1/messages` and `/anthropic/v1/messages/count_tokens` are Anthropic's routes
+//! with the key in `api-key` instead of `x-api-key`.
 //!
 //! ## Gemini's `/v1beta/models/{model}:{method}`
 //!
@@ -175,6 +217,7 @@ mod bedrock;
 mod body;
 mod gemini;
 mod handler;
+mod ollama;
 mod vertex;
 mod wire;
 
@@ -191,7 +234,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use anthropic::{TOOL_USE_INPUT_JSON, TOOL_USE_TEXT};
+pub use anthropic::{COUNT_TOKENS_PER_MESSAGE, COUNT_TOKENS_PER_TOOL, TOOL_USE_INPUT_JSON, TOOL_USE_TEXT};
 pub use azure::{DEFAULT_TOKEN_LIFETIME_SECS, TOKEN_PREFIX};
 pub use bedrock::{
     BEDROCK_ACCESS_KEY_ID, BEDROCK_CACHE_READ_TOKENS, BEDROCK_CACHE_WRITE_TOKENS, BEDROCK_MAX_TOKENS_TEXT,
@@ -201,6 +244,10 @@ pub use bedrock::{
 pub use gemini::{
     GEMINI_FUNCTION_CALL_ARGS_JSON, GEMINI_JSON_REPLY_TEXT, GEMINI_MAX_BATCH_EMBED_REQUESTS,
     GEMINI_MAX_TOKENS_TEXT, GEMINI_MAX_TOKENS_TRIGGER, GEMINI_THOUGHT_TEXT, GEMINI_THOUGHTS_TOKENS,
+};
+pub use ollama::{
+    OLLAMA_JSON_REPLY_TEXT, OLLAMA_LENGTH_TEXT, OLLAMA_MAX_TOKENS_TRIGGER, OLLAMA_MISSING_MODEL,
+    OLLAMA_THINKING_TEXT, OLLAMA_TOOL_ARGUMENTS_JSON,
 };
 pub use vertex::{
     DEFAULT_GOOGLE_TOKEN_LIFETIME_SECS, GOOGLE_TOKEN_PREFIX, METADATA_PROJECT, METADATA_TOKEN_PREFIX,

@@ -101,6 +101,18 @@ fn messages_url(api_base: &str) -> String {
 
 fn build_request(deployment: &Deployment, body: Bytes) -> Result<http::Request<Full<Bytes>>, ProviderError> {
     let url = messages_url(deployment.api_base.as_deref().unwrap_or_default());
+    messages_api_request(deployment, url, "x-api-key", body)
+}
+
+/// A request to a Messages API route at `url`: `anthropic-version`, the deployment's key in
+/// the `key_header` its host expects (Anthropic's `x-api-key`, Azure's `api-key`), and the
+/// deployment's extra headers.
+pub(crate) fn messages_api_request(
+    deployment: &Deployment,
+    url: String,
+    key_header: &'static str,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, ProviderError> {
     let mut builder =
         http::Request::post(url).header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // An `anthropic-version` in extra_headers replaces the default rather than doubling it.
@@ -108,11 +120,56 @@ fn build_request(deployment: &Deployment, body: Bytes) -> Result<http::Request<F
         builder = builder.header("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
     }
     if let Some(key) = &deployment.api_key {
-        builder = builder.header("x-api-key", transport::secret_header(key.expose(), deployment)?);
+        builder = builder.header(key_header, transport::secret_header(key.expose(), deployment)?);
     }
     transport::with_extra_headers(builder, deployment)?.body(Full::new(body)).map_err(|e| {
         ProviderError::BadRequest(format!("cannot build the request for '{}': {e}", deployment.model_name))
     })
+}
+
+/// What `POST /v1/messages/count_tokens` takes from a Messages request; it refuses the
+/// rest (`max_tokens`, `stream`, sampling parameters).
+const COUNTED_FIELDS: &[&str] =
+    &["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
+
+/// A Messages request cut down to what `count_tokens` takes.
+pub(crate) fn count_tokens_body(request: &Value) -> Bytes {
+    let mut body = Map::new();
+    for name in COUNTED_FIELDS {
+        if let Some(value) = request.get(*name).filter(|v| !v.is_null()) {
+            body.insert((*name).to_owned(), value.clone());
+        }
+    }
+    Bytes::from(Value::Object(body).to_string())
+}
+
+/// Sends a `count_tokens` request and reads `{"input_tokens": N}` from the answer.
+pub(crate) async fn send_count_tokens(
+    client: &HttpClient,
+    deployment: &Deployment,
+    upstream: http::Request<Full<Bytes>>,
+) -> Result<u64, ProviderError> {
+    let response = transport::exchange(client, deployment, upstream, false, read_error).await?;
+    let UpstreamBody::Complete(bytes) = response.body else {
+        return Err(ProviderError::Protocol("anthropic streamed a count_tokens answer".into()));
+    };
+    let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ProviderError::Protocol(format!("anthropic answered count_tokens with invalid JSON: {e}"))
+    })?;
+    answer.get("input_tokens").and_then(Value::as_u64).ok_or_else(|| {
+        ProviderError::Protocol("anthropic's count_tokens answer has no `input_tokens`".into())
+    })
+}
+
+impl AnthropicProvider {
+    /// The input tokens of an Anthropic Messages `request` (its `model` the upstream's), as
+    /// Anthropic's `POST /v1/messages/count_tokens` counts them.
+    pub async fn count_tokens(&self, deployment: &Deployment, request: &Value) -> Result<u64, ProviderError> {
+        let url =
+            format!("{}/count_tokens", messages_url(deployment.api_base.as_deref().unwrap_or_default()));
+        let upstream = messages_api_request(deployment, url, "x-api-key", count_tokens_body(request))?;
+        send_count_tokens(&self.client, deployment, upstream).await
+    }
 }
 
 fn bad(message: impl Into<String>) -> ProviderError {

@@ -9,14 +9,18 @@
 //! Providers never touch the database, the router or the client connection.
 
 mod anthropic;
+mod azure_ai;
 mod bedrock;
 mod body;
 mod client;
+mod compat;
 mod entra;
 mod error;
 mod fake;
 mod gemini;
 mod google_auth;
+mod ndjson;
+mod ollama;
 mod openai;
 mod transport;
 mod vertex;
@@ -30,11 +34,13 @@ use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::{Deployment, Endpoint};
 
 pub use anthropic::AnthropicProvider;
+pub use azure_ai::AzureAiProvider;
 pub use bedrock::BedrockProvider;
 pub use client::{HttpClient, build_http_client};
 pub use error::ProviderError;
 pub use fake::FakeProvider;
 pub use gemini::GeminiProvider;
+pub use ollama::OllamaProvider;
 pub use openai::OpenAiProvider;
 pub use vertex::VertexProvider;
 
@@ -79,6 +85,8 @@ pub struct Providers {
     gemini: Arc<GeminiProvider>,
     bedrock: Arc<BedrockProvider>,
     vertex: Arc<VertexProvider>,
+    ollama: Arc<OllamaProvider>,
+    azure_ai: Arc<AzureAiProvider>,
     fake: Arc<FakeProvider>,
 }
 
@@ -89,7 +97,9 @@ impl Providers {
             anthropic: Arc::new(AnthropicProvider::new(client.clone())),
             gemini: Arc::new(GeminiProvider::new(client.clone())),
             bedrock: Arc::new(BedrockProvider::new(client.clone())),
-            vertex: Arc::new(VertexProvider::new(client)),
+            vertex: Arc::new(VertexProvider::new(client.clone())),
+            ollama: Arc::new(OllamaProvider::new(client.clone())),
+            azure_ai: Arc::new(AzureAiProvider::new(client)),
             fake: Arc::new(FakeProvider),
         }
     }
@@ -102,11 +112,29 @@ impl Providers {
             Some(WireFormat::Gemini) => Ok(self.gemini.as_ref()),
             Some(WireFormat::Bedrock) => Ok(self.bedrock.as_ref()),
             Some(WireFormat::Vertex) => Ok(self.vertex.as_ref()),
+            Some(WireFormat::Ollama) => Ok(self.ollama.as_ref()),
+            Some(WireFormat::AzureAi) => Ok(self.azure_ai.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),
                 model_name: deployment.model_name.clone(),
             }),
+        }
+    }
+
+    /// The input tokens of an Anthropic Messages `request` (its `model` the deployment's
+    /// upstream model) as the deployment's provider counts them, for providers with a
+    /// counting endpoint (Anthropic, Claude on Azure AI); `None` for the others, whose
+    /// callers count with the gateway's tokenizer.
+    pub async fn count_tokens(
+        &self,
+        deployment: &Deployment,
+        request: &serde_json::Value,
+    ) -> Result<Option<u64>, ProviderError> {
+        match deployment.wire() {
+            Some(WireFormat::Anthropic) => self.anthropic.count_tokens(deployment, request).await.map(Some),
+            Some(WireFormat::AzureAi) => self.azure_ai.count_tokens(deployment, request).await,
+            _ => Ok(None),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The OpenAI wire format, spoken to OpenAI and every OpenAI-compatible server (vLLM,
-//! Ollama's `/v1`, LM Studio, Groq, Mistral, DeepSeek, Together, Fireworks, OpenRouter …).
+//! LM Studio, Groq, Mistral, DeepSeek, Together, Fireworks, OpenRouter …).
 //!
 //! The canonical request already is OpenAI's JSON, so the body is forwarded as is and the
-//! answer comes back untouched: a complete body, or the SSE stream frame by frame.
+//! answer comes back untouched: a complete body, or the SSE stream frame by frame. The
+//! servers that differ (Mistral, vLLM) get a small rewrite of the body first, and only when
+//! it holds something to change (`compat`).
 //!
 //! Azure OpenAI (`azure/…`) is the same API at another address: the deployment name and
 //! `api-version` go in the URL, and the key in an `api-key` header, or an Entra ID token
@@ -16,7 +18,7 @@ use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::{Deployment, Secret};
 
 use crate::entra::EntraTokens;
-use crate::{HttpClient, ProviderError, UpstreamRequest, UpstreamResponse, transport};
+use crate::{HttpClient, ProviderError, UpstreamRequest, UpstreamResponse, compat, transport};
 
 pub struct OpenAiProvider {
     client: HttpClient,
@@ -37,8 +39,10 @@ impl crate::Provider for OpenAiProvider {
             Some(credentials) if deployment.api_key.is_none() => Some(self.entra.token(credentials).await?),
             _ => None,
         };
-        let upstream =
-            build_request(deployment, request.endpoint.path(), request.body, entra_token.as_ref())?;
+        // Servers that differ from OpenAI (Mistral, vLLM) get their few rewrites; every other
+        // body goes as the client sent it.
+        let body = compat::rewrite(deployment.provider_prefix(), request.endpoint, request.body)?;
+        let upstream = build_request(deployment, request.endpoint.path(), body, entra_token.as_ref())?;
         transport::exchange(&self.client, deployment, upstream, request.stream, upstream_error).await
     }
 }

@@ -590,7 +590,15 @@ pub fn route_allowed(principal: &Principal, path: &str) -> Result<(), GatewayErr
     ))
 }
 
-const LLM_API_ROUTES: &[&str] = &["/chat/completions", "/completions", "/embeddings", "/messages", "/models"];
+const LLM_API_ROUTES: &[&str] = &[
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/messages",
+    "/messages/count_tokens",
+    "/models",
+    "/utils/token_counter",
+];
 const INFO_ROUTES: &[&str] = &[
     "/key/info",
     "/key/list",
@@ -630,7 +638,7 @@ pub fn routes_for_key_type(key_type: &str) -> Option<&'static str> {
     }
 }
 
-fn model_denied(model: &str, error_type: &str) -> GatewayError {
+pub(crate) fn model_denied(model: &str, error_type: &str) -> GatewayError {
     GatewayError::new(
         ErrorKind::Forbidden,
         format!(
