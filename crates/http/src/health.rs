@@ -76,11 +76,15 @@ pub async fn check_all(app: &App) -> Response<ResponseBody> {
     json_response(StatusCode::OK, body.to_string())
 }
 
-/// Embedding models are probed with an embedding, everything else with a chat message.
+/// Embedding models are probed with an embedding, rerank models with a rerank, everything
+/// else with a chat message.
 fn probe(deployment: &Deployment, upstream_model: &str) -> (Endpoint, Value) {
     let mode = deployment.model_info.get("mode").and_then(Value::as_str);
     let is_embedding = mode == Some("embedding") || (mode.is_none() && upstream_model.contains("embed"));
-    if is_embedding {
+    let is_rerank = mode == Some("rerank") || (mode.is_none() && upstream_model.contains("rerank"));
+    if is_rerank {
+        (Endpoint::Rerank, json!({"model": upstream_model, "query": "ping", "documents": ["ping"]}))
+    } else if is_embedding {
         (Endpoint::Embeddings, json!({"model": upstream_model, "input": "ping"}))
     } else {
         (

@@ -7,6 +7,7 @@
 //! | POST   | /v1/chat/completions      | yes  | [`proxy`], chat                 |
 //! | POST   | /v1/completions           | yes  | [`proxy`], legacy completions   |
 //! | POST   | /v1/embeddings            | yes  | [`proxy`], embeddings           |
+//! | POST   | /v1/rerank, /v2/rerank    | yes  | [`proxy`], LiteLLM's rerank     |
 //! | POST   | /v1/messages              | yes  | [`messages`], Anthropic's API   |
 //! | GET    | /v1/models                | yes  | [`models`], the aliases         |
 //! | GET    | /model/info, /v1/model/info | yes | [`models`], deployments       |
@@ -113,6 +114,7 @@ impl Route {
             "/chat/completions" => (Self::Proxy(Endpoint::ChatCompletions), "POST"),
             "/completions" => (Self::Proxy(Endpoint::Completions), "POST"),
             "/embeddings" => (Self::Proxy(Endpoint::Embeddings), "POST"),
+            "/rerank" | "/v2/rerank" => (Self::Proxy(Endpoint::Rerank), "POST"),
             "/messages" => (Self::Messages, "POST"),
             "/models" => (Self::Models, "GET"),
             "/model/info" => (Self::ModelInfo, "GET"),
@@ -369,6 +371,14 @@ mod tests {
             Some(Ok(Route::Proxy(Endpoint::Embeddings)))
         ));
         assert!(matches!(Route::recognize(&Method::GET, "/chat/completions"), Some(Err("POST"))));
+        assert!(matches!(
+            Route::recognize(&Method::POST, normalize("/v1/rerank")),
+            Some(Ok(Route::Proxy(Endpoint::Rerank)))
+        ));
+        assert!(matches!(
+            Route::recognize(&Method::POST, "/v2/rerank"),
+            Some(Ok(Route::Proxy(Endpoint::Rerank)))
+        ));
         assert!(matches!(Route::recognize(&Method::HEAD, "/health/readiness"), Some(Ok(Route::Readiness))));
         assert!(Route::recognize(&Method::GET, "/nope").is_none());
     }

@@ -590,7 +590,8 @@ pub fn route_allowed(principal: &Principal, path: &str) -> Result<(), GatewayErr
     ))
 }
 
-const LLM_API_ROUTES: &[&str] = &["/chat/completions", "/completions", "/embeddings", "/messages", "/models"];
+const LLM_API_ROUTES: &[&str] =
+    &["/chat/completions", "/completions", "/embeddings", "/messages", "/models", "/rerank", "/v2/rerank"];
 const INFO_ROUTES: &[&str] = &[
     "/key/info",
     "/key/list",
