@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
+use crate::bedrock::StreamFault;
 use crate::body::MockBody;
 use crate::handler::{self, Answer, Api};
 use crate::wire::{
@@ -132,13 +133,16 @@ fn invalid(request_id: u64, message: &str) -> Response<MockBody> {
 }
 
 /// Answers an operation once the behaviour has been applied: the key is checked first (any
-/// non-empty bearer token is accepted), then the body.
+/// non-empty bearer token is accepted), then the body. A [`Behavior::StreamException`]
+/// fails a chat stream after its first `after_events` events with a `message-end` whose
+/// `finish_reason` is `ERROR` and whose `error` is the behaviour's message.
 pub(crate) fn call(
     shared: &std::sync::Arc<Shared>,
     op: Op,
     headers: &HeaderMap,
     body: &[u8],
     answer: Answer,
+    fault: Option<&StreamFault>,
 ) -> Response<MockBody> {
     let request_id = answer.request_id;
     if !handler::has_bearer(headers) {
@@ -160,7 +164,7 @@ pub(crate) fn call(
         return invalid(request_id, "model is required");
     }
     let result = match op {
-        Op::Chat => return chat(shared, &request, answer),
+        Op::Chat => return chat(shared, &request, answer, fault),
         Op::Embed => embed(&request),
         Op::Rerank => rerank(&request),
     };
@@ -308,13 +312,28 @@ fn tool_call(name: &str) -> Value {
     })
 }
 
-fn chat(shared: &std::sync::Arc<Shared>, request: &Map<String, Value>, answer: Answer) -> Response<MockBody> {
+fn chat(
+    shared: &std::sync::Arc<Shared>,
+    request: &Map<String, Value>,
+    answer: Answer,
+    fault: Option<&StreamFault>,
+) -> Response<MockBody> {
     let reply = match chat_reply(request) {
         Ok(reply) => reply,
         Err(message) => return invalid(answer.request_id, &message),
     };
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
-        return handler::stream(shared, answer, stream_events(&reply, answer.chunks));
+        let events = stream_events(&reply, answer.chunks).and_then(|mut events| {
+            if let Some(fault) = fault {
+                events.truncate(fault.after_events);
+                let end = json!({"type": "message-end", "delta": {"finish_reason": "ERROR", "error": fault.message}});
+                let mut writer = EventWriter::new(1);
+                writer.push_named("message-end", &end)?;
+                events.extend(writer.into_events());
+            }
+            Ok(events)
+        });
+        return handler::stream(shared, answer, events);
     }
     let mut content = Vec::new();
     if reply.thinking {

@@ -522,7 +522,9 @@ pub(crate) async fn handle(
             }
         }
         Endpoint::Vertex(route) => vertex::model_call(&shared, &route, &parts.headers, &body, answer),
-        Endpoint::Cohere(op) => cohere::call(&shared, op, &parts.headers, &body, answer),
+        Endpoint::Cohere(op) => {
+            cohere::call(&shared, op, &parts.headers, &body, answer, stream_fault.as_ref())
+        }
         Endpoint::Retrieval { vendor, op } => retrieval::call(vendor, op, &parts.headers, &body, request_id),
         // Answered before the behaviour was taken.
         Endpoint::Token => token(&shared, &body),
