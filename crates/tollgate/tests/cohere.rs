@@ -558,3 +558,23 @@ async fn rerank_answers_are_cached_like_litellm_s() {
     assert_ne!(other.json()["id"], first.json()["id"]);
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn an_openai_compatible_deployment_gets_the_rerank_body_as_it_is() {
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "model_list:\n  - model_name: vllm-rerank\n    litellm_params: {{model: hosted_vllm/BAAI/bge-reranker-v2-m3, api_base: \"{}\"}}\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+        mock.base_url()
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let body = json!({"model": "vllm-rerank", "query": "q", "documents": ["a", "b"], "top_n": 1});
+    // The mock's OpenAI side has no rerank route: its 404 comes back as the answer.
+    let reply = call(&gateway, "/v1/rerank", MASTER_KEY, body).await;
+    assert_error(&reply, 404);
+    let request = &mock.requests()[0];
+    assert_eq!(request.path, "/v1/rerank");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&request.body).unwrap(),
+        json!({"model": "BAAI/bge-reranker-v2-m3", "query": "q", "documents": ["a", "b"], "top_n": 1})
+    );
+}
