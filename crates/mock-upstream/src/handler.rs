@@ -56,7 +56,7 @@ pub(crate) enum Api {
     /// Cohere's v2 API, whose errors are `{"id", "message"}`.
     Cohere,
     /// Voyage AI's and Jina AI's APIs, whose errors are FastAPI's `{"detail": ...}`.
-    FastApi,
+    Retrieval,
 }
 
 /// The endpoints the mock knows.
@@ -204,7 +204,7 @@ impl<'a> Endpoint<'a> {
             Endpoint::Token => Api::Entra,
             Endpoint::Vertex(route) => route.api(),
             Endpoint::Cohere(_) => Api::Cohere,
-            Endpoint::Retrieval { .. } => Api::FastApi,
+            Endpoint::Retrieval { .. } => Api::Retrieval,
             _ => Api::OpenAi,
         }
     }
@@ -224,7 +224,7 @@ enum NotFound {
     /// Paths under Cohere's `/v2/`.
     Cohere,
     /// Paths under `/voyage/` and `/jina/`.
-    FastApi,
+    Retrieval,
 }
 
 fn not_found_kind(path: &str) -> NotFound {
@@ -238,7 +238,7 @@ fn not_found_kind(path: &str) -> NotFound {
     } else if cohere::is_cohere_path(path) {
         NotFound::Cohere
     } else if retrieval::is_retrieval_path(path) {
-        NotFound::FastApi
+        NotFound::Retrieval
     } else if path.starts_with("/openai/") {
         NotFound::Azure
     } else {
@@ -319,8 +319,8 @@ pub(crate) async fn handle(
             NotFound::Cohere => {
                 json(Api::Cohere, request_id, StatusCode::NOT_FOUND, cohere::error_body(&message))
             }
-            NotFound::FastApi => {
-                json(Api::FastApi, request_id, StatusCode::NOT_FOUND, retrieval::detail_body("Not Found"))
+            NotFound::Retrieval => {
+                json(Api::Retrieval, request_id, StatusCode::NOT_FOUND, retrieval::detail_body("Not Found"))
             }
         });
     };
@@ -358,7 +358,7 @@ pub(crate) async fn handle(
                 Api::Cohere => {
                     json(api, request_id, StatusCode::PAYLOAD_TOO_LARGE, cohere::error_body(&message))
                 }
-                Api::FastApi => {
+                Api::Retrieval => {
                     json(api, request_id, StatusCode::PAYLOAD_TOO_LARGE, retrieval::detail_body(&message))
                 }
             });
@@ -377,7 +377,7 @@ pub(crate) async fn handle(
                 Api::Sts => sts_error(StatusCode::BAD_REQUEST, "MalformedInput", message),
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
                 Api::Cohere => json(api, request_id, StatusCode::BAD_REQUEST, cohere::error_body(message)),
-                Api::FastApi => {
+                Api::Retrieval => {
                     json(api, request_id, StatusCode::BAD_REQUEST, retrieval::detail_body(message))
                 }
             });
@@ -439,7 +439,7 @@ pub(crate) async fn handle(
                 // is the mock's own, kept on every API so a client's handling of it is tested.
                 Api::Gemini => Bytes::from(gemini::rate_limit_body(retry_after_secs)),
                 Api::Cohere => cohere::rate_limit_body(),
-                Api::FastApi => retrieval::detail_body("You have exceeded your rate limit. Please retry later."),
+                Api::Retrieval => retrieval::detail_body("You have exceeded your rate limit. Please retry later."),
                 _ => Bytes::from_static(
                     br#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
                 ),
@@ -898,7 +898,7 @@ fn with_api_headers(
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
         // Cohere's, Voyage's and Jina's answers carry their ids in the body, if at all.
-        Api::Cohere | Api::FastApi => {}
+        Api::Cohere | Api::Retrieval => {}
     }
     response
 }
@@ -1019,7 +1019,7 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
         Api::Sts => sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &message),
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
         Api::Cohere => json(api, request_id, StatusCode::INTERNAL_SERVER_ERROR, cohere::error_body(&message)),
-        Api::FastApi => {
+        Api::Retrieval => {
             json(api, request_id, StatusCode::INTERNAL_SERVER_ERROR, retrieval::detail_body(&message))
         }
     }

@@ -73,7 +73,7 @@ pub(crate) fn detail_body(detail: &str) -> Bytes {
 }
 
 fn error(request_id: u64, status: StatusCode, detail: &str) -> Response<MockBody> {
-    handler::json(Api::FastApi, request_id, status, detail_body(detail))
+    handler::json(Api::Retrieval, request_id, status, detail_body(detail))
 }
 
 /// Answers once the behaviour has been applied: any non-empty bearer key is accepted.
@@ -109,7 +109,7 @@ pub(crate) fn call(
     };
     match answer {
         Ok(answer) => {
-            handler::json(Api::FastApi, request_id, StatusCode::OK, Bytes::from(answer.to_string()))
+            handler::json(Api::Retrieval, request_id, StatusCode::OK, Bytes::from(answer.to_string()))
         }
         Err(detail) => error(request_id, StatusCode::BAD_REQUEST, &detail),
     }
@@ -278,10 +278,10 @@ fn jina_embeddings(request: &Map<String, Value>) -> Result<Value, String> {
         ],
     )?;
     let inputs = texts(request, true)?;
-    if let Some(task) = request.get("task").filter(|t| !t.is_null()) {
-        if !task.as_str().is_some_and(|t| JINA_TASKS.contains(&t)) {
-            return Err(format!("Field 'task' must be one of {}.", JINA_TASKS.join(", ")));
-        }
+    if let Some(task) = request.get("task").filter(|t| !t.is_null())
+        && !task.as_str().is_some_and(|t| JINA_TASKS.contains(&t))
+    {
+        return Err(format!("Field 'task' must be one of {}.", JINA_TASKS.join(", ")));
     }
     let dimensions = positive(request, "dimensions")?.map_or(EMBEDDING_DIMENSIONS, |d| d as usize).min(4096);
     let base64 = match request.get("embedding_type") {
