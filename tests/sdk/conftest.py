@@ -109,6 +109,21 @@ model_list:
       model: gemini/gemini-2.5-flash
       api_base: {mock_upstream}
       api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: command
+    litellm_params:
+      model: cohere/command-a-03-2025
+      api_base: {mock_upstream}
+      api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: voyage-embed
+    litellm_params:
+      model: voyage/voyage-3.5
+      api_base: {mock_upstream.removesuffix("/v1")}/voyage/v1
+      api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: voyage-rerank
+    litellm_params:
+      model: voyage/rerank-2
+      api_base: {mock_upstream.removesuffix("/v1")}/voyage/v1
+      api_key: os.environ/SDK_UPSTREAM_KEY
 general_settings:
   master_key: os.environ/LITELLM_MASTER_KEY
 """

@@ -66,7 +66,16 @@ def test_legacy_completions(client):
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["general-purpose", "text-embedding-3-small", "local-vllm", "claude", "gemini-flash"]
+    assert ids == [
+        "general-purpose",
+        "text-embedding-3-small",
+        "local-vllm",
+        "claude",
+        "gemini-flash",
+        "command",
+        "voyage-embed",
+        "voyage-rerank",
+    ]
 
 
 WEATHER_TOOL = {
@@ -178,3 +187,45 @@ def test_gemini_model_through_the_openai_sdk(client):
         if chunk.choices
     )
     assert text == reply.choices[0].message.content
+
+
+def test_cohere_model_through_the_openai_sdk(client):
+    reply = client.chat.completions.create(
+        model="command", messages=[{"role": "user", "content": "hello"}], max_tokens=50
+    )
+    assert reply.model == "command"
+    assert reply.choices[0].finish_reason == "stop"
+    chunks = list(
+        client.chat.completions.create(
+            model="command",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+
+
+def test_voyage_embeddings_through_the_openai_sdk(client):
+    # The SDK asks for base64 by default; Voyage's own base64 comes back and decodes.
+    response = client.embeddings.create(model="voyage-embed", input=["one", "two"], dimensions=256)
+    assert [item.index for item in response.data] == [0, 1]
+    assert len(response.data[1].embedding) == 256
+    assert response.usage.prompt_tokens > 0
+
+
+def test_rerank_as_a_plain_http_client_calls_it(gateway):
+    # The OpenAI SDK has no rerank; LiteLLM's clients post JSON to /v1/rerank.
+    from conftest import management
+
+    status, body = management(
+        gateway,
+        "/v1/rerank",
+        {"model": "voyage-rerank", "query": "capital of France", "documents": ["Berlin", "Paris is the capital of France"], "top_n": 1},
+    )
+    assert status == 200, body
+    assert [r["index"] for r in body["results"]] == [1]
+    assert body["results"][0]["document"] == {"text": "Paris is the capital of France"}
+    assert body["meta"]["billed_units"]["total_tokens"] > 0

@@ -21,6 +21,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("input_cost_per_second", "input_per_second"),
     ("output_cost_per_second", "output_per_second"),
     ("input_cost_per_image", "per_image"),
+    ("input_cost_per_query", "per_query"),
     ("max_input_tokens", "max_input_tokens"),
     ("max_output_tokens", "max_output_tokens"),
 ];

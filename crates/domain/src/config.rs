@@ -499,6 +499,7 @@ const LITELLM_PARAMS: &[&str] = &[
     "cache_read_input_token_cost",
     "cache_creation_input_token_cost",
     "output_cost_per_reasoning_token",
+    "input_cost_per_query",
 ];
 
 /// Router keys read from `router_settings`, or from `litellm_settings` when the router
@@ -1138,6 +1139,7 @@ impl Reader<'_> {
             ("cache_read_input_token_cost", |p, v| p.cache_read = Some(v)),
             ("cache_creation_input_token_cost", |p, v| p.cache_creation = Some(v)),
             ("output_cost_per_reasoning_token", |p, v| p.reasoning = Some(v)),
+            ("input_cost_per_query", |p, v| p.per_query = Some(v)),
         ] {
             let value = match self.number(params, key, params_path)? {
                 Some(value) => Some(value),
@@ -2065,6 +2067,35 @@ model_list:
         assert_eq!(price(2).map(|p| (p.input, p.output)), Some((1e-6, 2e-6)));
         assert!(price(3).is_none());
         assert!(price(4).is_none(), "offline answers cost nothing");
+        assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
+    }
+
+    #[test]
+    fn cohere_voyage_and_jina_have_defaults_and_query_prices() {
+        let config = GatewayConfig::from_yaml(
+            r#"
+model_list:
+  - model_name: command
+    litellm_params: {model: cohere/command-a-03-2025}
+  - model_name: rerank
+    litellm_params: {model: cohere/rerank-v3.5, input_cost_per_query: 0.003}
+  - model_name: voyage
+    litellm_params: {model: voyage/voyage-3.5}
+  - model_name: jina
+    litellm_params: {model: jina_ai/jina-reranker-v2-base-multilingual}
+"#,
+            &env(&[("CO_API_KEY", "co-key"), ("VOYAGE_API_KEY", "vo-key"), ("JINA_AI_API_KEY", "jina-key")]),
+        )
+        .unwrap();
+        let d = &config.deployments;
+        assert_eq!(d[0].api_base.as_deref(), Some("https://api.cohere.com"));
+        assert_eq!(d[0].api_key.as_ref().map(|k| k.expose()), Some("co-key"));
+        assert_eq!(d[0].wire(), Some(WireFormat::Cohere));
+        assert_eq!(d[1].pricing.and_then(|p| p.per_query), Some(0.003), "the config's price wins");
+        assert_eq!(d[2].api_base.as_deref(), Some("https://api.voyageai.com/v1"));
+        assert_eq!(d[2].api_key.as_ref().map(|k| k.expose()), Some("vo-key"));
+        assert_eq!(d[3].api_base.as_deref(), Some("https://api.jina.ai/v1"));
+        assert_eq!(d[3].pricing.map(|p| p.input), Some(5e-8), "priced from the table by bare name");
         assert!(config.unsupported.is_empty(), "{:?}", config.unsupported);
     }
 

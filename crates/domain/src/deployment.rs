@@ -5,12 +5,14 @@ use std::time::Duration;
 use crate::Secret;
 use crate::provider_catalog::WireFormat;
 
-/// The OpenAI endpoints a deployment can serve.
+/// The endpoints a deployment can serve: OpenAI's three, and LiteLLM's rerank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// LiteLLM's `/rerank` (Cohere's request and answer shape), served by rerank models.
+    Rerank,
 }
 
 impl Endpoint {
@@ -20,6 +22,7 @@ impl Endpoint {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Rerank => "/rerank",
         }
     }
 }

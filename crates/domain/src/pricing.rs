@@ -1,6 +1,7 @@
-//! What a request costs: per-token prices by model, from the table in `data/` (derived from
-//! LiteLLM's) or from a deployment's own `input_cost_per_token` / `output_cost_per_token`,
-//! applied to the usage the upstream reported.
+//! What a request costs: per-token prices by model (and per search unit for rerank models),
+//! from the table in `data/` (derived from LiteLLM's) or from a deployment's own
+//! `input_cost_per_token` / `output_cost_per_token` / `input_cost_per_query`, applied to the
+//! usage the upstream reported.
 
 use serde::Deserialize;
 
@@ -20,6 +21,9 @@ pub struct Pricing {
     /// Reasoning tokens, when priced apart from output.
     #[serde(default)]
     pub reasoning: Option<f64>,
+    /// One search unit of a rerank model (LiteLLM's `input_cost_per_query`).
+    #[serde(default)]
+    pub per_query: Option<f64>,
     #[serde(default)]
     pub max_input_tokens: Option<u64>,
     #[serde(default)]
@@ -35,6 +39,8 @@ pub struct Usage {
     pub cached_tokens: u64,
     pub cache_creation_tokens: u64,
     pub reasoning_tokens: u64,
+    /// Search units a rerank call was billed (Cohere's `meta.billed_units.search_units`).
+    pub search_units: u64,
 }
 
 impl Usage {
@@ -85,6 +91,7 @@ impl WireUsage {
             reasoning_tokens: count(
                 self.completion_tokens_details.and_then(|details| details.reasoning_tokens),
             ),
+            search_units: 0,
         })
     }
 }
@@ -106,6 +113,7 @@ impl Pricing {
             + written as f64 * self.cache_creation.unwrap_or(self.input)
             + answer_tokens as f64 * self.output
             + reasoning_cost
+            + usage.search_units as f64 * self.per_query.unwrap_or(0.0)
     }
 }
 
@@ -178,6 +186,19 @@ mod tests {
         let cached = Usage { cached_tokens: 400, ..usage };
         let expected = 600.0 * 2.5e-6 + 400.0 * 1.25e-6 + 500.0 * 1e-5;
         assert!((gpt.cost(&cached) - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rerank_models_are_priced_per_search_unit() {
+        let table = PriceTable::load();
+        let cohere = table.lookup("cohere", "rerank-v3.5").expect("rerank-v3.5 is listed");
+        assert_eq!((cohere.input, cohere.per_query), (0.0, Some(0.002)));
+        let usage = Usage { prompt_tokens: 40, search_units: 2, ..Usage::default() };
+        assert!((cohere.cost(&usage) - 0.004).abs() < 1e-12);
+        // Voyage's and Jina's rerankers are priced per token, like any model.
+        let voyage = table.lookup("voyage", "rerank-2").unwrap();
+        assert_eq!(voyage.per_query, None);
+        assert!((voyage.cost(&usage) - 40.0 * 5e-8).abs() < 1e-15);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum WireFormat {
     /// the deployment's `api_base` (`/models/…` on `*.services.ai.azure.com`), and Claude
     /// models through Anthropic's Messages API under `/anthropic`.
     AzureAi,
+    /// Cohere's v2 API: `/v2/chat` (named SSE events), `/v2/embed`, `/v2/rerank`.
+    Cohere,
+    /// Voyage AI: `/v1/embeddings` and `/v1/rerank`, close to OpenAI's shapes but not equal.
+    Voyage,
+    /// Jina AI: `/v1/embeddings` and `/v1/rerank`.
+    JinaAi,
     /// Answers offline from the gateway itself (`fake/…` models and `mock_response`).
     Fake,
 }
@@ -211,13 +217,41 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         base_env: &[],
         key_env: &[],
     },
+    ProviderSpec {
+        prefix: "cohere",
+        wire: WireFormat::Cohere,
+        default_base: Some("https://api.cohere.com"),
+        base_env: &["COHERE_API_BASE"],
+        key_env: &["COHERE_API_KEY", "CO_API_KEY"],
+    },
+    // LiteLLM's name for Cohere's chat models; the same API.
+    ProviderSpec {
+        prefix: "cohere_chat",
+        wire: WireFormat::Cohere,
+        default_base: Some("https://api.cohere.com"),
+        base_env: &["COHERE_API_BASE"],
+        key_env: &["COHERE_API_KEY", "CO_API_KEY"],
+    },
+    ProviderSpec {
+        prefix: "voyage",
+        wire: WireFormat::Voyage,
+        default_base: Some("https://api.voyageai.com/v1"),
+        base_env: &["VOYAGE_API_BASE"],
+        key_env: &["VOYAGE_API_KEY", "VOYAGE_AI_API_KEY", "VOYAGE_AI_TOKEN"],
+    },
+    ProviderSpec {
+        prefix: "jina_ai",
+        wire: WireFormat::JinaAi,
+        default_base: Some("https://api.jina.ai/v1"),
+        base_env: &["JINA_AI_API_BASE"],
+        key_env: &["JINA_AI_API_KEY", "JINA_AI_TOKEN"],
+    },
     ProviderSpec { prefix: "fake", wire: WireFormat::Fake, default_base: None, base_env: &[], key_env: &[] },
 ];
 
 /// Prefixes LiteLLM accepts that this build cannot call yet (native wire formats that
 /// arrive with the Providers issue). Named so a config using them gets a precise message.
-pub const NOT_YET_SUPPORTED: &[&str] =
-    &["cohere", "huggingface", "watsonx", "sagemaker", "databricks", "replicate", "voyage"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["huggingface", "watsonx", "sagemaker", "databricks", "replicate"];
 
 /// Ollama's runtime options (its Modelfile parameters) and request fields that LiteLLM
 /// passes through when they are written in `litellm_params` (`num_ctx: 8192`) or sent in a

@@ -86,6 +86,7 @@ pub(crate) enum CallKind {
     Completions,
     Embeddings,
     Messages,
+    Rerank,
 }
 
 impl CallKind {
@@ -95,6 +96,7 @@ impl CallKind {
             tollgate_domain::Endpoint::ChatCompletions => Self::Chat,
             tollgate_domain::Endpoint::Completions => Self::Completions,
             tollgate_domain::Endpoint::Embeddings => Self::Embeddings,
+            tollgate_domain::Endpoint::Rerank => Self::Rerank,
         }
     }
 
@@ -105,6 +107,7 @@ impl CallKind {
             Self::Completions => &["atext_completion", "text_completion"],
             Self::Embeddings => &["aembedding", "embedding"],
             Self::Messages => &["anthropic_messages"],
+            Self::Rerank => &["arerank", "rerank"],
         }
     }
 
@@ -114,6 +117,7 @@ impl CallKind {
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
             Self::Messages => "messages",
+            Self::Rerank => "rerank",
         }
     }
 }
@@ -126,7 +130,7 @@ pub struct ResponseCache {
     scope: CacheScope,
     default_on: bool,
     /// Which of [`CallKind`]'s endpoints are cached, in its order.
-    endpoints: [bool; 4],
+    endpoints: [bool; 5],
     /// What `/cache/ping` reports as `litellm_cache_params`.
     params: Value,
     counters: CacheCounters,
@@ -180,8 +184,14 @@ impl ResponseCache {
             ttl: config.ttl,
             scope: config.scope,
             default_on: config.default_on,
-            endpoints: [CallKind::Chat, CallKind::Completions, CallKind::Embeddings, CallKind::Messages]
-                .map(supports),
+            endpoints: [
+                CallKind::Chat,
+                CallKind::Completions,
+                CallKind::Embeddings,
+                CallKind::Messages,
+                CallKind::Rerank,
+            ]
+            .map(supports),
             params,
             counters,
         })

@@ -86,6 +86,8 @@ impl Estimator {
                 count_prompt(self.encoding, request.get("prompt").unwrap_or(&Value::Null))
             }
             Endpoint::Embeddings => count_prompt(self.encoding, request.get("input").unwrap_or(&Value::Null)),
+            // Priced per search, not per token.
+            Endpoint::Rerank => 0,
         }
     }
 

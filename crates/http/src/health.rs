@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
+use tollgate_domain::provider_catalog::WireFormat;
 use tollgate_domain::{BackgroundHealthChecks, Deployment, Endpoint, GatewayError};
 use tollgate_providers::UpstreamRequest;
 
@@ -170,11 +171,18 @@ fn report<'a>(results: impl Iterator<Item = (&'a Arc<Deployment>, Result<(), &'a
     })
 }
 
-/// Embedding models are probed with an embedding, everything else with a chat message.
+/// Embedding models are probed with an embedding, rerank models with a rerank, everything
+/// else with a chat message. Without `model_info.mode` the name decides, and a provider that
+/// serves no chat (Voyage, Jina) is probed with an embedding unless the name says rerank.
 fn probe(deployment: &Deployment, upstream_model: &str) -> (Endpoint, Value) {
     let mode = deployment.model_info.get("mode").and_then(Value::as_str);
-    let is_embedding = mode == Some("embedding") || (mode.is_none() && upstream_model.contains("embed"));
-    if is_embedding {
+    let chatless = matches!(deployment.wire(), Some(WireFormat::Voyage | WireFormat::JinaAi));
+    let is_embedding =
+        mode == Some("embedding") || (mode.is_none() && (chatless || upstream_model.contains("embed")));
+    let is_rerank = mode == Some("rerank") || (mode.is_none() && upstream_model.contains("rerank"));
+    if is_rerank {
+        (Endpoint::Rerank, json!({"model": upstream_model, "query": "ping", "documents": ["ping"]}))
+    } else if is_embedding {
         (Endpoint::Embeddings, json!({"model": upstream_model, "input": "ping"}))
     } else {
         (

@@ -7,6 +7,7 @@
 //! | POST   | /v1/chat/completions      | yes  | [`proxy`], chat                 |
 //! | POST   | /v1/completions           | yes  | [`proxy`], legacy completions   |
 //! | POST   | /v1/embeddings            | yes  | [`proxy`], embeddings           |
+//! | POST   | /v1/rerank, /v2/rerank    | yes  | [`proxy`], LiteLLM's rerank     |
 //! | POST   | /v1/messages              | yes  | [`messages`], Anthropic's API   |
 //! | POST   | /v1/messages/count_tokens | yes  | [`count_tokens`], Anthropic's   |
 //! | POST   | /utils/token_counter      | yes  | [`count_tokens`], LiteLLM's     |
@@ -128,6 +129,7 @@ impl Route {
             "/chat/completions" => (Self::Proxy(Endpoint::ChatCompletions), "POST"),
             "/completions" => (Self::Proxy(Endpoint::Completions), "POST"),
             "/embeddings" => (Self::Proxy(Endpoint::Embeddings), "POST"),
+            "/rerank" | "/v2/rerank" => (Self::Proxy(Endpoint::Rerank), "POST"),
             "/messages" => (Self::Messages, "POST"),
             "/messages/count_tokens" => (Self::CountTokens, "POST"),
             "/utils/token_counter" => (Self::TokenCounter, "POST"),
@@ -392,6 +394,14 @@ mod tests {
             Some(Ok(Route::Proxy(Endpoint::Embeddings)))
         ));
         assert!(matches!(Route::recognize(&Method::GET, "/chat/completions"), Some(Err("POST"))));
+        assert!(matches!(
+            Route::recognize(&Method::POST, normalize("/v1/rerank")),
+            Some(Ok(Route::Proxy(Endpoint::Rerank)))
+        ));
+        assert!(matches!(
+            Route::recognize(&Method::POST, "/v2/rerank"),
+            Some(Ok(Route::Proxy(Endpoint::Rerank)))
+        ));
         assert!(matches!(Route::recognize(&Method::HEAD, "/health/readiness"), Some(Ok(Route::Readiness))));
         assert!(Route::recognize(&Method::GET, "/nope").is_none());
         assert!(matches!(

@@ -1,4 +1,4 @@
-//! The OpenAI endpoints: chat completions, completions, embeddings.
+//! The OpenAI endpoints (chat completions, completions, embeddings) and LiteLLM's rerank.
 //!
 //! The request's path through here: read the body (bounded), read the few top-level
 //! fields routing needs, pick a deployment, put the upstream model name into the body
@@ -25,7 +25,7 @@ use crate::cache;
 use crate::estimate::Estimator;
 use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
 use crate::relay::AliasRelay;
-use crate::spend::{Meter, MeteredCall, request_tags, usage_in};
+use crate::spend::{Meter, MeteredCall, request_tags, rerank_usage_in, usage_in};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, hold, json_response};
 
@@ -118,7 +118,8 @@ where
     check_required(&top, endpoint)?;
     let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
-    let stream = endpoint != Endpoint::Embeddings && field::<bool>(&top, "stream")?.unwrap_or(false);
+    let stream = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+        && field::<bool>(&top, "stream")?.unwrap_or(false);
     let mut gateway = GatewayParams::read(&top)?;
     gateway.options.stream = stream;
     // The response cache's controls: the body's `cache` object or a Cache-Control header. A
@@ -264,10 +265,14 @@ where
                 (Some(cache), _, Some(split)) => split.merge_and_store(cache, bytes)?,
                 _ => bytes,
             };
-            let usage = usage_in(&bytes);
+            let usage = match endpoint {
+                Endpoint::Rerank => rerank_usage_in(&bytes),
+                _ => usage_in(&bytes),
+            };
             match &usage {
                 Some(usage) => spend_headers.push(("x-litellm-response-cost", meter.record(usage))),
-                None if metered => {
+                // A rerank is priced per search; there is no text to count.
+                None if metered && endpoint != Endpoint::Rerank => {
                     // Counting may build a tokenizer (once, a fraction of a second): not on
                     // the worker.
                     let estimator = Estimator::new(&routed.deployment.upstream_model, endpoint, body.clone());
@@ -348,6 +353,10 @@ fn prompt_tokens(
         }
         Endpoint::Completions => tokens::count_prompt(encoding, &value("prompt")?),
         Endpoint::Embeddings => tokens::count_prompt(encoding, &value("input")?),
+        Endpoint::Rerank => {
+            tokens::count_prompt(encoding, &value("query")?)
+                + tokens::count_prompt(encoding, &value("documents")?)
+        }
     })
 }
 
@@ -357,6 +366,7 @@ fn call_type(endpoint: Endpoint) -> &'static str {
         Endpoint::ChatCompletions => "acompletion",
         Endpoint::Completions => "atext_completion",
         Endpoint::Embeddings => "aembedding",
+        Endpoint::Rerank => "arerank",
     }
 }
 
@@ -470,23 +480,30 @@ fn field<'a, T: serde::Deserialize<'a>>(top: &TopLevel<'a>, name: &str) -> Resul
         .map_err(|e| GatewayError::bad_request(format!("invalid value for `{name}`: {e}")).with_param(name))
 }
 
-/// The field each endpoint cannot do without, checked here so a client hears about it
-/// from the gateway rather than as an upstream's error after a network round trip.
+/// The fields each endpoint cannot do without (and whether each must be an array), checked
+/// here so a client hears about them from the gateway rather than as an upstream's error
+/// after a network round trip.
 fn check_required(top: &TopLevel<'_>, endpoint: Endpoint) -> Result<(), GatewayError> {
-    let (name, want_array) = match endpoint {
-        Endpoint::ChatCompletions => ("messages", true),
-        Endpoint::Completions => ("prompt", false),
-        Endpoint::Embeddings => ("input", false),
+    let required: &[(&str, bool)] = match endpoint {
+        Endpoint::ChatCompletions => &[("messages", true)],
+        Endpoint::Completions => &[("prompt", false)],
+        Endpoint::Embeddings => &[("input", false)],
+        Endpoint::Rerank => &[("query", false), ("documents", true)],
     };
-    match top.get(name).map(|raw| raw.get()) {
-        None | Some("null") => {
-            Err(GatewayError::bad_request(format!("missing required field `{name}`")).with_param(name))
+    for &(name, want_array) in required {
+        match top.get(name).map(|raw| raw.get()) {
+            None | Some("null") => {
+                return Err(
+                    GatewayError::bad_request(format!("missing required field `{name}`")).with_param(name)
+                );
+            }
+            Some(raw) if want_array && !raw.starts_with('[') => {
+                return Err(GatewayError::bad_request(format!("`{name}` must be an array")).with_param(name));
+            }
+            Some(_) => {}
         }
-        Some(raw) if want_array && !raw.starts_with('[') => {
-            Err(GatewayError::bad_request(format!("`{name}` must be an array")).with_param(name))
-        }
-        Some(_) => Ok(()),
     }
+    Ok(())
 }
 
 /// The answer with its `model` set to the alias; bytes that are not a JSON object pass
@@ -583,6 +600,14 @@ mod tests {
         );
         let top = TopLevel::parse(br#"{"model":"m","prompt":"x"}"#).unwrap();
         assert!(check_required(&top, Endpoint::Completions).is_ok());
+        let top = TopLevel::parse(br#"{"model":"m","query":"q","documents":"d"}"#).unwrap();
+        let error = check_required(&top, Endpoint::Rerank).unwrap_err();
+        assert_eq!(
+            (error.message.as_str(), error.param.as_deref()),
+            ("`documents` must be an array", Some("documents"))
+        );
+        let top = TopLevel::parse(br#"{"model":"m","documents":["d"]}"#).unwrap();
+        assert_eq!(check_required(&top, Endpoint::Rerank).unwrap_err().param.as_deref(), Some("query"));
     }
 
     #[test]

@@ -255,6 +255,39 @@ pub(crate) fn usage_in(json: &[u8]) -> Option<Usage> {
     Usage::from_slice(&json[span])
 }
 
+/// The usage of a rerank answer (LiteLLM's shape), read from its `meta`: input tokens from
+/// `tokens.input_tokens` (else the billed `total_tokens`), and the billed search units that
+/// per-query prices apply to. `None` without `meta`.
+pub(crate) fn rerank_usage_in(json: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        meta: Option<Meta>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        billed_units: Option<Counts>,
+        tokens: Option<Counts>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Counts {
+        input_tokens: Option<f64>,
+        output_tokens: Option<f64>,
+        total_tokens: Option<f64>,
+        search_units: Option<f64>,
+    }
+    let meta = serde_json::from_slice::<Answer>(json).ok()?.meta?;
+    let billed = meta.billed_units.unwrap_or_default();
+    let tokens = meta.tokens.unwrap_or_default();
+    // Counts are whole numbers, though some APIs write them as floats.
+    let whole = |n: Option<f64>| n.filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+    Some(Usage {
+        prompt_tokens: whole(tokens.input_tokens.or(billed.total_tokens).or(billed.input_tokens)),
+        completion_tokens: whole(tokens.output_tokens),
+        search_units: whole(billed.search_units),
+        ..Usage::default()
+    })
+}
+
 /// Whether a chunk carries no choices (the usage-only chunk OpenAI ends a stream with).
 pub(crate) fn has_no_choices(json: &[u8]) -> bool {
     top_level_value_span(json, "choices")
@@ -274,5 +307,16 @@ mod tests {
         assert!(usage_in(br#"{"choices":[]}"#).is_none());
         assert!(has_no_choices(br#"{"choices": [ ],"usage":{}}"#));
         assert!(!has_no_choices(br#"{"choices":[{"delta":{}}]}"#));
+    }
+
+    #[test]
+    fn rerank_usage_is_read_from_meta() {
+        let cohere = br#"{"id":"x","results":[],"meta":{"api_version":{"version":"2"},"billed_units":{"search_units":1}}}"#;
+        let usage = rerank_usage_in(cohere).unwrap();
+        assert_eq!((usage.search_units, usage.prompt_tokens), (1, 0));
+        let voyage = br#"{"id":"x","results":[],"meta":{"billed_units":{"total_tokens":26},"tokens":{"input_tokens":26,"output_tokens":0}}}"#;
+        let usage = rerank_usage_in(voyage).unwrap();
+        assert_eq!((usage.search_units, usage.prompt_tokens, usage.total_tokens()), (0, 26, 26));
+        assert!(rerank_usage_in(br#"{"results":[]}"#).is_none());
     }
 }

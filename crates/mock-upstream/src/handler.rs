@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::body::{MockBody, Pacing, SseBody};
 use crate::{Behavior, RecordedRequest, Shared};
-use crate::{anthropic, azure, bedrock, gemini, ollama, vertex, wire};
+use crate::{anthropic, azure, bedrock, cohere, gemini, ollama, retrieval, vertex, wire};
 
 /// Largest request body read; more is a 413, so a client cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -56,6 +56,10 @@ pub(crate) enum Api {
     Entra,
     /// Ollama's native API, whose errors are `{"error": "text"}`.
     Ollama,
+    /// Cohere's v2 API, whose errors are `{"id", "message"}`.
+    Cohere,
+    /// Voyage AI's and Jina AI's APIs, whose errors are FastAPI's `{"detail": ...}`.
+    Retrieval,
 }
 
 /// The endpoints the mock knows.
@@ -88,6 +92,13 @@ enum Endpoint<'a> {
     },
     /// Vertex AI's publisher models, Google's OAuth token endpoint and the metadata server.
     Vertex(vertex::Route<'a>),
+    /// Cohere's `/v2/chat`, `/v2/embed`, `/v2/rerank`.
+    Cohere(cohere::Op),
+    /// Voyage's and Jina's embeddings and rerank, under `/voyage/v1/` and `/jina/v1/`.
+    Retrieval {
+        vendor: retrieval::Vendor,
+        op: retrieval::Op,
+    },
     /// Anthropic's `/v1/messages/count_tokens`.
     CountTokens,
     /// Ollama's `/api/chat`, `/api/generate` and `/api/embed`.
@@ -181,6 +192,12 @@ impl<'a> Endpoint<'a> {
             if path == "/" {
                 return Some(Endpoint::Sts);
             }
+            if let Some(op) = cohere::route(path) {
+                return Some(Endpoint::Cohere(op));
+            }
+            if let Some((vendor, op)) = retrieval::route(path) {
+                return Some(Endpoint::Retrieval { vendor, op });
+            }
             if let Some((model, op)) = bedrock::route(path) {
                 return Some(Endpoint::Bedrock { model, op });
             }
@@ -226,6 +243,8 @@ impl<'a> Endpoint<'a> {
             Endpoint::Sts => Api::Sts,
             Endpoint::Token => Api::Entra,
             Endpoint::Vertex(route) => route.api(),
+            Endpoint::Cohere(_) => Api::Cohere,
+            Endpoint::Retrieval { .. } => Api::Retrieval,
             _ => Api::OpenAi,
         }
     }
@@ -244,6 +263,10 @@ enum NotFound {
     Bedrock,
     /// Paths under Ollama's `/api/`.
     Ollama,
+    /// Paths under Cohere's `/v2/`.
+    Cohere,
+    /// Paths under `/voyage/` and `/jina/`.
+    Retrieval,
 }
 
 fn not_found_kind(path: &str) -> NotFound {
@@ -256,6 +279,10 @@ fn not_found_kind(path: &str) -> NotFound {
         NotFound::Bedrock
     } else if ollama::is_ollama_path(path) {
         NotFound::Ollama
+    } else if cohere::is_cohere_path(path) {
+        NotFound::Cohere
+    } else if retrieval::is_retrieval_path(path) {
+        NotFound::Retrieval
     } else if path.starts_with("/openai/") {
         NotFound::Azure
     } else {
@@ -336,6 +363,12 @@ pub(crate) async fn handle(
                 aws_error(request_id, &bedrock::AwsError::new(404, "UnknownOperationException", message))
             }
             NotFound::Ollama => ollama::error(request_id, StatusCode::NOT_FOUND, "404 page not found"),
+            NotFound::Cohere => {
+                json(Api::Cohere, request_id, StatusCode::NOT_FOUND, cohere::error_body(&message))
+            }
+            NotFound::Retrieval => {
+                json(Api::Retrieval, request_id, StatusCode::NOT_FOUND, retrieval::detail_body("Not Found"))
+            }
         });
     };
     // Azure routes by API version too: without one the path does not exist, so it is a
@@ -374,6 +407,12 @@ pub(crate) async fn handle(
                 Api::Sts => sts_error(StatusCode::PAYLOAD_TOO_LARGE, "MalformedInput", &message),
                 Api::Entra => token_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", &message),
                 Api::Ollama => ollama::error(request_id, StatusCode::PAYLOAD_TOO_LARGE, &message),
+                Api::Cohere => {
+                    json(api, request_id, StatusCode::PAYLOAD_TOO_LARGE, cohere::error_body(&message))
+                }
+                Api::Retrieval => {
+                    json(api, request_id, StatusCode::PAYLOAD_TOO_LARGE, retrieval::detail_body(&message))
+                }
             });
         }
         Some(false) => {
@@ -390,6 +429,10 @@ pub(crate) async fn handle(
                 Api::Sts => sts_error(StatusCode::BAD_REQUEST, "MalformedInput", message),
                 Api::Entra => token_error(StatusCode::BAD_REQUEST, "invalid_request", message),
                 Api::Ollama => ollama::error(request_id, StatusCode::BAD_REQUEST, message),
+                Api::Cohere => json(api, request_id, StatusCode::BAD_REQUEST, cohere::error_body(message)),
+                Api::Retrieval => {
+                    json(api, request_id, StatusCode::BAD_REQUEST, retrieval::detail_body(message))
+                }
             });
         }
         None => {}
@@ -454,6 +497,8 @@ pub(crate) async fn handle(
                 // is the mock's own, kept on every API so a client's handling of it is tested.
                 Api::Gemini => Bytes::from(gemini::rate_limit_body(retry_after_secs)),
                 Api::Ollama => ollama::error_body("rate limit exceeded, please retry later"),
+                Api::Cohere => cohere::rate_limit_body(),
+                Api::Retrieval => retrieval::detail_body("You have exceeded your rate limit. Please retry later."),
                 _ => Bytes::from_static(
                     br#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
                 ),
@@ -556,6 +601,10 @@ pub(crate) async fn handle(
             }
         }
         Endpoint::Vertex(route) => vertex::model_call(&shared, &route, &parts.headers, &body, answer),
+        Endpoint::Cohere(op) => {
+            cohere::call(&shared, op, &parts.headers, &body, answer, stream_fault.as_ref())
+        }
+        Endpoint::Retrieval { vendor, op } => retrieval::call(vendor, op, &parts.headers, &body, request_id),
         // Answered before the behaviour was taken.
         Endpoint::Token => token(&shared, &body),
         Endpoint::Sts => sts(&shared, &body),
@@ -576,6 +625,15 @@ fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 fn gemini_authenticated(headers: &HeaderMap, query: Option<&str>) -> bool {
     headers.get(&X_GOOG_API_KEY).is_some_and(|key| !key.is_empty())
         || query_value(query, "key").is_some_and(|key| !key.is_empty())
+}
+
+/// Whether a request carries `Authorization: Bearer <token>` with a non-empty token.
+pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
+    headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).is_some_and(|value| {
+        value
+            .split_once(' ')
+            .is_some_and(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+    })
 }
 
 /// Whether an Azure request carries a credential: a non-empty `api-key`, or an
@@ -964,6 +1022,8 @@ fn with_api_headers(
             headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
         Api::Ollama => {}
+        // Cohere's, Voyage's and Jina's answers carry their ids in the body, if at all.
+        Api::Cohere | Api::Retrieval => {}
     }
     response
 }
@@ -1091,6 +1151,10 @@ fn server_error(api: Api, request_id: u64, err: &serde_json::Error) -> Response<
         Api::Sts => sts_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", &message),
         Api::Entra => token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message),
         Api::Ollama => ollama::error(request_id, StatusCode::INTERNAL_SERVER_ERROR, &message),
+        Api::Cohere => json(api, request_id, StatusCode::INTERNAL_SERVER_ERROR, cohere::error_body(&message)),
+        Api::Retrieval => {
+            json(api, request_id, StatusCode::INTERNAL_SERVER_ERROR, retrieval::detail_body(&message))
+        }
     }
 }
 

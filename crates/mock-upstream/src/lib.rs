@@ -1,5 +1,5 @@
-//! A mock OpenAI-, Anthropic-, Gemini-, Bedrock-, Vertex AI-, Ollama- and Azure AI-compatible
-//! upstream for Tollgate's integration tests and load benchmark.
+//! A mock OpenAI-, Anthropic-, Gemini-, Bedrock-, Vertex AI-, Ollama-, Azure AI-, Cohere-,
+//! Voyage AI- and Jina AI-compatible upstream for Tollgate's integration tests and load benchmark.
 //!
 //! It speaks the real OpenAI REST wire format (`chat.completion`, `chat.completion.chunk`,
 //! `text_completion`, embeddings and model lists, `{"error":{...}}` bodies), Anthropic's
@@ -44,10 +44,15 @@
 //! | POST   | /token                                 | Google OAuth 2.0 token (service-account JWT, refresh token) |
 //! | GET    | /computeMetadata/v1/instance/service-accounts/default/token | GCE / GKE metadata server token |
 //! | GET    | /computeMetadata/v1/project/project-id | the metadata server's project           |
+//! | POST   | /v2/chat, /v2/embed, /v2/rerank        | Cohere v2: chat (or its SSE events), embeddings by type, rerank |
+//! | POST   | /voyage/v1/{embeddings,rerank}         | Voyage AI (prefix `/voyage`)            |
+//! | POST   | /jina/v1/{embeddings,rerank}           | Jina AI (prefix `/jina`)                |
 //! | other  | /v1/messages/...                       | 404, Anthropic-shaped `not_found_error` |
 //! | other  | /openai/...                            | 404, Azure-shaped error                 |
 //! | other  | /model/...                             | 404, AWS `UnknownOperationException`    |
 //! | other  | /api/...                               | 404, Ollama `{"error": "404 page not found"}` |
+//! | other  | /v2/...                                | 404, Cohere-shaped `{"id","message"}`   |
+//! | other  | /voyage/..., /jina/...                 | 404, `{"detail": "Not Found"}`          |
 //! | other  | /v1beta/..., .../models/{m}:{other}, Vertex paths | 404, Google-shaped `NOT_FOUND` |
 //! | other  |                                        | 404, OpenAI-shaped error                |
 //!
@@ -206,6 +211,35 @@
 //! ([`MockUpstream::metadata_tokens_issued`]) and [`METADATA_PROJECT`]. Like Entra's, these
 //! routes take no behaviour.
 //!
+//! ## Cohere's `/v2/chat`, `/v2/embed`, `/v2/rerank`
+//!
+//! After the scripted behaviour (errors Cohere-shaped, `{"id","message"}`; see
+//! [`cohere_error`]) a request needs `Authorization: Bearer <key>` (any key; none is a 401
+//! `no api key supplied`), a JSON body with only the fields of Cohere's v2 schema (another
+//! field, `model` missing, or a malformed message is a 400 `invalid request: ...`). Chat answers
+//! a `ChatResponseV2` whose usage bills [`PROMPT_TOKENS`] in and reports
+//! `tokens.input_tokens` = [`PROMPT_TOKENS`] + [`COHERE_TEMPLATE_TOKENS`]; with `tools`, a last
+//! message from the user and `tool_choice` not `NONE` it calls the first two tools
+//! ([`COHERE_TOOL_ARGUMENTS_JSON`], `tool_plan` [`COHERE_TOOL_PLAN`], `TOOL_CALL`); else JSON
+//! mode answers [`COHERE_JSON_REPLY_TEXT`], `max_tokens` up to [`COHERE_MAX_TOKENS_TRIGGER`]
+//! [`COHERE_MAX_TOKENS_TEXT`] with `MAX_TOKENS`, and anything else [`REPLY_TEXT`]; `thinking`
+//! enabled adds a thinking item [`COHERE_THINKING_TEXT`]. With `stream: true` the same answer
+//! comes as named events (`event: <type>` + data), one frame each: `message-start`, the text
+//! in the behaviour's chunk count of `content-delta`s (or per tool call `tool-call-start`,
+//! two `tool-call-delta`s, `tool-call-end`), and `message-end` with the finish reason and
+//! usage. Embed takes 1 to [`COHERE_MAX_EMBED_TEXTS`] `texts` (or one data-URI image), a
+//! required `input_type` and `embedding_types` `float` / `base64`, and answers
+//! `embeddings_by_type` with the vectors of `/v1/embeddings`; rerank takes strings only and
+//! bills one search unit per [`COHERE_DOCUMENTS_PER_SEARCH_UNIT`] documents.
+//!
+//! ## Voyage AI and Jina AI, under `/voyage/v1/` and `/jina/v1/`
+//!
+//! Below the prefix, each provider's own paths and bodies (see the `retrieval` module): a
+//! bearer key is required (any), unknown fields are a 400, errors are `{"detail": ...}`.
+//! Embeddings are the same vectors as `/v1/embeddings` with [`EMBEDDING_TOKENS_PER_INPUT`]
+//! tokens per input; rerank scores documents by the query words they hold and bills
+//! `2 × EMBEDDING_TOKENS_PER_INPUT` tokens per document.
+//!
 //! `embedContent` answers `{"embedding":{"values":[...]}}` and `batchEmbedContents`
 //! `{"embeddings":[{"values":[...]},...]}`, one per `requests` entry (at most
 //! [`GEMINI_MAX_BATCH_EMBED_REQUESTS`]): the same deterministic unit vectors as
@@ -215,9 +249,11 @@ mod anthropic;
 mod azure;
 mod bedrock;
 mod body;
+mod cohere;
 mod gemini;
 mod handler;
 mod ollama;
+mod retrieval;
 mod vertex;
 mod wire;
 
@@ -241,6 +277,11 @@ pub use bedrock::{
     BEDROCK_REASONING_SIGNATURE, BEDROCK_REASONING_TEXT, BEDROCK_SECRET_ACCESS_KEY, BEDROCK_TOOL_INPUT_JSON,
     BEDROCK_TOOL_USE_TEXT, COHERE_DIMENSIONS, COHERE_MAX_TEXTS, TITAN_V1_DIMENSIONS, TITAN_V2_DIMENSIONS,
 };
+pub use cohere::{
+    COHERE_DOCUMENTS_PER_SEARCH_UNIT, COHERE_JSON_REPLY_TEXT, COHERE_MAX_EMBED_TEXTS, COHERE_MAX_TOKENS_TEXT,
+    COHERE_MAX_TOKENS_TRIGGER, COHERE_TEMPLATE_TOKENS, COHERE_THINKING_TEXT, COHERE_TOOL_ARGUMENTS_JSON,
+    COHERE_TOOL_PLAN, cohere_error,
+};
 pub use gemini::{
     GEMINI_FUNCTION_CALL_ARGS_JSON, GEMINI_JSON_REPLY_TEXT, GEMINI_MAX_BATCH_EMBED_REQUESTS,
     GEMINI_MAX_TOKENS_TEXT, GEMINI_MAX_TOKENS_TRIGGER, GEMINI_THOUGHT_TEXT, GEMINI_THOUGHTS_TOKENS,
@@ -249,6 +290,7 @@ pub use ollama::{
     OLLAMA_JSON_REPLY_TEXT, OLLAMA_LENGTH_TEXT, OLLAMA_MAX_TOKENS_TRIGGER, OLLAMA_MISSING_MODEL,
     OLLAMA_THINKING_TEXT, OLLAMA_TOOL_ARGUMENTS_JSON,
 };
+pub use retrieval::VOYAGE_MAX_INPUTS;
 pub use vertex::{
     DEFAULT_GOOGLE_TOKEN_LIFETIME_SECS, GOOGLE_TOKEN_PREFIX, METADATA_PROJECT, METADATA_TOKEN_PREFIX,
     TEST_SERVICE_ACCOUNT_EMAIL, TEST_SERVICE_ACCOUNT_JSON, TEST_SERVICE_ACCOUNT_PROJECT,

@@ -32,6 +32,7 @@ impl crate::Provider for FakeProvider {
         let mock = request.deployment.mock_response.as_deref();
         let body = match (request.endpoint, request.stream) {
             (Endpoint::Embeddings, _) => UpstreamBody::Complete(json_bytes(&embeddings(model, &body)?)),
+            (Endpoint::Rerank, _) => UpstreamBody::Complete(json_bytes(&rerank(&body)?)),
             (endpoint, false) => {
                 let reply = reply_text(endpoint, &body, mock);
                 UpstreamBody::Complete(json_bytes(&completion(endpoint, model, &body, &reply)))
@@ -192,6 +193,29 @@ fn stream_events(endpoint: Endpoint, model: &str, body: &Value, reply: &str) -> 
     events
 }
 
+/// A deterministic ranking: each document scores the share of the query's words it holds.
+fn rerank(body: &Value) -> Result<Value, ProviderError> {
+    let request = crate::retrieval::rerank_request(body, "fake", &["max_tokens_per_doc"])?;
+    let words = |text: &str| -> Vec<String> { text.split_whitespace().map(str::to_lowercase).collect() };
+    let query = words(&request.query);
+    let mut ranked: Vec<crate::retrieval::Ranked> = request
+        .documents
+        .iter()
+        .enumerate()
+        .map(|(index, document)| {
+            let held = words(document);
+            let shared = query.iter().filter(|word| held.contains(word)).count();
+            let relevance_score = if query.is_empty() { 0.0 } else { shared as f64 / query.len() as f64 };
+            crate::retrieval::Ranked { index: index as u64, relevance_score, document: None }
+        })
+        .collect();
+    // Stable: equal scores keep the documents' order.
+    ranked.sort_by(|a, b| b.relevance_score.total_cmp(&a.relevance_score));
+    ranked.truncate(request.top_n.map_or(usize::MAX, |n| n as usize));
+    let id = uuid::Uuid::new_v4().to_string();
+    Ok(crate::retrieval::rerank_answer(&id, ranked, &request, json!({"billed_units": {"search_units": 1}})))
+}
+
 /// A deterministic unit vector per input, so equal texts embed equally.
 fn embeddings(model: &str, body: &Value) -> Result<Value, ProviderError> {
     let inputs: Vec<String> = match body.get("input") {
@@ -333,6 +357,21 @@ mod tests {
         assert_eq!(vector(0), vector(2));
         assert_ne!(vector(0), vector(1));
         assert!((vector(1).iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn rerank_scores_shared_words() {
+        let body = json!({"model": "r", "query": "capital of France", "documents": ["Berlin is big", "Paris is the capital of France", "the capital"], "top_n": 2});
+        let out: Value = serde_json::from_slice(&call(Endpoint::Rerank, body, false, None).await).unwrap();
+        let results = out["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            (results[0]["index"].as_u64(), results[0]["relevance_score"].as_f64()),
+            (Some(1), Some(1.0))
+        );
+        assert_eq!(results[0]["document"]["text"], "Paris is the capital of France");
+        assert_eq!(results[1]["index"], 2);
+        assert_eq!(out["meta"]["billed_units"]["search_units"], 1);
     }
 
     #[tokio::test]

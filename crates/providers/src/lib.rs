@@ -1,6 +1,7 @@
 //! Upstream adapters: one module per provider API, all behind the [`Provider`] trait.
 //!
-//! The gateway's canonical request is OpenAI's JSON (chat, completions, embeddings). An
+//! The gateway's canonical request is OpenAI's JSON (chat, completions, embeddings), or
+//! LiteLLM's rerank body (Cohere's shape). An
 //! adapter takes that body, already carrying the upstream model name, and returns the
 //! upstream's answer in OpenAI's wire format: a whole body, or a stream of SSE bytes
 //! relayed as they arrive. Adapters whose upstream speaks OpenAI forward bytes untouched;
@@ -10,20 +11,25 @@
 
 mod anthropic;
 mod azure_ai;
+mod bearer;
 mod bedrock;
 mod body;
 mod client;
+mod cohere;
 mod compat;
 mod entra;
 mod error;
 mod fake;
 mod gemini;
 mod google_auth;
+mod jina;
 mod ndjson;
 mod ollama;
 mod openai;
+mod retrieval;
 mod transport;
 mod vertex;
+mod voyage;
 
 use std::sync::Arc;
 
@@ -37,12 +43,15 @@ pub use anthropic::AnthropicProvider;
 pub use azure_ai::AzureAiProvider;
 pub use bedrock::BedrockProvider;
 pub use client::{HttpClient, build_http_client};
+pub use cohere::CohereProvider;
 pub use error::ProviderError;
 pub use fake::FakeProvider;
 pub use gemini::GeminiProvider;
+pub use jina::JinaProvider;
 pub use ollama::OllamaProvider;
 pub use openai::OpenAiProvider;
 pub use vertex::VertexProvider;
+pub use voyage::VoyageProvider;
 
 /// One call to a deployment.
 #[derive(Debug)]
@@ -87,6 +96,9 @@ pub struct Providers {
     vertex: Arc<VertexProvider>,
     ollama: Arc<OllamaProvider>,
     azure_ai: Arc<AzureAiProvider>,
+    cohere: Arc<CohereProvider>,
+    voyage: Arc<VoyageProvider>,
+    jina: Arc<JinaProvider>,
     fake: Arc<FakeProvider>,
 }
 
@@ -97,6 +109,9 @@ impl Providers {
             anthropic: Arc::new(AnthropicProvider::new(client.clone())),
             gemini: Arc::new(GeminiProvider::new(client.clone())),
             bedrock: Arc::new(BedrockProvider::new(client.clone())),
+            cohere: Arc::new(CohereProvider::new(client.clone())),
+            voyage: Arc::new(VoyageProvider::new(client.clone())),
+            jina: Arc::new(JinaProvider::new(client.clone())),
             vertex: Arc::new(VertexProvider::new(client.clone())),
             ollama: Arc::new(OllamaProvider::new(client.clone())),
             azure_ai: Arc::new(AzureAiProvider::new(client)),
@@ -114,6 +129,9 @@ impl Providers {
             Some(WireFormat::Vertex) => Ok(self.vertex.as_ref()),
             Some(WireFormat::Ollama) => Ok(self.ollama.as_ref()),
             Some(WireFormat::AzureAi) => Ok(self.azure_ai.as_ref()),
+            Some(WireFormat::Cohere) => Ok(self.cohere.as_ref()),
+            Some(WireFormat::Voyage) => Ok(self.voyage.as_ref()),
+            Some(WireFormat::JinaAi) => Ok(self.jina.as_ref()),
             Some(WireFormat::Fake) => Ok(self.fake.as_ref()),
             None => Err(ProviderError::Unsupported {
                 provider: deployment.provider_prefix().to_owned(),

@@ -597,7 +597,9 @@ const LLM_API_ROUTES: &[&str] = &[
     "/messages",
     "/messages/count_tokens",
     "/models",
+    "/rerank",
     "/utils/token_counter",
+    "/v2/rerank",
 ];
 const INFO_ROUTES: &[&str] = &[
     "/key/info",

@@ -56,6 +56,7 @@ impl crate::Provider for OllamaProvider {
         let params = &deployment.provider_params;
         let stream = request.stream && request.endpoint != Endpoint::Embeddings;
         let (path, body, shape) = match request.endpoint {
+            Endpoint::Rerank => return Err(bad("rerank is not supported by ollama models")),
             Endpoint::ChatCompletions if deployment.provider_prefix() == "ollama_chat" => {
                 ("/api/chat", request::chat(&openai, model, stream, params)?, Shape::Chat)
             }
