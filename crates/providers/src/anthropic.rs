@@ -8,7 +8,10 @@
 //! one to one (`required` is `any`, `parallel_tool_calls: false` is
 //! `disable_parallel_tool_use`). OpenAI parameters Anthropic lacks are rejected with a 400
 //! naming them unless they hold their neutral value (LiteLLM's default, `drop_params`
-//! off); `response_format` is rejected until JSON mode lands.
+//! off). `response_format` JSON mode is LiteLLM's: a `json_tool_call` tool whose input schema
+//! is the requested schema, forced through `tool_choice` (unless thinking is on, which
+//! Anthropic does not allow with a forced tool); that call's input comes back as the
+//! message's `content`, with `finish_reason` `stop`.
 //!
 //! Answer: text blocks become `content`, `tool_use` blocks `tool_calls`, `thinking` blocks
 //! `reasoning_content`; `stop_reason` maps to `finish_reason`; usage counts cached input in
@@ -201,9 +204,7 @@ pub(crate) fn to_messages_request(openai: &Value) -> Result<Value, ProviderError
             return Err(bad(format!("`{name}` is not supported by anthropic models")));
         }
     }
-    if openai.get("response_format").is_some_and(|f| f.get("type").and_then(Value::as_str) != Some("text")) {
-        return Err(bad("`response_format` is not supported for anthropic models yet"));
-    }
+    let json_tool = json_mode_tool(openai.get("response_format"))?;
 
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
@@ -307,6 +308,12 @@ pub(crate) fn to_messages_request(openai: &Value) -> Result<Value, ProviderError
             Value::Array(tools.iter().map(tool_definition).collect::<Result<_, _>>()?),
         );
     }
+    let json_mode = json_tool.is_some();
+    if let Some(tool) = json_tool
+        && let Some(tools) = request.entry("tools").or_insert_with(|| json!([])).as_array_mut()
+    {
+        tools.push(tool);
+    }
     let parallel = openai.get("parallel_tool_calls").and_then(Value::as_bool);
     let mut choice = match openai.get("tool_choice") {
         None | Some(Value::Null) => None,
@@ -324,6 +331,10 @@ pub(crate) fn to_messages_request(openai: &Value) -> Result<Value, ProviderError
             Some(json!({"type": "tool", "name": name}))
         }
     };
+    // Anthropic refuses a forced tool while thinking; the model is then asked, not forced.
+    if json_mode && choice.is_none() && !request.contains_key("thinking") {
+        choice = Some(json!({"type": "tool", "name": JSON_TOOL_NAME}));
+    }
     if parallel == Some(false) && request.contains_key("tools") {
         let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
         if choice["type"] != "none" {
@@ -445,6 +456,28 @@ fn tool_definition(tool: &Value) -> Result<Value, ProviderError> {
     Ok(definition)
 }
 
+/// The tool that stands in for `response_format` JSON mode (LiteLLM's name for it).
+const JSON_TOOL_NAME: &str = "json_tool_call";
+
+/// The tool for `response_format` JSON mode, if the request asks for JSON.
+fn json_mode_tool(format: Option<&Value>) -> Result<Option<Value>, ProviderError> {
+    let Some(format) = format.filter(|format| !format.is_null()) else { return Ok(None) };
+    let schema = match format.get("type").and_then(Value::as_str) {
+        Some("text") => return Ok(None),
+        Some("json_object") => json!({"type": "object"}),
+        Some("json_schema") => format
+            .pointer("/json_schema/schema")
+            .cloned()
+            .ok_or_else(|| bad("`response_format.json_schema.schema` is missing"))?,
+        _ => return Err(bad("`response_format.type` must be text, json_object or json_schema")),
+    };
+    let description = format
+        .pointer("/json_schema/description")
+        .and_then(Value::as_str)
+        .unwrap_or("Respond with a JSON object.");
+    Ok(Some(json!({"name": JSON_TOOL_NAME, "description": description, "input_schema": schema})))
+}
+
 fn finish_reason(stop_reason: Option<&str>) -> Value {
     match stop_reason {
         None => Value::Null,
@@ -474,11 +507,16 @@ pub(crate) fn to_chat_completion(message: &Value, created: u64) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
+    // The JSON-mode tool's input is the answer itself (any text beside it is not).
+    let mut json_answer: Option<String> = None;
     for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
             Some("thinking") => {
                 reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or_default())
+            }
+            Some("tool_use") if block.get("name").and_then(Value::as_str) == Some(JSON_TOOL_NAME) => {
+                json_answer = Some(block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string));
             }
             Some("tool_use") => tool_calls.push(json!({
                 "id": block.get("id").cloned().unwrap_or(Value::Null),
@@ -490,6 +528,10 @@ pub(crate) fn to_chat_completion(message: &Value, created: u64) -> Value {
             })),
             _ => {}
         }
+    }
+    let json_mode = json_answer.is_some();
+    if let Some(json) = json_answer {
+        text = json;
     }
     let mut assistant = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) }});
     if !tool_calls.is_empty() {
@@ -509,7 +551,10 @@ pub(crate) fn to_chat_completion(message: &Value, created: u64) -> Value {
             "index": 0,
             "message": assistant,
             "logprobs": null,
-            "finish_reason": finish_reason(message.get("stop_reason").and_then(Value::as_str)),
+            "finish_reason": match message.get("stop_reason").and_then(Value::as_str) {
+                Some("tool_use") if json_mode && assistant.get("tool_calls").is_none() => json!("stop"),
+                reason => finish_reason(reason),
+            },
         }],
         "usage": usage(usage_in, usage_in.get("output_tokens").and_then(Value::as_u64).unwrap_or(0)),
     })
@@ -527,6 +572,8 @@ struct Translator {
     output_tokens: u64,
     /// Anthropic content-block index -> OpenAI tool-call index.
     tool_blocks: Vec<(u64, usize)>,
+    /// The content block of the JSON-mode tool, whose input streams as `content`.
+    json_block: Option<u64>,
     finished: bool,
 }
 
@@ -540,6 +587,7 @@ impl Translator {
             input_usage: json!({}),
             output_tokens: 0,
             tool_blocks: Vec::new(),
+            json_block: None,
             finished: false,
         }
     }
@@ -581,6 +629,10 @@ impl TranslateEvents for Translator {
                 if block.get("type").and_then(Value::as_str) != Some("tool_use") {
                     return None;
                 }
+                if block.get("name").and_then(Value::as_str) == Some(JSON_TOOL_NAME) {
+                    self.json_block = Some(index);
+                    return None;
+                }
                 let position = self.tool_blocks.len();
                 self.tool_blocks.push((index, position));
                 Some(self.chunk(
@@ -600,6 +652,9 @@ impl TranslateEvents for Translator {
                     "thinking_delta" => {
                         Some(self.chunk(json!({"reasoning_content": delta.get("thinking")}), Value::Null))
                     }
+                    "input_json_delta" if self.json_block == Some(index) => {
+                        Some(self.chunk(json!({"content": delta.get("partial_json")}), Value::Null))
+                    }
                     "input_json_delta" => {
                         let position = self.tool_blocks.iter().find(|(block, _)| *block == index)?.1;
                         Some(self.chunk(
@@ -614,8 +669,13 @@ impl TranslateEvents for Translator {
                 if let Some(tokens) = event.pointer("/usage/output_tokens").and_then(Value::as_u64) {
                     self.output_tokens = tokens;
                 }
-                let reason = event.pointer("/delta/stop_reason").and_then(Value::as_str);
-                Some(self.chunk(json!({}), finish_reason(reason)))
+                let finish = match event.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    Some("tool_use") if self.json_block.is_some() && self.tool_blocks.is_empty() => {
+                        json!("stop")
+                    }
+                    reason => finish_reason(reason),
+                };
+                Some(self.chunk(json!({}), finish))
             }
             "message_stop" => {
                 self.finished = true;
@@ -775,8 +835,76 @@ mod tests {
         );
         assert!(base(json!({"n": 2})).is_err());
         assert!(base(json!({"n": 1, "seed": null})).is_ok());
-        assert!(base(json!({"response_format": {"type": "json_object"}})).is_err());
+        assert!(base(json!({"response_format": {"type": "yaml"}})).is_err());
+        assert!(
+            base(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})).is_err()
+        );
         assert_eq!(base(json!({})).unwrap()["max_tokens"], DEFAULT_MAX_TOKENS);
+    }
+
+    #[test]
+    fn json_mode_is_a_forced_tool_whose_input_is_the_answer() {
+        let schema =
+            json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+        let request = to_messages_request(&json!({
+            "model": "m", "messages": [{"role": "user", "content": "where?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+        }))
+        .unwrap();
+        assert_eq!(request["tools"][0]["name"], JSON_TOOL_NAME);
+        assert_eq!(request["tools"][0]["input_schema"], schema);
+        assert_eq!(request["tool_choice"], json!({"type": "tool", "name": JSON_TOOL_NAME}));
+        let thinking = to_messages_request(&json!({
+            "model": "m", "messages": [{"role": "user", "content": "where?"}],
+            "response_format": {"type": "json_object"}, "reasoning_effort": "low",
+        }))
+        .unwrap();
+        assert_eq!(thinking["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert!(thinking.get("tool_choice").is_none(), "a forced tool is refused while thinking");
+        let plain = to_messages_request(&json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "text"},
+        }))
+        .unwrap();
+        assert!(plain.get("tools").is_none());
+
+        let answer = to_chat_completion(
+            &json!({"id": "msg_1", "model": "claude", "stop_reason": "tool_use", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": JSON_TOOL_NAME, "input": {"city": "Paris"}}],
+                "usage": {"input_tokens": 3, "output_tokens": 4}}),
+            1,
+        );
+        let choice = &answer["choices"][0];
+        assert_eq!(
+            serde_json::from_str::<Value>(choice["message"]["content"].as_str().unwrap()).unwrap(),
+            json!({"city": "Paris"})
+        );
+        assert!(choice["message"].get("tool_calls").is_none());
+        assert_eq!(choice["finish_reason"], "stop");
+
+        let mut t = Translator::new(false, 1);
+        let events = [
+            r#"data: {"type":"message_start","message":{"id":"msg_2","model":"claude","usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_2","name":"json_tool_call","input":{}}}"#,
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}"#,
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":" \"Paris\"}"}}"#,
+            r#"data: {"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":5}}"#,
+        ];
+        let chunks: Vec<Value> = events
+            .iter()
+            .filter_map(|e| translate_raw(&mut t, e.as_bytes()))
+            .map(|b| {
+                serde_json::from_str(
+                    String::from_utf8(b.to_vec()).unwrap().trim().strip_prefix("data: ").unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(chunks.len(), 4, "the tool's start says nothing: {chunks:?}");
+        let text: String =
+            chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, "{\"city\": \"Paris\"}");
+        assert!(chunks.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+        assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
     }
 
     #[test]

@@ -201,3 +201,29 @@ async fn messages_front_door_serves_an_openai_upstream() {
     assert_eq!(unknown.status, 400);
     assert_eq!(unknown.json()["error"]["type"], "invalid_request_error");
 }
+
+/// `response_format` JSON mode reaches Claude as LiteLLM sends it (a forced `json_tool_call`
+/// tool with the schema) and comes back as the message's content.
+#[tokio::test]
+async fn json_mode_comes_back_as_content() {
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(&config(&mock.base_url())).await;
+    let schema =
+        json!({"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]});
+    let reply = chat(
+        &gateway,
+        json!({"model": "claude", "messages": [{"role": "user", "content": "where?"}],
+               "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let choice = &reply.json()["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop");
+    assert!(choice["message"].get("tool_calls").is_none());
+    let content: Value = serde_json::from_str(choice["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, json!({"location": "Paris"}));
+    let sent: Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(sent["tools"][0]["name"], "json_tool_call");
+    assert_eq!(sent["tools"][0]["input_schema"], schema);
+    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "json_tool_call"}));
+}
