@@ -218,6 +218,7 @@ impl GatewayConfig {
                 })?,
         };
         let mut litellm_known = vec![
+            "drop_params",
             "budget_exceeded_status_code",
             "request_timeout",
             "require_auth_for_metrics_endpoint",
@@ -250,7 +251,9 @@ impl GatewayConfig {
 
         let default_timeout =
             router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
-        let defaults = Defaults { timeout: default_timeout, stream_timeout: router_stream_timeout };
+        let drop_params = reader.flag(litellm_settings, "drop_params", "litellm_settings")?.unwrap_or(false);
+        let defaults =
+            Defaults { timeout: default_timeout, stream_timeout: router_stream_timeout, drop_params };
 
         let mut deployments = Vec::new();
         match root.get("model_list") {
@@ -441,6 +444,7 @@ pub const CACHE_CALL_TYPES: &[&str] = &[
 struct Defaults {
     timeout: Duration,
     stream_timeout: Option<Duration>,
+    drop_params: bool,
 }
 
 /// The config's `environment_variables` over the process environment, as LiteLLM copies
@@ -474,6 +478,8 @@ const LITELLM_PARAMS: &[&str] = &[
     "stream_timeout",
     "max_retries",
     "extra_headers",
+    "drop_params",
+    "additional_drop_params",
     "mock_response",
     "tenant_id",
     "client_id",
@@ -669,6 +675,27 @@ impl Reader<'_> {
         let max_retries = u32::try_from(max_retries)
             .map_err(|_| invalid(&format!("{params_path}.max_retries"), "too large"))?;
 
+        let drop_params = self.flag(params, "drop_params", &params_path)?.unwrap_or(defaults.drop_params);
+        let additional_drop_params = match params.get("additional_drop_params") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(names)) => names
+                .iter()
+                .map(|name| {
+                    name.as_str().map(str::to_owned).ok_or_else(|| {
+                        invalid(
+                            &format!("{params_path}.additional_drop_params"),
+                            "must be a list of parameter names",
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(invalid(
+                    &format!("{params_path}.additional_drop_params"),
+                    "must be a list of parameter names",
+                ));
+            }
+        };
         let extra_headers = match params.get("extra_headers") {
             None | Some(Value::Null) => Vec::new(),
             Some(v) => {
@@ -749,6 +776,8 @@ impl Reader<'_> {
             weight,
             order,
             extra_headers,
+            drop_params,
+            additional_drop_params,
             mock_response,
             model_info,
             azure_ad_token,

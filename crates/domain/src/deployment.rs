@@ -65,6 +65,11 @@ pub struct Deployment {
     /// Priority within the group: the lowest `order` with an available deployment serves.
     pub order: Option<u32>,
     pub extra_headers: Vec<(String, String)>,
+    /// LiteLLM's `drop_params`: request parameters this provider lacks are dropped instead of
+    /// refused with a 400 (`litellm_params.drop_params`, else `litellm_settings.drop_params`).
+    pub drop_params: bool,
+    /// LiteLLM's `additional_drop_params`: parameters always dropped for this deployment.
+    pub additional_drop_params: Vec<String>,
     /// LiteLLM's `mock_response`: answer with this text instead of calling the provider.
     pub mock_response: Option<String>,
     /// `model_info` as written, reported by `/model/info`.

@@ -219,11 +219,8 @@ where
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
     let routed = route(app, &model, &gateway.options, report, |selection, label| {
-        let body = if selection.upstream_model == requested {
-            body.clone()
-        } else {
-            Bytes::from(top.rewrite(&[("model", &quote(&selection.upstream_model))]))
-        };
+        let body =
+            body_for(&top, body, &selection.deployment, &selection.upstream_model, &requested, &gateway.drop);
         let mock_response = gateway.mock_response.as_deref();
         async move {
             // A per-request mock_response answers offline in place of the deployment.
@@ -235,7 +232,7 @@ where
                 }
                 None => Cow::Borrowed(&*selection.deployment),
             };
-            forward(app, label, endpoint, &deployment, body, stream).await
+            forward(app, label, endpoint, &deployment, body?, stream).await
         }
     })
     .await;
@@ -420,8 +417,51 @@ pub(crate) async fn forward(
 
 /// Request fields that steer the gateway (LiteLLM's per-request parameters) rather than
 /// the model; they are taken out of the body before it goes upstream.
-const GATEWAY_PARAMS: &[&str] =
-    &["fallbacks", "num_retries", "mock_testing_fallbacks", "mock_response", "cache"];
+const GATEWAY_PARAMS: &[&str] = &[
+    "fallbacks",
+    "num_retries",
+    "mock_testing_fallbacks",
+    "mock_response",
+    "cache",
+    "drop_params",
+    "additional_drop_params",
+];
+
+/// LiteLLM's `drop_params` for one request: the body's `drop_params` (else the deployment's
+/// setting) and `additional_drop_params`.
+#[derive(Default)]
+struct DropParams {
+    drop_params: Option<bool>,
+    additional: Vec<String>,
+}
+
+/// The body for one deployment: without the parameters `drop_params` drops for it, with its
+/// upstream model in `model`. The common case (nothing to drop, same model) is the body as is.
+fn body_for(
+    top: &TopLevel<'_>,
+    body: &Bytes,
+    deployment: &Deployment,
+    upstream_model: &str,
+    requested: &str,
+    drop: &DropParams,
+) -> Result<Bytes, GatewayError> {
+    let mut dropped: Vec<&str> = Vec::new();
+    if drop.drop_params.unwrap_or(deployment.drop_params) {
+        dropped.extend(tollgate_providers::unsupported_params(deployment));
+    }
+    dropped.extend(deployment.additional_drop_params.iter().chain(&drop.additional).map(String::as_str));
+    dropped.retain(|name| top.contains(name));
+    if dropped.is_empty() {
+        return Ok(if upstream_model == requested {
+            body.clone()
+        } else {
+            Bytes::from(top.rewrite(&[("model", &quote(upstream_model))]))
+        });
+    }
+    let stripped = top.without(&dropped);
+    let top = TopLevel::parse(&stripped).map_err(|e| GatewayError::internal(e.to_string()))?;
+    Ok(Bytes::from(top.rewrite(&[("model", &quote(upstream_model))])))
+}
 
 #[derive(serde::Deserialize)]
 struct StreamOptions {
@@ -433,12 +473,18 @@ struct GatewayParams {
     present: bool,
     options: RequestOptions,
     mock_response: Option<String>,
+    drop: DropParams,
 }
 
 impl GatewayParams {
     fn read(top: &TopLevel<'_>) -> Result<Self, GatewayError> {
         if !GATEWAY_PARAMS.iter().any(|name| top.contains(name)) {
-            return Ok(Self { present: false, options: RequestOptions::default(), mock_response: None });
+            return Ok(Self {
+                present: false,
+                options: RequestOptions::default(),
+                mock_response: None,
+                drop: DropParams::default(),
+            });
         }
         let options = RequestOptions {
             fallbacks: field::<Vec<String>>(top, "fallbacks")?,
@@ -446,7 +492,11 @@ impl GatewayParams {
             mock_testing_fallbacks: field::<bool>(top, "mock_testing_fallbacks")?.unwrap_or(false),
             ..RequestOptions::default()
         };
-        Ok(Self { present: true, options, mock_response: field::<String>(top, "mock_response")? })
+        let drop = DropParams {
+            drop_params: field::<bool>(top, "drop_params")?,
+            additional: field::<Vec<String>>(top, "additional_drop_params")?.unwrap_or_default(),
+        };
+        Ok(Self { present: true, options, mock_response: field::<String>(top, "mock_response")?, drop })
     }
 }
 

@@ -180,7 +180,7 @@ fn bad(message: impl Into<String>) -> ProviderError {
 }
 
 /// OpenAI parameters Anthropic has no equivalent for, with the value that means "off".
-const UNSUPPORTED_PARAMS: &[&str] =
+pub(crate) const UNSUPPORTED_PARAMS: &[&str] =
     &["frequency_penalty", "presence_penalty", "logit_bias", "seed", "logprobs", "top_logprobs", "n"];
 
 fn is_neutral(name: &str, value: &Value) -> bool {

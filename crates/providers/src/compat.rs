@@ -64,7 +64,7 @@ fn decode(top: &TopLevel<'_>, name: &str) -> Result<Option<Value>, ProviderError
 /// Fields Mistral's chat API does not take and that carry nothing it would act on.
 const MISTRAL_DROPPED: &[&str] = &["user", "stream_options", "metadata", "store", "service_tier"];
 /// OpenAI parameters Mistral has no equivalent for: refused unless neutral.
-const MISTRAL_UNSUPPORTED: &[&str] = &["logit_bias", "logprobs", "top_logprobs"];
+pub(crate) const MISTRAL_UNSUPPORTED: &[&str] = &["logit_bias", "logprobs", "top_logprobs"];
 
 fn mistral_chat(body: Bytes) -> Result<Bytes, ProviderError> {
     let top = TopLevel::parse(&body).map_err(invalid_json)?;

@@ -145,7 +145,7 @@ fn build_request(
 }
 
 /// OpenAI parameters Gemini has no equivalent for, with the value that means "off".
-const UNSUPPORTED_PARAMS: &[&str] = &["logit_bias", "top_logprobs", "logprobs"];
+pub(crate) const UNSUPPORTED_PARAMS: &[&str] = &["logit_bias", "top_logprobs", "logprobs"];
 
 fn is_neutral(value: &Value) -> bool {
     match value {

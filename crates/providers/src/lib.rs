@@ -156,3 +156,26 @@ impl Providers {
         }
     }
 }
+
+/// The OpenAI request parameters a deployment's provider has no equivalent for, which the
+/// adapter refuses with a 400 unless they hold their neutral value; LiteLLM's `drop_params`
+/// drops them instead (the gateway takes them out of the body before the adapter sees it).
+pub fn unsupported_params(deployment: &Deployment) -> Vec<&'static str> {
+    let claude = deployment.upstream_model.contains("claude");
+    match deployment.wire() {
+        Some(WireFormat::Anthropic) => anthropic::UNSUPPORTED_PARAMS.to_vec(),
+        Some(WireFormat::Vertex | WireFormat::AzureAi) if claude => anthropic::UNSUPPORTED_PARAMS.to_vec(),
+        Some(WireFormat::Gemini | WireFormat::Vertex) => gemini::UNSUPPORTED_PARAMS.to_vec(),
+        Some(WireFormat::Bedrock) => {
+            bedrock::converse::unsupported_params().iter().map(|(name, _)| *name).collect()
+        }
+        Some(WireFormat::Cohere) => {
+            cohere::chat::unsupported_params().iter().map(|(name, _)| *name).collect()
+        }
+        Some(WireFormat::Ollama) => ollama::request::UNSUPPORTED_PARAMS.to_vec(),
+        Some(WireFormat::OpenAi) if deployment.provider_prefix() == "mistral" => {
+            compat::MISTRAL_UNSUPPORTED.to_vec()
+        }
+        _ => Vec::new(),
+    }
+}

@@ -227,3 +227,37 @@ async fn json_mode_comes_back_as_content() {
     assert_eq!(sent["tools"][0]["input_schema"], schema);
     assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "json_tool_call"}));
 }
+
+/// A parameter Anthropic lacks is a 400 by default; LiteLLM's `drop_params` (per request,
+/// per deployment or in `litellm_settings`) drops it instead, and `additional_drop_params`
+/// drops named ones always.
+#[tokio::test]
+async fn drop_params_drops_what_the_provider_lacks() {
+    let mock = MockUpstream::start().await;
+    let gateway = TestGateway::start(&config(&mock.base_url())).await;
+    let with_seed = |extra: Value| {
+        let mut body = json!({"model": "claude", "seed": 7, "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let refused = chat(&gateway, with_seed(json!({}))).await;
+    assert!(assert_error(&refused, 400)["message"].as_str().unwrap().contains("seed"));
+    let dropped = chat(&gateway, with_seed(json!({"drop_params": true}))).await;
+    assert_eq!(dropped.status, 200, "{}", String::from_utf8_lossy(&dropped.body));
+    let sent: Value = serde_json::from_slice(&mock.requests().last().unwrap().body).unwrap();
+    assert!(sent.get("seed").is_none() && sent.get("drop_params").is_none(), "{sent}");
+
+    let everywhere = config(&mock.base_url())
+        .replace("general_settings:", "litellm_settings:\n  drop_params: true\ngeneral_settings:");
+    let everywhere = everywhere.replace(
+        "      api_key: sk-ant-test-key\n",
+        "      api_key: sk-ant-test-key\n      additional_drop_params: [temperature]\n",
+    );
+    let gateway = TestGateway::start(&everywhere).await;
+    let reply = chat(&gateway, with_seed(json!({"temperature": 0.2}))).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let sent: Value = serde_json::from_slice(&mock.requests().last().unwrap().body).unwrap();
+    assert!(sent.get("seed").is_none() && sent.get("temperature").is_none(), "{sent}");
+    let kept = chat(&gateway, with_seed(json!({"drop_params": false}))).await;
+    assert_eq!(kept.status, 400, "the request's own drop_params wins");
+}

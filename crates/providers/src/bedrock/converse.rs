@@ -23,7 +23,7 @@ fn bad(message: impl Into<String>) -> ProviderError {
 
 /// OpenAI parameters the Converse API has no equivalent for, each with its neutral value
 /// (LiteLLM's default, `drop_params` off, rejects them).
-fn unsupported_params() -> [(&'static str, Value); 8] {
+pub(crate) fn unsupported_params() -> [(&'static str, Value); 8] {
     [
         ("frequency_penalty", json!(0)),
         ("presence_penalty", json!(0)),

@@ -11,7 +11,7 @@
 //! one that arrives mid-stream becomes an error event, as on the other adapters.
 
 mod auth;
-mod converse;
+pub(crate) mod converse;
 mod embed;
 mod eventstream;
 mod sts;

@@ -17,7 +17,7 @@ fn bad(message: impl Into<String>) -> ProviderError {
 }
 
 /// OpenAI parameters Cohere's chat has no equivalent for, each with its neutral value.
-fn unsupported_params() -> [(&'static str, Value); 5] {
+pub(crate) fn unsupported_params() -> [(&'static str, Value); 5] {
     [
         ("logit_bias", json!({})),
         ("logprobs", json!(false)),

@@ -12,7 +12,7 @@
 //! 400 with code `content_filter`. A generation that ends with `ERROR` or `TIMEOUT` is a 500
 //! or a 408, or a final error event in a stream.
 
-mod chat;
+pub(crate) mod chat;
 mod embed;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -14,7 +14,7 @@
 //! 404 with the code `model_not_found`.
 
 mod answer;
-mod request;
+pub(crate) mod request;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -13,7 +13,8 @@ fn bad(message: impl Into<String>) -> ProviderError {
 
 /// OpenAI parameters Ollama has no equivalent for; each is refused unless it holds its
 /// neutral value (`n: 1`, `false`, `null`).
-const UNSUPPORTED_PARAMS: &[&str] = &["n", "logit_bias", "logprobs", "top_logprobs", "best_of", "echo"];
+pub(crate) const UNSUPPORTED_PARAMS: &[&str] =
+    &["n", "logit_bias", "logprobs", "top_logprobs", "best_of", "echo"];
 
 fn is_neutral(name: &str, value: &Value) -> bool {
     match value {
