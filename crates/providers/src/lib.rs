@@ -36,6 +36,7 @@ pub use error::ProviderError;
 pub use fake::FakeProvider;
 pub use gemini::GeminiProvider;
 pub use openai::OpenAiProvider;
+pub use transport::with_traceparent;
 pub use vertex::VertexProvider;
 
 /// One call to a deployment.
