@@ -138,8 +138,19 @@ fn exporter(target: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, Tra
 }
 
 /// reqwest's blocking client over rustls with ring and the Mozilla roots, like the
-/// gateway's own upstream client (no process-wide crypto provider needed).
+/// gateway's own upstream client (no process-wide crypto provider needed). Built on a thread
+/// of its own: the blocking client runs a runtime, which must not start or stop inside the
+/// gateway's.
 fn blocking_client() -> Result<reqwest::blocking::Client, TracingError> {
+    std::thread::Builder::new()
+        .name("tollgate-otlp-client".into())
+        .spawn(build_blocking_client)
+        .map_err(|error| TracingError(format!("http client thread: {error}")))?
+        .join()
+        .map_err(|_| TracingError("the http client thread panicked".into()))?
+}
+
+fn build_blocking_client() -> Result<reqwest::blocking::Client, TracingError> {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
