@@ -250,13 +250,13 @@ where
             if let Some(spend) = meter.key_spend() {
                 spend_headers.push(("x-litellm-key-spend", spend));
             }
-            if let Some(span) = observed.span.as_ref().filter(|span| span.logs_messages()) {
-                if let Some(choices) = top_level_value_span(&bytes, "choices") {
-                    span.set(crate::telemetry::text(
-                        "langfuse.observation.output",
-                        String::from_utf8_lossy(&bytes[choices]).into_owned(),
-                    ));
-                }
+            if let Some(span) = observed.span.as_ref().filter(|span| span.logs_messages())
+                && let Some(choices) = top_level_value_span(&bytes, "choices")
+            {
+                span.set(crate::telemetry::text(
+                    "langfuse.observation.output",
+                    String::from_utf8_lossy(&bytes[choices]).into_owned(),
+                ));
             }
             json_response(StatusCode::OK, with_alias(bytes, &alias_json))
         }

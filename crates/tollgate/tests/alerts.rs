@@ -142,7 +142,7 @@ async fn one_alert_per_budget_crossing() {
     assert!(chat_as(&gateway, &a).await >= 400, "the key is over budget");
     assert_eq!(chat_as(&gateway, &b).await, 200); // team 0.066: past its budget
     assert!(chat_as(&gateway, &b).await >= 400, "the team is over budget");
-    assert_eq!(chat_as(&gateway, &MASTER_KEY.to_owned()).await, 200, "the master key has no budget");
+    assert_eq!(chat_as(&gateway, MASTER_KEY).await, 200, "the master key has no budget");
 
     let hooks = sink.wait_for("/hook", 4).await;
     assert_eq!(
