@@ -186,7 +186,9 @@ where
                 (Some(cache), Some(plan)) => cache.record(plan, chunks),
                 _ => chunks,
             };
-            sse_response(EventStream::new(chunks, model, Some(meter)).tracked(ticket).boxed_unsync())
+            let events =
+                EventStream::new(chunks, model, Some(meter)).tracked(ticket).observed(&observed.progress);
+            sse_response(events.boxed_unsync())
         }
     };
     if let Some(key) = plan.as_ref().and_then(cache::Plan::header) {
@@ -515,6 +517,8 @@ struct EventStream {
     ticket: Option<Ticket>,
     /// The usage the stream reported, for the ticket.
     counts: Option<Usage>,
+    /// Told when the first token arrives (time to first token).
+    progress: Option<std::sync::Arc<crate::observe::Progress>>,
 }
 
 impl EventStream {
@@ -523,6 +527,7 @@ impl EventStream {
             meter,
             ticket: None,
             counts: None,
+            progress: None,
             upstream,
             alias: alias.to_owned(),
             buffer: BytesMut::new(),
@@ -537,6 +542,11 @@ impl EventStream {
 
     fn tracked(mut self, ticket: Ticket) -> Self {
         self.ticket = Some(ticket).filter(Ticket::is_tracked);
+        self
+    }
+
+    fn observed(mut self, progress: &std::sync::Arc<crate::observe::Progress>) -> Self {
+        self.progress = Some(std::sync::Arc::clone(progress));
         self
     }
 
@@ -717,6 +727,9 @@ impl Body for EventStream {
                     if let Ok(data) = frame.into_data() {
                         if let Some(ticket) = &mut this.ticket {
                             ticket.first_token();
+                        }
+                        if let Some(progress) = this.progress.take() {
+                            progress.first_token();
                         }
                         this.buffer.extend_from_slice(&data);
                         this.drain(&mut out);

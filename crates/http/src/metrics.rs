@@ -574,6 +574,11 @@ impl Metrics {
         }
     }
 
+    /// Shows a deployment as healthy before its first call, so dashboards list every one.
+    pub fn register_deployment(&self, deployment: &Deployment) {
+        let _ = self.deployment_state.get_or_create(&deployment_labels(deployment));
+    }
+
     /// A deployment's state as the gauge shows it.
     pub fn deployment_state(&self, deployment: &Deployment) -> i64 {
         self.deployment_state.get_or_create(&deployment_labels(deployment)).get()

@@ -27,6 +27,9 @@ pub struct Watching {
 
 /// Starts watching `router`'s board on the current runtime.
 pub fn spawn(router: Router, metrics: Arc<Metrics>, alerts: Option<Arc<Alerts>>) -> Watching {
+    for deployment in router.deployments() {
+        metrics.register_deployment(deployment);
+    }
     let alive = Arc::new(());
     tokio::spawn(watch(Arc::downgrade(&alive), router, metrics, alerts));
     Watching { _alive: alive }
