@@ -372,10 +372,15 @@ impl App {
         if let Some(tenancy) = &self.tenancy {
             scraped.spend_log_rows = tenancy.spend_log.waiting();
             scraped.spend_updates = tenancy.ledger.unwritten();
-            scraped.database_up = Some(matches!(
+            let backend = match tenancy.store.backend() {
+                tollgate_storage::Backend::Postgres => "postgres",
+                _ => "sqlite",
+            };
+            let answered = matches!(
                 tokio::time::timeout(std::time::Duration::from_millis(500), tenancy.store.ping()).await,
                 Ok(Ok(()))
-            ));
+            );
+            scraped.database_up = Some((backend, answered));
             if let Some(up) = tenancy.limits.redis_status() {
                 scraped.redis.push(("rate_limits", up));
             }

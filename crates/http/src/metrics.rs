@@ -119,6 +119,11 @@ struct ComponentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     alert_type: &'static str,
     channel: &'static str,
@@ -182,7 +187,7 @@ pub struct Metrics {
     spend_log_queue: Gauge,
     spend_updates_queue: Gauge,
     redis_up: Family<ComponentLabels, Gauge>,
-    database_up: Gauge,
+    database_up: Family<BackendLabels, Gauge>,
     alerts: Family<AlertLabels, Counter>,
     unpriced: Family<ModelLabels, Counter>,
     cache: CacheCounters,
@@ -394,8 +399,8 @@ impl Metrics {
         );
         let database_up = register!(
             "tollgate_database_up",
-            "Whether the database answered a ping at scrape time: 1 yes, 0 no",
-            Gauge::default()
+            "Whether the database (postgres or sqlite) answered a ping at scrape time: 1 yes, 0 no",
+            Family::default()
         );
         let alerts = register!("tollgate_alerts_sent", "Alerts sent, by type and channel", Family::default());
         let unpriced = register!(
@@ -653,8 +658,8 @@ impl Metrics {
     pub fn set_scraped(&self, scraped: &Scraped) {
         self.spend_log_queue.set(gauge_value(scraped.spend_log_rows));
         self.spend_updates_queue.set(gauge_value(scraped.spend_updates));
-        if let Some(up) = scraped.database_up {
-            self.database_up.set(i64::from(up));
+        if let Some((backend, up)) = scraped.database_up {
+            self.database_up.get_or_create(&BackendLabels { backend }).set(i64::from(up));
         }
         for (component, up) in &scraped.redis {
             self.redis_up.get_or_create(&ComponentLabels { component }).set(i64::from(*up));
@@ -680,7 +685,8 @@ impl Metrics {
 pub struct Scraped {
     pub spend_log_rows: u64,
     pub spend_updates: u64,
-    pub database_up: Option<bool>,
+    /// The database's backend (`postgres`, `sqlite`) and whether it answered.
+    pub database_up: Option<(&'static str, bool)>,
     pub redis: Vec<(&'static str, bool)>,
 }
 
@@ -735,7 +741,7 @@ mod tests {
         metrics.set_scraped(&Scraped {
             spend_log_rows: 3,
             spend_updates: 2,
-            database_up: Some(true),
+            database_up: Some(("sqlite", true)),
             redis: vec![("rate_limits", false)],
         });
         let text = metrics.encode();
@@ -755,7 +761,7 @@ mod tests {
             r#"litellm_remaining_api_key_budget_metric{hashed_api_key="abc",api_key_alias="svc"} 7.5"#.to_owned(),
             "tollgate_spend_log_queue_rows 3".to_owned(),
             "litellm_in_memory_spend_update_queue_size 2".to_owned(),
-            "tollgate_database_up 1".to_owned(),
+            r#"tollgate_database_up{backend="sqlite"} 1"#.to_owned(),
             r#"tollgate_redis_up{component="rate_limits"} 0"#.to_owned(),
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
@@ -784,5 +790,78 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../deploy/grafana/tollgate.json")).unwrap();
+        // A family shows only once it has a series: give every one a value.
+        let metrics = Metrics::new();
+        let caller = CallerLabels::default();
+        metrics.record_request(&RequestOutcome {
+            requested_model: "gp",
+            caller: &caller,
+            status: 500,
+            total: Duration::from_millis(3),
+            upstream: Some(Duration::from_millis(2)),
+            time_to_first_token: Some(Duration::from_millis(1)),
+            retries: 1,
+            fallback_model: Some("b"),
+            failed_fallback: Some("b"),
+            usage: Some(UsageOutcome { model: "m", input_tokens: 1, output_tokens: 1, cost: 1.0 }),
+        });
+        metrics.record_overhead("gp", Duration::from_micros(30));
+        let deployment = tollgate_domain::GatewayConfig::demo(&std::collections::HashMap::new())
+            .unwrap()
+            .deployments
+            .remove(0);
+        metrics.record_attempt("gp", &deployment, None);
+        metrics.record_attempt("gp", &deployment, Some(500));
+        metrics.record_cooldown(&deployment, true);
+        metrics.record_key_budget(&caller, Budget { spend: 1.0, max: 2.0 });
+        metrics.record_team_budget(&caller, Budget { spend: 1.0, max: 2.0 });
+        metrics.record_key_limits(&caller, "gp", Some(1), Some(1));
+        metrics.record_team_limits(&caller, Some(1), Some(1));
+        metrics.record_unpriced("gp");
+        metrics.record_alert("budget_alerts", "slack");
+        metrics.set_scraped(&Scraped {
+            spend_log_rows: 1,
+            spend_updates: 1,
+            database_up: Some(("postgres", true)),
+            redis: vec![("cache", true)],
+        });
+        let text = metrics.encode();
+        let known: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+            for target in targets {
+                let expr = target["expr"].as_str().unwrap();
+                let names = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|word| word.starts_with("litellm_") || word.starts_with("tollgate_"))
+                    // A label, not a metric.
+                    .filter(|word| *word != "litellm_model_name");
+                for name in names {
+                    let base = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|suffix| name.strip_suffix(suffix))
+                        .unwrap_or(name);
+                    assert!(
+                        known.contains(&base),
+                        "{} queries {name}, which /metrics does not have",
+                        panel["title"]
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried > 40, "the dashboard queries the metrics ({queried})");
     }
 }

@@ -209,7 +209,7 @@ async fn keys_teams_tokens_spend_budgets_and_limits() {
     assert_eq!(sample(&text, "litellm_remaining_api_key_tokens_for_model", &per_model), 966.0);
     assert_eq!(sample(&text, "tollgate_remaining_team_requests", &team_labels), 47.0);
     assert_eq!(sample(&text, "tollgate_remaining_team_tokens", &team_labels), 9966.0);
-    assert_eq!(sample(&text, "tollgate_database_up", &[]), 1.0);
+    assert_eq!(sample(&text, "tollgate_database_up", &[("backend", "sqlite")]), 1.0);
     assert!(text.contains("tollgate_spend_log_queue_rows "), "{text}");
     assert!(text.contains("litellm_in_memory_spend_update_queue_size "), "{text}");
     assert!(!text.contains(&key), "the raw key never shows");
