@@ -531,14 +531,14 @@ impl Metrics {
 
     /// One upstream attempt on `deployment`: `None` for a success, else the error status.
     pub fn record_attempt(&self, requested_model: &str, deployment: &Deployment, failure: Option<u16>) {
+        let state = deployment_labels(deployment);
         let labels = DeploymentLabels {
             requested_model: requested_model.to_owned(),
-            litellm_model_name: deployment.litellm_model(),
-            model_id: deployment.id.clone(),
-            api_provider: deployment.provider_prefix().to_owned(),
+            litellm_model_name: state.litellm_model_name.clone(),
+            model_id: state.model_id.clone(),
+            api_provider: state.api_provider.clone(),
         };
         self.deployment_total.get_or_create(&labels).inc();
-        let state = deployment_labels(deployment);
         match failure {
             None => {
                 self.deployment_success.get_or_create(&labels).inc();

@@ -25,6 +25,9 @@ use crate::telemetry::{RequestSpan, text};
 use crate::tenancy::{Access, Principal};
 use crate::{App, ResponseBody};
 
+/// The status recorded for a request whose client left before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
 /// What the meter and the stream relay learn after the handler has returned: the usage
 /// and cost, and when the first token came.
 #[derive(Debug, Default)]
@@ -112,7 +115,9 @@ impl Observed {
             cache_hit: false,
             progress: Arc::default(),
             headers_at: None,
-            status: 0,
+            // Until a response is made: a request whose client went away before its answer
+            // is recorded as 499, nginx's "client closed request".
+            status: CLIENT_CLOSED,
             error: None,
             span,
             finished: false,
