@@ -30,7 +30,8 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// Whether prompts and answers go into spans (not with `turn_off_message_logging`).
+    /// Whether prompts and answers go into spans: with Langfuse, unless
+    /// `turn_off_message_logging`.
     pub log_messages: bool,
 }
 
@@ -63,7 +64,9 @@ impl Tracing {
         }
         let provider = builder.build();
         let tracer = provider.tracer("tollgate");
-        Ok(Some(Arc::new(Self { provider, tracer, log_messages: config.log_messages })))
+        // Prompts and answers are for Langfuse's views; a plain collector gets the metadata.
+        let log_messages = config.log_messages && config.langfuse.is_some();
+        Ok(Some(Arc::new(Self { provider, tracer, log_messages })))
     }
 
     /// Exports what is buffered and stops the exporters (at shutdown).
