@@ -33,6 +33,8 @@ pub struct Tracing {
     /// Whether prompts and answers go into spans: with Langfuse, unless
     /// `turn_off_message_logging`.
     pub log_messages: bool,
+    /// Whether Langfuse gets the spans (and so its own attributes).
+    langfuse: bool,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -66,7 +68,7 @@ impl Tracing {
         let tracer = provider.tracer("tollgate");
         // Prompts and answers are for Langfuse's views; a plain collector gets the metadata.
         let log_messages = config.log_messages && config.langfuse.is_some();
-        Ok(Some(Arc::new(Self { provider, tracer, log_messages })))
+        Ok(Some(Arc::new(Self { provider, tracer, log_messages, langfuse: config.langfuse.is_some() })))
     }
 
     /// Exports what is buffered and stops the exporters (at shutdown).
@@ -98,6 +100,7 @@ impl Tracing {
             tracer: self.tracer.clone(),
             cx: parent.with_span(span),
             log_messages: self.log_messages,
+            langfuse: self.langfuse,
         }
     }
 }
@@ -206,6 +209,7 @@ pub(crate) struct RequestSpan {
     tracer: SdkTracer,
     cx: Context,
     log_messages: bool,
+    langfuse: bool,
 }
 
 impl RequestSpan {
@@ -220,9 +224,11 @@ impl RequestSpan {
         span.set_attributes([
             KeyValue::new("gen_ai.operation.name", operation),
             KeyValue::new("gen_ai.request.model", model.to_owned()),
-            KeyValue::new("langfuse.trace.name", format!("{operation} {model}")),
             KeyValue::new("tollgate.endpoint", endpoint),
         ]);
+        if self.langfuse {
+            span.set_attribute(KeyValue::new("langfuse.trace.name", format!("{operation} {model}")));
+        }
     }
 
     /// Whether prompts and answers may be recorded.
@@ -231,7 +237,7 @@ impl RequestSpan {
     }
 
     pub(crate) fn child(&self, name: &'static str) -> ChildSpan {
-        ChildSpan::start(&self.tracer, &self.cx, name.into(), SpanKind::Internal, Vec::new())
+        ChildSpan::start(&self.tracer, &self.cx, name.into(), SpanKind::Internal, Vec::new(), self.langfuse)
     }
 
     /// Ends the span with the request's final attributes; an error status for a 5xx (the
@@ -253,6 +259,7 @@ impl RequestSpan {
 pub(crate) struct ChildSpan {
     tracer: SdkTracer,
     cx: Context,
+    langfuse: bool,
 }
 
 impl ChildSpan {
@@ -262,13 +269,14 @@ impl ChildSpan {
         name: std::borrow::Cow<'static, str>,
         kind: SpanKind,
         attributes: Vec<KeyValue>,
+        langfuse: bool,
     ) -> Self {
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
             .with_attributes(attributes)
             .start_with_context(tracer, parent);
-        Self { tracer: tracer.clone(), cx: parent.with_span(span) }
+        Self { tracer: tracer.clone(), cx: parent.with_span(span), langfuse }
     }
 
     pub(crate) fn set(&self, attribute: KeyValue) {
@@ -277,7 +285,7 @@ impl ChildSpan {
 
     /// A handle to hang further spans from this one.
     pub(crate) fn parent(&self) -> SpanParent {
-        SpanParent { tracer: self.tracer.clone(), cx: self.cx.clone() }
+        SpanParent { tracer: self.tracer.clone(), cx: self.cx.clone(), langfuse: self.langfuse }
     }
 
     /// The W3C `traceparent` naming this span, for the upstream.
@@ -306,6 +314,7 @@ impl ChildSpan {
 pub(crate) struct SpanParent {
     tracer: SdkTracer,
     cx: Context,
+    langfuse: bool,
 }
 
 impl SpanParent {
@@ -324,8 +333,10 @@ impl SpanParent {
             KeyValue::new("gen_ai.request.model", upstream_model.to_owned()),
             KeyValue::new("tollgate.deployment.id", deployment.id.clone()),
             KeyValue::new("tollgate.model_group", deployment.model_name.clone()),
-            KeyValue::new("langfuse.observation.type", "generation"),
         ];
+        if self.langfuse {
+            attributes.push(KeyValue::new("langfuse.observation.type", "generation"));
+        }
         if let Some((host, port)) = deployment.api_base.as_deref().and_then(server_address) {
             attributes.push(KeyValue::new("server.address", host));
             attributes.push(KeyValue::new("server.port", port));
@@ -336,6 +347,7 @@ impl SpanParent {
             format!("{operation} {upstream_model}").into(),
             SpanKind::Client,
             attributes,
+            self.langfuse,
         )
     }
 }

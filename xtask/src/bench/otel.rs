@@ -21,6 +21,8 @@ use super::{MASTER_KEY, Measurement, Options, measure, start_gateway_with, start
 
 /// The share of the reference's throughput the issue asks to keep.
 const KEEP_TARGET: f64 = 0.90;
+/// Runs per setup and cell; the median is reported.
+const ROUNDS: usize = 3;
 
 struct Row {
     setup: &'static str,
@@ -46,7 +48,10 @@ pub(super) fn run(options: &Options, release: &Path, work: &Path) -> anyhow::Res
     }
     setups.push(("traces off", ours.clone(), String::new()));
     setups.push(("traces on", ours, otel));
-    let mut rows = Vec::new();
+    // Every gateway runs throughout and the setups take turns within each cell, several
+    // rounds, medians kept: on a shared machine, load that comes and goes then weighs on
+    // all setups alike instead of on whichever ran at that moment.
+    let mut gateways = Vec::new();
     for (setup, binary, extra) in &setups {
         let dir = work.join(setup.replace(' ', "-"));
         std::fs::create_dir_all(&dir)?;
@@ -54,19 +59,30 @@ pub(super) fn run(options: &Options, release: &Path, work: &Path) -> anyhow::Res
         let (gateway, _) =
             start_gateway_with(binary, &dir, mock.addr, options.gateway_workers, &database_url, extra)
                 .with_context(|| format!("starting the {setup} gateway ({})", binary.display()))?;
-        for stream in [false, true] {
-            for &connections in &options.connections {
-                let measured = runtime.block_on(measure(
-                    gateway.addr,
-                    &[],
-                    &bearer,
-                    connections,
-                    stream,
-                    options.duration,
-                    &gateway,
-                ))?;
+        gateways.push((*setup, gateway));
+    }
+    let mut rows = Vec::new();
+    for stream in [false, true] {
+        for &connections in &options.connections {
+            let mut runs: Vec<Vec<Measurement>> = gateways.iter().map(|_| Vec::new()).collect();
+            for _ in 0..ROUNDS {
+                for ((_, gateway), runs) in gateways.iter().zip(&mut runs) {
+                    runs.push(runtime.block_on(measure(
+                        gateway.addr,
+                        &[],
+                        &bearer,
+                        connections,
+                        stream,
+                        options.duration,
+                        gateway,
+                    ))?);
+                }
+            }
+            for ((setup, _), mut runs) in gateways.iter().zip(runs) {
+                runs.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+                let measured = runs.swap_remove(runs.len() / 2);
                 eprintln!(
-                    "{setup}, {connections} conns {}: {:.0} rps, p50 {:.0} µs, {:.1} µs CPU/request",
+                    "{setup}, {connections} conns {}: median {:.0} rps, p50 {:.0} µs, {:.1} µs CPU/request",
                     if stream { "stream" } else { "non-stream" },
                     measured.rps(),
                     measured.p(0.5),
@@ -76,6 +92,7 @@ pub(super) fn run(options: &Options, release: &Path, work: &Path) -> anyhow::Res
             }
         }
     }
+    drop(gateways);
     drop(mock);
     print_report(options, &rows, exported.load(Ordering::Relaxed));
     drop(sink_runtime);
@@ -115,7 +132,7 @@ async fn start_sink(exported: Arc<AtomicU64>) -> anyhow::Result<SocketAddr> {
 fn print_report(options: &Options, rows: &[Row], exports: u64) {
     println!("\n## Traces: throughput with OTLP export on and off\n");
     println!(
-        "{} s per run after a 1 s warm-up, gateway with {} workers; spans exported to a loopback sink ({exports} exports received).\n",
+        "Median of {ROUNDS} runs of {} s (after a 1 s warm-up each), setups interleaved, gateways with {} workers; spans exported to a loopback sink ({exports} exports received).\n",
         options.duration.as_secs_f64(),
         options.gateway_workers
     );
