@@ -305,3 +305,35 @@ async fn fallbacks_retries_and_cooldowns_are_counted() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_and_redis_health_on_postgres_and_redis() {
+    let Some(redis) = redis_url("database_and_redis_health_on_postgres_and_redis") else { return };
+    let Some(database) = postgres_url("metrics_health").await else { return };
+    let mock = MockUpstream::start().await;
+    let yaml = format!(
+        "model_list:
+  - model_name: general-purpose
+    litellm_params: {{model: openai/mock-model, api_base: {}, api_key: k}}
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: \"{database}\"
+router_settings:
+  redis_url: \"{redis}\"
+",
+        mock.base_url()
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    // A key with a limit, so that rate limits are counted in Redis.
+    let key = admin(&gateway, "/key/generate", json!({"rpm_limit": 1000})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply =
+        send(post(&gateway.url("/v1/chat/completions"), Some(&key), hello("general-purpose").to_string()))
+            .await;
+    assert_eq!(reply.status, 200);
+    let text = eventually(&gateway, "tollgate_redis_up", &[("component", "rate_limits")], 1.0).await;
+    assert_eq!(sample(&text, "tollgate_database_up", &[("backend", "postgres")]), 1.0);
+    assert_eq!(sample(&text, "tollgate_redis_up", &[("component", "spend")]), 1.0);
+}
