@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 mod cache;
+mod otel;
 mod rate_limits;
 mod spend_logs;
 
@@ -47,6 +48,10 @@ struct Options {
     /// of `--database-url` (see `spend_logs`).
     spend_logs: bool,
     database_url: Option<String>,
+    /// Instead of the usual runs: traces off against on (see `otel`).
+    otel: bool,
+    /// For `--otel`: another gateway binary measured as the reference.
+    baseline: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -62,6 +67,8 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         cache: false,
         spend_logs: false,
         database_url: None,
+        otel: false,
+        baseline: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -93,6 +100,10 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--rate-limits" => options.rate_limits = true,
             "--cache" => options.cache = true,
             "--spend-logs" => options.spend_logs = true,
+            "--otel" => options.otel = true,
+            "--baseline" => {
+                options.baseline = Some(PathBuf::from(args.next().context("--baseline needs a binary")?))
+            }
             "--database-url" => {
                 options.database_url = Some(args.next().context("--database-url needs a url")?.clone())
             }
@@ -214,6 +225,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     if options.cache {
         let result = cache::run(&options, &release, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return result;
+    }
+    if options.otel {
+        let result = otel::run(&options, &release, &work);
         let _ = std::fs::remove_dir_all(&work);
         return result;
     }

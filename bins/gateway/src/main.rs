@@ -55,14 +55,17 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args);
+    // The config says whether logs are JSON (`json_logs`), so it is read first; reading it
+    // logs nothing.
     let config = match load_config(args.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
+            init_logging(&args, false);
             eprintln!("tollgate: invalid config: {error:#}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    init_logging(&args, config.observability.json_logs);
     // The main runtime only accepts connections and waits for signals; the workers serve.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -133,9 +136,11 @@ async fn run(args: Args, config: GatewayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// RUST_LOG wins; else LITELLM_LOG (DEBUG, INFO, ERROR …) or the debug flags; JSON lines
-/// when JSON_LOGS is true, as in LiteLLM.
-fn init_logging(args: &Args) {
+/// RUST_LOG wins; else LITELLM_LOG (DEBUG, INFO, ERROR …) or the debug flags. `json`
+/// (`json_logs` or `JSON_LOGS=true`, as in LiteLLM) writes one JSON object per line, event
+/// fields at the top level; each request's line then comes at INFO (target
+/// `tollgate::request`).
+fn init_logging(args: &Args, json: bool) {
     use tracing_subscriber::EnvFilter;
     let level = if args.detailed_debug {
         "trace".to_owned()
@@ -145,13 +150,13 @@ fn init_logging(args: &Args) {
         std::env::var("LITELLM_LOG").map(|l| l.to_lowercase()).unwrap_or_else(|_| "info".to_owned())
     };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{level},hyper=warn,hyper_util=warn,rustls=warn")))
+        .or_else(|_| {
+            EnvFilter::try_new(format!("{level},hyper=warn,hyper_util=warn,rustls=warn,opentelemetry=warn"))
+        })
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let json =
-        std::env::var("JSON_LOGS").is_ok_and(|v| matches!(v.to_lowercase().as_str(), "1" | "true" | "yes"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.init();
     }

@@ -23,6 +23,11 @@ use crate::routing::{
 };
 use crate::secret::Secret;
 
+mod observability;
+pub use observability::{
+    ALERT_TYPES, AlertingConfig, DEFAULT_LANGFUSE_HOST, ObservabilityConfig, OtlpConfig, OtlpProtocol,
+};
+
 /// LiteLLM's default `request_timeout`, in seconds.
 const DEFAULT_TIMEOUT_SECS: f64 = 6000.0;
 
@@ -80,7 +85,8 @@ pub struct GatewayConfig {
     pub master_key: Option<Secret>,
     /// Retries, fallbacks, cooldowns and aliases (`router_settings`, `litellm_settings`).
     pub router: RouterSettings,
-    /// `litellm_settings.require_auth_for_metrics_endpoint`: `/metrics` asks for a key.
+    /// `litellm_settings.require_auth_for_metrics_endpoint` (default true, as LiteLLM's):
+    /// `/metrics` asks for a key.
     pub metrics_require_auth: bool,
     /// `general_settings.database_url`, else `DATABASE_URL`. Without one, a gateway with a
     /// master key keeps its virtual keys in a SQLite file.
@@ -110,6 +116,8 @@ pub struct GatewayConfig {
     /// `general_settings.background_health_checks`; `None` (the default): `/health` calls
     /// every deployment when asked.
     pub background_health_checks: Option<BackgroundHealthChecks>,
+    /// Traces, request logs and alerts (metrics are always on).
+    pub observability: ObservabilityConfig,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache_params.type=s3`), in the order met.
     pub unsupported: Vec<String>,
@@ -183,8 +191,9 @@ impl GatewayConfig {
         let router_timeout = reader.seconds(router_settings, "timeout", "router_settings")?;
         let router_stream_timeout = reader.seconds(router_settings, "stream_timeout", "router_settings")?;
         let mut router = reader.router_settings(router_settings, litellm_settings)?;
+        // Current LiteLLM asks for a key on `/metrics` unless told otherwise (older releases did not).
         let metrics_require_auth = match litellm_settings.get("require_auth_for_metrics_endpoint") {
-            None | Some(Value::Null) => false,
+            None | Some(Value::Null) => true,
             Some(Value::Bool(required)) => *required,
             Some(_) => {
                 return Err(invalid(
@@ -193,17 +202,6 @@ impl GatewayConfig {
                 ));
             }
         };
-        // Prometheus is always on; any other callback (langfuse, otel, …) is named as unsupported.
-        for key in ["callbacks", "success_callback", "failure_callback"] {
-            let path = format!("litellm_settings.{key}");
-            if let Some(value) = litellm_settings.get(key).filter(|v| !v.is_null()) {
-                for name in string_list(value, &path)? {
-                    if name != "prometheus" {
-                        reader.unsupported.push(format!("{path}={name}"));
-                    }
-                }
-            }
-        }
         let budget_exceeded_status = match litellm_settings.get("budget_exceeded_status_code") {
             None | Some(Value::Null) => 422,
             Some(value) => value
@@ -225,6 +223,11 @@ impl GatewayConfig {
             "callbacks",
             "success_callback",
             "failure_callback",
+            "json_logs",
+            "turn_off_message_logging",
+            "langfuse_host",
+            "langfuse_public_key",
+            "langfuse_secret_key",
             "cache",
             "cache_params",
         ];
@@ -319,8 +322,12 @@ impl GatewayConfig {
                 "enable_health_check_routing",
                 "health_check_staleness_threshold",
                 "health_check_ignore_transient_errors",
+                "alerting",
+                "alert_types",
+                "alerting_args",
             ],
         );
+        let observability = reader.observability(litellm_settings, general_settings)?;
         let redis_url = reader.redis_url(router_settings)?;
         let cache = reader.cache(litellm_settings, redis_url.as_ref())?;
         // LiteLLM counts limits in the cache's Redis when the router names none: so do we,
@@ -358,6 +365,7 @@ impl GatewayConfig {
             redis_url,
             cache,
             background_health_checks,
+            observability,
             unsupported: reader.unsupported,
         })
     }
@@ -2546,12 +2554,12 @@ router_settings:
     #[test]
     fn prometheus_callback_is_accepted_and_others_are_named() {
         let config = load(
-            "litellm_settings:\n  callbacks: [prometheus]\n  success_callback: [langfuse]\n  require_auth_for_metrics_endpoint: true\n",
+            "litellm_settings:\n  callbacks: [prometheus]\n  success_callback: [datadog]\n  require_auth_for_metrics_endpoint: false\n",
         )
         .unwrap();
-        assert!(config.metrics_require_auth);
-        assert_eq!(config.unsupported, ["litellm_settings.success_callback=langfuse"]);
-        assert!(!load("").unwrap().metrics_require_auth);
+        assert!(!config.metrics_require_auth);
+        assert_eq!(config.unsupported, ["litellm_settings.success_callback=datadog"]);
+        assert!(load("").unwrap().metrics_require_auth, "a key is asked for by default, as LiteLLM does");
     }
 
     #[test]

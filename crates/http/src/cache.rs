@@ -202,6 +202,11 @@ impl ResponseCache {
         self.store.kind()
     }
 
+    /// Whether the cache's Redis answers; `None` for the in-process cache.
+    pub fn redis_status(&self) -> Option<bool> {
+        self.store.redis_up()
+    }
+
     fn serves(&self, call: CallKind) -> bool {
         self.endpoints[call as usize]
     }
@@ -399,11 +404,6 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// Whether the answer is to be kept.
-    pub(crate) fn stores(&self) -> bool {
-        self.store
-    }
-
     /// The `x-litellm-cache-key` header.
     pub(crate) fn header(&self) -> Option<HeaderValue> {
         HeaderValue::from_str(&self.key).ok()
@@ -569,6 +569,7 @@ pub(crate) struct Hit<'a> {
     pub(crate) stream: bool,
     /// The client asked for the usage chunk (`stream_options.include_usage`).
     pub(crate) client_wants_usage: bool,
+    pub(crate) progress: Option<&'a Arc<crate::observe::Progress>>,
 }
 
 impl Hit<'_> {
@@ -576,7 +577,12 @@ impl Hit<'_> {
     /// standing for the answer's origin; `None` when the group no longer exists.
     pub(crate) fn meter(&self) -> Option<(Meter, Arc<Deployment>)> {
         let deployment = Arc::clone(self.app.router.group(self.model)?.first()?);
-        let call = MeteredCall { call_id: self.call_id, call_type: self.call_type, started: self.started };
+        let call = MeteredCall {
+            call_id: self.call_id,
+            call_type: self.call_type,
+            started: self.started,
+            progress: self.progress,
+        };
         let meter =
             Meter::new(self.app, self.access, self.model, self.end_user, &deployment, &call).cache_hit();
         Some((meter, deployment))

@@ -26,6 +26,7 @@
 //! match, authentication ([`auth`]), handler. Every failure becomes an OpenAI-shaped body
 //! in exactly one place, [`errors::error_response`].
 
+pub mod alerts;
 pub mod auth;
 pub mod cache;
 pub mod count_tokens;
@@ -36,11 +37,14 @@ pub mod management;
 pub mod messages;
 pub mod metrics;
 pub mod models;
+mod observe;
 pub mod proxy;
 mod relay;
 pub mod router_sync;
 mod spend;
+pub mod telemetry;
 pub mod tenancy;
+pub mod watch;
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -84,6 +88,12 @@ pub struct App {
     pub background_checks: Option<Arc<health::BackgroundChecks>>,
     /// The router's board shared with the other replicas through Redis, when there is one.
     pub router_sync: Option<Arc<router_sync::RouterSync>>,
+    /// Traces (`callbacks: ["otel"]`, Langfuse); `None` when off.
+    pub tracing: Option<Arc<telemetry::Tracing>>,
+    /// Slack and webhook alerts (`general_settings.alerting`); `None` when off.
+    pub alerts: Option<Arc<alerts::Alerts>>,
+    /// Whether each request's log line is written at INFO (with `json_logs`) or DEBUG.
+    pub request_log: bool,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -101,6 +111,9 @@ pub struct Shared {
     pub background_checks: Option<Arc<health::BackgroundChecks>>,
     /// Keeps `health` in step with the other replicas' boards through Redis.
     pub router_sync: Option<Arc<router_sync::RouterSync>>,
+    /// One tracer (and its exporters' threads) for every worker.
+    pub tracing: Option<Arc<telemetry::Tracing>>,
+    pub alerts: Option<Arc<alerts::Alerts>>,
 }
 
 enum Route {
@@ -181,6 +194,9 @@ impl App {
             cache: shared.cache.clone(),
             background_checks: shared.background_checks.clone(),
             router_sync: shared.router_sync.clone(),
+            tracing: shared.tracing.clone(),
+            alerts: shared.alerts.clone(),
+            request_log: config.observability.json_logs,
         }
     }
 
@@ -271,6 +287,11 @@ impl App {
                 return errors::error_response(&error, None);
             }
         };
+        let route = match route {
+            Route::Proxy(endpoint) => return self.llm(Some(endpoint), request).await,
+            Route::Messages => return self.llm(None, request).await,
+            other => other,
+        };
         let access = if route.needs_auth(self) {
             match self.access(request.headers()).await {
                 Ok(access) => access,
@@ -295,8 +316,10 @@ impl App {
             };
         }
         match route {
-            Route::Proxy(endpoint) => proxy::handle(self, &access, endpoint, request).await,
-            Route::Messages => messages::handle(self, &access, request).await,
+            // Answered by `llm` above.
+            Route::Proxy(_) | Route::Messages => {
+                errors::error_response(&GatewayError::internal("unrouted"), None)
+            }
             Route::CountTokens => count_tokens::messages(self, &access, request).await,
             Route::TokenCounter => count_tokens::token_counter(self, &access, request).await,
             Route::Management => {
@@ -316,6 +339,7 @@ impl App {
                 Err(error) => errors::error_response(&error, None),
             },
             Route::Metrics => {
+                self.metrics.set_scraped(&self.scrape().await);
                 let mut response = json_response(StatusCode::OK, self.metrics.encode());
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,
@@ -326,6 +350,73 @@ impl App {
                 response
             }
         }
+    }
+}
+
+impl App {
+    /// An LLM call (an OpenAI endpoint, or Anthropic's messages when `endpoint` is `None`):
+    /// authenticated, handled and observed (metrics, log line, trace span).
+    async fn llm<B>(&self, endpoint: Option<Endpoint>, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let path = endpoint.map_or("/v1/messages", Endpoint::path);
+        let mut observed =
+            observe::Observed::start(self, path, request.method(), request.uri().path(), request.headers());
+        let fail = |error: &GatewayError| match endpoint {
+            None => errors::anthropic_error_response(error, None),
+            Some(_) => errors::error_response(error, None),
+        };
+        let auth_span = observed.span.as_ref().map(|span| span.child("auth"));
+        let access = self.access(request.headers()).await.and_then(|access| match &access {
+            Access::Key(principal) => {
+                tenancy::route_allowed(principal, normalize(request.uri().path())).map(|()| access)
+            }
+            _ => Ok(access),
+        });
+        drop(auth_span);
+        let access = match access {
+            Ok(access) => access,
+            Err(error) => {
+                observed.error = Some(error.message.clone());
+                return observed.respond(fail(&error));
+            }
+        };
+        observed.caller(&access);
+        let response = match endpoint {
+            Some(endpoint) => proxy::handle(self, &access, endpoint, request, &mut observed).await,
+            None => messages::handle(self, &access, request, &mut observed).await,
+        };
+        observed.respond(response)
+    }
+
+    /// The state `/metrics` reports at scrape time.
+    async fn scrape(&self) -> metrics::Scraped {
+        let mut scraped = metrics::Scraped::default();
+        if let Some(tenancy) = &self.tenancy {
+            scraped.spend_log_rows = tenancy.spend_log.waiting();
+            scraped.spend_updates = tenancy.ledger.unwritten();
+            let backend = match tenancy.store.backend() {
+                tollgate_storage::Backend::Postgres => "postgres",
+                _ => "sqlite",
+            };
+            let answered = matches!(
+                tokio::time::timeout(std::time::Duration::from_millis(500), tenancy.store.ping()).await,
+                Ok(Ok(()))
+            );
+            scraped.database_up = Some((backend, answered));
+            if let Some(up) = tenancy.limits.redis_status() {
+                scraped.redis.push(("rate_limits", up));
+            }
+            if let Some(up) = tenancy.spend_sharing() {
+                scraped.redis.push(("spend", up));
+            }
+        }
+        if let Some(up) = self.cache.as_ref().and_then(|cache| cache.redis_status()) {
+            scraped.redis.push(("cache", up));
+        }
+        scraped
     }
 }
 

@@ -13,7 +13,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
@@ -28,44 +27,49 @@ use tollgate_providers::{StreamBody, UpstreamBody};
 use tollgate_router::{RequestOptions, Ticket};
 
 use crate::cache;
+use crate::observe::Observed;
 use crate::proxy::{
-    Attempts, Report, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
+    Attempts, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
 };
 use crate::spend::{Meter, MeteredCall};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, errors, hold, json_response};
 use tollgate_domain::pricing::Usage;
 
-pub async fn handle<B>(app: &App, access: &Access, request: Request<B>) -> Response<ResponseBody>
+pub(crate) async fn handle<B>(
+    app: &App,
+    access: &Access,
+    request: Request<B>,
+    observed: &mut Observed,
+) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let started = Instant::now();
-    let call_id = new_call_id();
-    let mut report = Report::default();
+    let call_id = observed.call_id.clone();
     let (parts, body) = request.into_parts();
-    let response = match front_door(app, access, &parts.headers, body, started, &call_id, &mut report).await {
+    match front_door(app, access, &parts.headers, body, &call_id, observed).await {
         Ok(response) => response,
-        Err(error) => errors::anthropic_error_response(&error, Some(&call_id)),
-    };
-    report.record(app, response.status(), started);
-    response
+        Err(error) => {
+            observed.error = Some(error.message.clone());
+            errors::anthropic_error_response(&error, Some(&call_id))
+        }
+    }
 }
 
-async fn front_door<'a, B>(
-    app: &'a App,
+async fn front_door<B>(
+    app: &App,
     access: &Access,
     headers: &http::HeaderMap,
     body: B,
-    started: Instant,
     call_id: &str,
-    report: &mut Report<'a>,
+    observed: &mut Observed,
 ) -> Result<Response<ResponseBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let started = observed.started();
     let body = read_body(body).await?;
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
@@ -77,7 +81,17 @@ where
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Anthropic names the end user in `metadata.user_id`.
     let end_user = request.pointer("/metadata/user_id").and_then(Value::as_str);
+    observed.group = app.router.group_name(model).map(str::to_owned);
+    if let Some(span) = &observed.span {
+        span.describe("/v1/messages", "chat", requested);
+        if span.logs_messages()
+            && let Some(messages) = request.get("messages")
+        {
+            span.set(crate::telemetry::text("langfuse.observation.input", messages.to_string()));
+        }
+    }
     let permit = app.admit(access, model, end_user).await?;
+    observed.limits(permit.as_ref(), model);
 
     // The response cache keeps the canonical (OpenAI) answer; a hit is translated like one.
     let mut plan = None;
@@ -86,8 +100,14 @@ where
         let controls = cache::Controls::read(cache_field.as_deref(), headers)?;
         let group = app.router.group_name(model).filter(|group| !group.contains('*')).unwrap_or(model);
         plan = cache.plan(cache::CallKind::Messages, &controls, access, group, &body)?;
+        let cache_span = observed.span.as_ref().map(|span| span.child("cache"));
+        let found = match &plan {
+            Some(plan) => cache.lookup(plan).await,
+            None => None,
+        };
+        drop(cache_span);
         if let Some(plan) = &plan
-            && let Some(entry) = cache.lookup(plan).await
+            && let Some(entry) = found
         {
             let hit = cache::Hit {
                 app,
@@ -100,9 +120,11 @@ where
                 started,
                 stream,
                 client_wants_usage: true,
+                progress: Some(&observed.progress),
             };
             if let Some(response) = answer_from_cache(&hit, entry, plan.header()) {
-                report.group = app.router.group_name(model);
+                observed.cache_hit = true;
+                observed.deployment = app.router.group(model).and_then(|group| group.first()).cloned();
                 return Ok(hold(response, permit));
             }
         }
@@ -112,18 +134,20 @@ where
     if app.router.counts_prompt_tokens() {
         options.prompt_tokens = Some(prompt_tokens(app.router.encoding(model), &request));
     }
-    let routed = route(app, model, &options, report, |selection, label| {
+    let routed = route(app, model, &options, observed, |selection, label, parent| {
         let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
         let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
             canonical["model"] = json!(selection.upstream_model);
             Bytes::from(canonical.to_string())
         });
         async move {
-            forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream).await
+            forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream, parent)
+                .await
         }
     })
     .await;
-    let request = MeteredCall { call_id, call_type: "anthropic_messages", started };
+    let request =
+        MeteredCall { call_id, call_type: "anthropic_messages", started, progress: Some(&observed.progress) };
     let routed = match routed {
         Ok(routed) => routed,
         Err(error) => {
@@ -131,7 +155,7 @@ where
             return Err(error);
         }
     };
-    let upstream_time = report.upstream.unwrap_or_default();
+    let upstream_time = observed.upstream.unwrap_or_default();
     let upstream = routed.value;
     let ticket = routed.ticket;
 
@@ -163,7 +187,9 @@ where
                 (Some(cache), Some(plan)) => cache.record(plan, chunks),
                 _ => chunks,
             };
-            sse_response(EventStream::new(chunks, model, Some(meter)).tracked(ticket).boxed_unsync())
+            let events =
+                EventStream::new(chunks, model, Some(meter)).tracked(ticket).observed(&observed.progress);
+            sse_response(events.boxed_unsync())
         }
     };
     if let Some(key) = plan.as_ref().and_then(cache::Plan::header) {
@@ -492,6 +518,8 @@ struct EventStream {
     ticket: Option<Ticket>,
     /// The usage the stream reported, for the ticket.
     counts: Option<Usage>,
+    /// Told when the first token arrives (time to first token).
+    progress: Option<std::sync::Arc<crate::observe::Progress>>,
 }
 
 impl EventStream {
@@ -500,6 +528,7 @@ impl EventStream {
             meter,
             ticket: None,
             counts: None,
+            progress: None,
             upstream,
             alias: alias.to_owned(),
             buffer: BytesMut::new(),
@@ -514,6 +543,11 @@ impl EventStream {
 
     fn tracked(mut self, ticket: Ticket) -> Self {
         self.ticket = Some(ticket).filter(Ticket::is_tracked);
+        self
+    }
+
+    fn observed(mut self, progress: &std::sync::Arc<crate::observe::Progress>) -> Self {
+        self.progress = Some(std::sync::Arc::clone(progress));
         self
     }
 
@@ -694,6 +728,9 @@ impl Body for EventStream {
                     if let Ok(data) = frame.into_data() {
                         if let Some(ticket) = &mut this.ticket {
                             ticket.first_token();
+                        }
+                        if let Some(progress) = this.progress.take() {
+                            progress.first_token();
                         }
                         this.buffer.extend_from_slice(&data);
                         this.drain(&mut out);

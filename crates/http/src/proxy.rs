@@ -21,61 +21,40 @@ use tollgate_providers::{UpstreamBody, UpstreamRequest, UpstreamResponse};
 
 use tollgate_router::{RequestOptions, Routed, Selection};
 
+use std::sync::Arc;
+
 use crate::cache;
 use crate::estimate::Estimator;
-use crate::metrics::{RequestOutcome, UNKNOWN_MODEL};
+use crate::metrics::UNKNOWN_MODEL;
+use crate::observe::Observed;
 use crate::relay::AliasRelay;
 use crate::spend::{Meter, MeteredCall, request_tags, rerank_usage_in, usage_in};
+use crate::telemetry::{ChildSpan, RequestSpan, SpanParent};
 use crate::tenancy::Access;
 use crate::{App, BoxError, ResponseBody, VERSION, errors, hold, json_response};
 
 /// The largest request body accepted (images travel inline as base64).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
-pub async fn handle<B>(
+pub(crate) async fn handle<B>(
     app: &App,
     access: &Access,
     endpoint: Endpoint,
     request: Request<B>,
+    observed: &mut Observed,
 ) -> Response<ResponseBody>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let started = Instant::now();
-    let call_id = new_call_id();
-    let mut report = Report::default();
+    let call_id = observed.call_id.clone();
     let (parts, body) = request.into_parts();
-    let response =
-        match proxy(app, access, endpoint, &parts.headers, body, started, &call_id, &mut report).await {
-            Ok(response) => response,
-            Err(error) => errors::error_response(&error, Some(&call_id)),
-        };
-    report.record(app, response.status(), started);
-    response
-}
-
-/// What a handler learned about a request, for the metrics.
-#[derive(Default)]
-pub(crate) struct Report<'a> {
-    /// The model group the request named, when the gateway serves it.
-    pub(crate) group: Option<&'a str>,
-    pub(crate) upstream: Option<Duration>,
-    pub(crate) retries: u32,
-    /// The group that answered, when it was a fallback.
-    pub(crate) fallback: Option<&'a str>,
-}
-
-impl Report<'_> {
-    pub(crate) fn record(&self, app: &App, status: StatusCode, started: Instant) {
-        app.metrics.record_request(&RequestOutcome {
-            requested_model: self.group.unwrap_or(UNKNOWN_MODEL),
-            status: status.as_u16(),
-            total: started.elapsed(),
-            upstream: self.upstream,
-            retries: self.retries,
-            fallback_model: self.fallback,
-        });
+    match proxy(app, access, endpoint, &parts.headers, body, &call_id, observed).await {
+        Ok(response) => response,
+        Err(error) => {
+            observed.error = Some(error.message.clone());
+            errors::error_response(&error, Some(&call_id))
+        }
     }
 }
 
@@ -90,21 +69,20 @@ pub(crate) fn new_call_id() -> String {
     uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid().to_string()
 }
 
-#[expect(clippy::too_many_arguments, reason = "the request's parts, passed down once")]
-async fn proxy<'a, B>(
-    app: &'a App,
+async fn proxy<B>(
+    app: &App,
     access: &Access,
     endpoint: Endpoint,
     headers: &HeaderMap,
     body: B,
-    started: Instant,
     call_id: &str,
-    report: &mut Report<'a>,
+    observed: &mut Observed,
 ) -> Result<Response<ResponseBody>, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    let started = observed.started();
     let body = read_body(body).await?;
     let top = TopLevel::parse(&body)
         .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
@@ -116,8 +94,13 @@ where
         None => requested.clone(),
     };
     check_required(&top, endpoint)?;
+    observed.group = app.router.group_name(&model).map(str::to_owned);
+    if let Some(span) = &observed.span {
+        describe_span(span, endpoint, &requested, &top);
+    }
     let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
+    observed.limits(permit.as_ref(), &model);
     let stream = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
         && field::<bool>(&top, "stream")?.unwrap_or(false);
     let mut gateway = GatewayParams::read(&top)?;
@@ -161,7 +144,9 @@ where
                 started,
                 stream,
                 client_wants_usage,
+                progress: Some(&observed.progress),
             };
+            let cache_span = observed.span.as_ref().map(|span| span.child("cache"));
             if endpoint == Endpoint::Embeddings {
                 split = cache.embeddings(controls, access, group, body).await?;
             } else {
@@ -175,8 +160,13 @@ where
                 (_, Some(split)) if split.all_cached() => hit.answer_embeddings(split),
                 _ => None,
             };
+            if let Some(span) = &cache_span {
+                span.set(opentelemetry::KeyValue::new("tollgate.cache_hit", answered.is_some()));
+            }
+            drop(cache_span);
             if let Some(response) = answered {
-                report.group = app.router.group_name(&model);
+                observed.cache_hit = true;
+                observed.deployment = app.router.group(&model).and_then(|group| group.first()).cloned();
                 return Ok(hold(response, permit));
             }
             match split.as_ref().and_then(cache::EmbeddingSplit::upstream_input) {
@@ -193,17 +183,17 @@ where
         .as_ref()
         .and_then(cache::Plan::header)
         .or_else(|| split.as_ref().and_then(cache::EmbeddingSplit::header));
-    // Spend needs a stream's usage, and so does a stream the cache keeps: ask the upstream for
-    // it when the client did not, and take the usage chunk out of what the client receives.
-    // Usage is needed for a spend log row, or to charge a key or an end user.
+    // Every stream is metered: the token and spend metrics, the request log line and the
+    // spans need its usage, as do spend, the router's tpm counts and a stream the cache keeps.
+    // The upstream is asked for it when the client did not, and the usage chunk is taken out
+    // of what the client receives.
+    let ask_for_usage = stream && !client_wants_usage;
+    // Spend is at stake (a spend log row, a key or an end user to charge): an answer without
+    // usage is then charged from an estimate.
     let metered = app
         .tenancy
         .as_ref()
         .is_some_and(|tenancy| tenancy.spend_logs || access.principal().is_some() || end_user.is_some());
-    let storing_stream = plan.as_ref().is_some_and(cache::Plan::stores);
-    // The router counts a stream's tokens against tpm limits and usage-based routing.
-    let router_wants_usage = stream && app.router.wants_usage(&model);
-    let ask_for_usage = stream && (metered || storing_stream || router_wants_usage) && !client_wants_usage;
     let asked;
     let (body, top) = if ask_for_usage {
         asked = Bytes::from(top.rewrite(&[("stream_options", r#"{"include_usage":true}"#)]));
@@ -218,7 +208,7 @@ where
     }
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
-    let routed = route(app, &model, &gateway.options, report, |selection, label| {
+    let routed = route(app, &model, &gateway.options, observed, |selection, label, parent| {
         let body =
             body_for(&top, body, &selection.deployment, &selection.upstream_model, &requested, &gateway.drop);
         let mock_response = gateway.mock_response.as_deref();
@@ -232,11 +222,12 @@ where
                 }
                 None => Cow::Borrowed(&*selection.deployment),
             };
-            forward(app, label, endpoint, &deployment, body?, stream).await
+            forward(app, label, endpoint, &deployment, body?, stream, parent).await
         }
     })
     .await;
-    let request = MeteredCall { call_id, call_type: call_type(endpoint), started };
+    let request =
+        MeteredCall { call_id, call_type: call_type(endpoint), started, progress: Some(&observed.progress) };
     let routed = match routed {
         Ok(routed) => routed,
         Err(error) => {
@@ -244,7 +235,7 @@ where
             return Err(error);
         }
     };
-    let upstream_time = report.upstream.unwrap_or_default();
+    let upstream_time = observed.upstream.unwrap_or_default();
     let upstream = routed.value;
     let ticket = routed.ticket;
 
@@ -286,6 +277,14 @@ where
             if let Some(spend) = meter.key_spend() {
                 spend_headers.push(("x-litellm-key-spend", spend));
             }
+            if let Some(span) = observed.span.as_ref().filter(|span| span.logs_messages())
+                && let Some(choices) = top_level_value_span(&bytes, "choices")
+            {
+                span.set(crate::telemetry::text(
+                    "langfuse.observation.output",
+                    String::from_utf8_lossy(&bytes[choices]).into_owned(),
+                ));
+            }
             json_response(StatusCode::OK, with_alias(bytes, &alias_json))
         }
         UpstreamBody::Stream(stream) => {
@@ -293,12 +292,9 @@ where
                 (Some(cache), Some(plan)) => cache.record(plan, stream),
                 _ => stream,
             };
-            let relay = AliasRelay::new(stream, alias_json);
-            let relay = if metered || ask_for_usage || ticket.wants_usage() {
-                relay.metered(meter, ask_for_usage)
-            } else {
-                relay
-            };
+            let relay = AliasRelay::new(stream, alias_json)
+                .metered(meter, ask_for_usage)
+                .observed(&observed.progress);
             let relay = if metered {
                 relay.estimating(Estimator::new(&routed.deployment.upstream_model, endpoint, body.clone()))
             } else {
@@ -367,30 +363,87 @@ fn call_type(endpoint: Endpoint) -> &'static str {
     }
 }
 
-/// Routes `model` with `call` (which gets each attempt's deployment and the metrics label of
-/// the group), noting in `report` the group, the time spent routing, retries and fallback.
+/// Routes `model` with `call` (which gets each attempt's deployment, the metrics label of
+/// the group, and the routing span to hang the attempt's span from when traces are on),
+/// noting in `observed` the group, the time spent routing, retries and fallbacks.
 pub(crate) async fn route<'a, F, Fut>(
     app: &'a App,
     model: &str,
     options: &RequestOptions,
-    report: &mut Report<'a>,
+    observed: &mut Observed,
     mut call: F,
 ) -> Result<Routed<UpstreamResponse>, GatewayError>
 where
-    F: FnMut(Selection<'_>, &'a str) -> Fut,
+    F: FnMut(Selection<'_>, &'a str, Option<SpanParent>) -> Fut,
     Fut: Future<Output = Result<UpstreamResponse, GatewayError>>,
 {
-    report.group = app.router.group_name(model);
-    let label = report.group.unwrap_or(UNKNOWN_MODEL);
+    let group = app.router.group_name(model);
+    observed.group = group.map(str::to_owned);
+    let label = group.unwrap_or(UNKNOWN_MODEL);
+    let routing_span = observed.span.as_ref().map(|span| span.child("routing"));
+    let parent = routing_span.as_ref().map(ChildSpan::parent);
     let started = Instant::now();
-    let routed = app.router.route(model, options, |selection| call(selection, label)).await;
-    report.upstream = Some(started.elapsed());
-    let routed = routed?;
-    report.retries = routed.retries;
+    let mut last: Option<Arc<Deployment>> = None;
+    let routed = app
+        .router
+        .route(model, options, |selection| {
+            last = Some(Arc::clone(&selection.deployment));
+            call(selection, label, parent.clone())
+        })
+        .await;
+    observed.upstream = Some(started.elapsed());
+    let routed = match routed {
+        Ok(routed) => routed,
+        Err(error) => {
+            // The last attempt was in another group: the fallbacks failed too.
+            if let Some(last) = last.filter(|last| Some(last.model_name.as_str()) != group) {
+                observed.failed_fallback = Some(last.model_name.clone());
+            }
+            if let Some(span) = &routing_span {
+                span.fail(error.status(), &error.message);
+            }
+            return Err(error);
+        }
+    };
+    observed.retries = routed.retries;
+    observed.deployment = Some(Arc::clone(&routed.deployment));
     if routed.fallbacks > 0 {
-        report.fallback = app.router.group_name(&routed.deployment.model_name);
+        observed.fallback = app.router.group_name(&routed.deployment.model_name).map(str::to_owned);
+    }
+    if let Some(span) = &routing_span {
+        span.set(opentelemetry::KeyValue::new("tollgate.retries", i64::from(routed.retries)));
+        span.set(opentelemetry::KeyValue::new("tollgate.fallbacks", i64::from(routed.fallbacks)));
+        span.set(crate::telemetry::text("tollgate.deployment.id", routed.deployment.id.clone()));
     }
     Ok(routed)
+}
+
+/// The request's attributes on its span: GenAI operation and parameters, and the prompt
+/// when messages may be logged.
+fn describe_span(span: &RequestSpan, endpoint: Endpoint, requested: &str, top: &TopLevel<'_>) {
+    let operation = crate::telemetry::operation(endpoint);
+    span.describe(endpoint.path(), operation, requested);
+    for (field_name, attribute) in [
+        ("max_tokens", "gen_ai.request.max_tokens"),
+        ("max_completion_tokens", "gen_ai.request.max_tokens"),
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+    ] {
+        if let Ok(Some(value)) = top.decode::<f64>(field_name) {
+            span.set(opentelemetry::KeyValue::new(attribute, value));
+        }
+    }
+    if span.logs_messages() {
+        let input = match endpoint {
+            Endpoint::ChatCompletions => "messages",
+            Endpoint::Completions => "prompt",
+            Endpoint::Embeddings => "input",
+            Endpoint::Rerank => "query",
+        };
+        if let Some(raw) = top.get(input) {
+            span.set(crate::telemetry::text("langfuse.observation.input", raw.get().to_owned()));
+        }
+    }
 }
 
 /// Calls the deployment's provider with `body` (canonical JSON, upstream model in place),
@@ -403,15 +456,31 @@ pub(crate) async fn forward(
     deployment: &Deployment,
     body: Bytes,
     stream: bool,
+    parent: Option<SpanParent>,
 ) -> Result<UpstreamResponse, GatewayError> {
     let provider = app.providers.for_deployment(deployment)?;
     let body = &body;
-    let result = tollgate_router::with_retries(deployment.max_retries, || async move {
+    let call = tollgate_router::with_retries(deployment.max_retries, || async move {
         let request = UpstreamRequest { endpoint, deployment, body: body.clone(), stream };
         provider.call(request).await.map_err(GatewayError::from)
-    })
-    .await;
-    app.metrics.record_attempt(group, deployment, result.as_ref().err().map(GatewayError::status));
+    });
+    let span = parent.map(|parent| {
+        parent.attempt(crate::telemetry::operation(endpoint), deployment, &deployment.upstream_model)
+    });
+    let result = match span.as_ref().and_then(ChildSpan::traceparent) {
+        Some(traceparent) => tollgate_providers::with_traceparent(traceparent, call).await,
+        None => call.await,
+    };
+    let failure = result.as_ref().err().map(GatewayError::status);
+    app.metrics.record_attempt(group, deployment, failure);
+    if let (Some(error), Some(status)) = (result.as_ref().err(), failure) {
+        if let Some(span) = &span {
+            span.fail(status, &error.message);
+        }
+        if let Some(alerts) = &app.alerts {
+            alerts.upstream_failure(deployment, status);
+        }
+    }
     result
 }
 

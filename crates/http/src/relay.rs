@@ -101,6 +101,8 @@ pub(crate) struct AliasRelay {
     ticket: Option<Ticket>,
     /// The usage the stream reported, for the ticket.
     usage: Option<Usage>,
+    /// Told when the first token arrives (the time-to-first-token metric and log field).
+    progress: Option<std::sync::Arc<crate::observe::Progress>>,
     /// The alias as a JSON string literal, compared with each chunk's raw `model`.
     alias_json: String,
     pending: BytesMut,
@@ -118,6 +120,7 @@ impl AliasRelay {
             tap: None,
             ticket: None,
             usage: None,
+            progress: None,
             alias_json,
             pending: BytesMut::new(),
             batch: Batch::default(),
@@ -145,6 +148,12 @@ impl AliasRelay {
     /// metered) to the router through `ticket`.
     pub(crate) fn tracked(mut self, ticket: Ticket) -> Self {
         self.ticket = Some(ticket).filter(Ticket::is_tracked);
+        self
+    }
+
+    /// Tells `progress` when the first token arrives.
+    pub(crate) fn observed(mut self, progress: &std::sync::Arc<crate::observe::Progress>) -> Self {
+        self.progress = Some(std::sync::Arc::clone(progress));
         self
     }
 
@@ -236,6 +245,9 @@ impl Body for AliasRelay {
                     if let Ok(data) = frame.into_data() {
                         if let Some(ticket) = &mut this.ticket {
                             ticket.first_token();
+                        }
+                        if let Some(progress) = this.progress.take() {
+                            progress.first_token();
                         }
                         let out = this.process(data);
                         this.batch.push(out);

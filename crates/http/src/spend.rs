@@ -18,6 +18,8 @@ pub(crate) struct MeteredCall<'a> {
     /// LiteLLM's call type (`acompletion`, `aembedding`, …).
     pub(crate) call_type: &'static str,
     pub(crate) started: std::time::Instant,
+    /// Where the request's observer learns the usage and cost.
+    pub(crate) progress: Option<&'a Arc<crate::observe::Progress>>,
 }
 
 /// Everything needed to account for a request once its usage is known.
@@ -36,6 +38,7 @@ pub(crate) struct Meter {
     tags: Vec<String>,
     /// Counts requests nobody prices, when this one is such.
     unpriced: Option<Arc<crate::metrics::Metrics>>,
+    progress: Option<Arc<crate::observe::Progress>>,
 }
 
 impl Meter {
@@ -139,6 +142,7 @@ impl Meter {
             cached: false,
             tags,
             unpriced: deployment.is_some_and(|d| d.pricing.is_none()).then(|| Arc::clone(&app.metrics)),
+            progress: request.progress.cloned(),
         }
     }
 
@@ -173,6 +177,9 @@ impl Meter {
     /// Records `usage`; returns its cost (0 for a model without prices, or a cache hit).
     pub(crate) fn record(&mut self, usage: &Usage) -> f64 {
         let cost = if self.cached { 0.0 } else { self.pricing.map_or(0.0, |pricing| pricing.cost(usage)) };
+        if let Some(progress) = &self.progress {
+            progress.usage(usage, cost);
+        }
         let Some(tenancy) = &self.tenancy else { return cost };
         if !self.cached {
             tenancy.record(

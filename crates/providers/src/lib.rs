@@ -50,6 +50,7 @@ pub use gemini::GeminiProvider;
 pub use jina::JinaProvider;
 pub use ollama::OllamaProvider;
 pub use openai::OpenAiProvider;
+pub use transport::with_traceparent;
 pub use vertex::VertexProvider;
 pub use voyage::VoyageProvider;
 

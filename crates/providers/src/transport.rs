@@ -21,6 +21,18 @@ const MAX_QUOTED_ERROR: usize = 1000;
 /// Reads a provider's error body into an error, given the status.
 pub(crate) type ReadError = fn(u16, &[u8], &Deployment) -> ProviderError;
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the upstream attempt under way, when traces are on.
+    static TRACEPARENT: HeaderValue;
+}
+
+/// Runs `call` (a provider call) sending `traceparent` on every upstream request it makes,
+/// so the upstream's own spans join the gateway's trace. The header is added at the last
+/// step, after any request signing: a signature never covers it.
+pub async fn with_traceparent<F: std::future::Future>(traceparent: HeaderValue, call: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, call).await
+}
+
 /// Sends `request` and returns the upstream's answer as it came: a whole body within the
 /// deployment's `timeout`, or a stream whose first byte arrives within `stream_timeout` and
 /// whose gaps never exceed it. A non-2xx answer becomes `read_error`'s error.
@@ -46,6 +58,10 @@ pub(crate) async fn exchange_reading_headers(
     stream: bool,
     read_error: impl FnOnce(u16, &http::HeaderMap, &[u8], &Deployment) -> ProviderError,
 ) -> Result<UpstreamResponse, ProviderError> {
+    let mut request = request;
+    if let Ok(traceparent) = TRACEPARENT.try_with(HeaderValue::clone) {
+        request.headers_mut().insert(HeaderName::from_static("traceparent"), traceparent);
+    }
     let limit = if stream { deployment.stream_timeout } else { deployment.timeout };
     let deadline = Instant::now() + limit;
     let timed_out = || timeout_error(deployment, limit);

@@ -291,6 +291,19 @@ impl Router {
         }
     }
 
+    /// Every deployment cooling down now, with the time it has left (read by the gateway's
+    /// metrics and alerts; routing does not use it).
+    pub fn cooling_down(&self) -> Vec<(Arc<Deployment>, Duration)> {
+        let now = Instant::now();
+        self.groups
+            .iter()
+            .flat_map(|group| group.deployments.iter().zip(&group.stats))
+            .filter_map(|(deployment, stats)| {
+                stats.cooling_until(now).map(|until| (Arc::clone(deployment), until.duration_since(now)))
+            })
+            .collect()
+    }
+
     /// The name of the group serving `model` (an alias or wildcard resolved), if any.
     pub fn group_name(&self, model: &str) -> Option<&str> {
         self.find(model).map(|(group, _)| group.name.as_str())

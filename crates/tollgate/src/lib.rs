@@ -43,6 +43,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
     Storage(#[from] tollgate_storage::StoreError),
+    #[error(transparent)]
+    Tracing(#[from] tollgate_http::telemetry::TracingError),
 }
 
 /// Where virtual keys live when no `database_url` is configured: a SQLite file beside the
@@ -56,6 +58,8 @@ pub struct Gateway {
     workers: usize,
     /// The router's deployment state and the metrics, shared by every worker and every `app()`.
     shared: Shared,
+    /// The cooldown watcher (deployment state metric, cooldown alerts); stops when dropped.
+    _watching: tollgate_http::watch::Watching,
 }
 
 impl Gateway {
@@ -119,8 +123,44 @@ impl Gateway {
             shared.router_sync = Some(RouterSync::start(&shared.health, redis.expose(), &namespace)?);
         }
         shared.background_checks = config.background_health_checks.map(BackgroundChecks::new);
+        shared.tracing = tollgate_http::telemetry::Tracing::start(&config.observability)?;
+        if let Some(otel) = &config.observability.otel {
+            tracing::info!(endpoint = %otel.endpoint, protocol = ?otel.protocol, "traces exported over OTLP");
+        }
+        if let Some(langfuse) = &config.observability.langfuse {
+            tracing::info!(endpoint = %langfuse.endpoint, "traces exported to langfuse");
+        }
+        if let Some(alerting) = &config.observability.alerting {
+            let channels: Vec<&str> =
+                [("slack", alerting.slack.is_some()), ("webhook", alerting.webhook.is_some())]
+                    .into_iter()
+                    .filter_map(|(name, on)| on.then_some(name))
+                    .collect();
+            tracing::info!(channels = %channels.join(", "), "alerts on");
+            shared.alerts =
+                Some(tollgate_http::alerts::Alerts::start(alerting.clone(), Arc::clone(&shared.metrics)));
+        }
+        let watcher = tollgate_router::Router::new(
+            config.deployments.clone(),
+            config.router.clone(),
+            Arc::clone(&shared.health),
+        );
+        let _watching =
+            tollgate_http::watch::spawn(watcher, Arc::clone(&shared.metrics), shared.alerts.clone());
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
-        Ok(Self { config, options, workers: 0, shared })
+        Ok(Self { config, options, workers: 0, shared, _watching })
+    }
+
+    /// The gateway's metrics (for embedding and tests).
+    pub fn metrics(&self) -> &Arc<tollgate_http::metrics::Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Exports the spans buffered so far (for tests; the exporters flush on their own).
+    pub async fn flush_traces(&self) {
+        if let Some(tracing) = self.shared.tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || tracing.flush()).await;
+        }
     }
 
     /// The store behind virtual keys, when there is one (for embedding and tests).
@@ -198,6 +238,10 @@ impl Gateway {
         // Requests have drained: what they spent goes to the database before the process ends.
         if let Some(tenancy) = &self.shared.tenancy {
             tenancy.write_spend().await;
+        }
+        // And their spans to the collectors (the exporters block: off the runtime's threads).
+        if let Some(tracing) = self.shared.tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
         }
         Ok(())
     }

@@ -131,6 +131,13 @@ impl Ledger {
         }
     }
 
+    /// How many records (keys, users, teams, …) have spend recorded here and not yet
+    /// written or handed over.
+    pub fn unwritten(&self) -> u64 {
+        let spend = self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (spend.local.len() + spend.handing_over.len()) as u64
+    }
+
     /// Forgets the other replicas' spend (Redis is away: each replica counts its own).
     pub fn forget_shared(&self) {
         self.spend.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).shared.clear();

@@ -88,7 +88,22 @@ impl Drop for Permit {
     }
 }
 
+/// What a key and its team have left of their rpm and tpm limits this minute (requests,
+/// tokens), after the request that holds the permit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Remaining {
+    /// The tightest of the key's own limits and its limits for the model.
+    pub key: (Option<u64>, Option<u64>),
+    /// The tightest of the team's limits and its limits for the model.
+    pub team: (Option<u64>, Option<u64>),
+}
+
 impl Permit {
+    /// What the key and its team have left, when either has a limit.
+    pub fn remaining(&self) -> Option<Remaining> {
+        self.report.as_ref().map(|report| report.remaining).filter(|r| *r != Remaining::default())
+    }
+
     /// Adds `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the tightest scope
     /// with an rpm (tpm) limit; nothing when the request had none.
     pub fn add_headers(&self, headers: &mut HeaderMap) {
@@ -104,6 +119,7 @@ struct Report {
     requests: Option<(u64, u64)>,
     tokens: Option<(u64, u64)>,
     reset: Duration,
+    remaining: Remaining,
 }
 
 impl Report {
@@ -119,7 +135,28 @@ impl Report {
         };
         let requests = tightest(|scope| scope.rpm, |used| used.requests);
         let tokens = tightest(|scope| scope.tpm, |used| used.tokens);
-        (requests.is_some() || tokens.is_some()).then(|| Box::new(Self { requests, tokens, reset }))
+        // Per owner: the key (and its per-model limits), the team (and its).
+        let left =
+            |kinds: [&str; 2], limit: fn(&Scope<'_>) -> Option<u64>, counted: fn(&WindowUse) -> u64| {
+                scopes
+                    .iter()
+                    .zip(used)
+                    .filter(|(scope, _)| kinds.contains(&scope.kind))
+                    .filter_map(|(scope, used)| limit(scope).map(|limit| limit.saturating_sub(counted(used))))
+                    .min()
+            };
+        let remaining = Remaining {
+            key: (
+                left(["api_key", "model_per_key"], |s| s.rpm, |u| u.requests),
+                left(["api_key", "model_per_key"], |s| s.tpm, |u| u.tokens),
+            ),
+            team: (
+                left(["team", "model_per_team"], |s| s.rpm, |u| u.requests),
+                left(["team", "model_per_team"], |s| s.tpm, |u| u.tokens),
+            ),
+        };
+        (requests.is_some() || tokens.is_some())
+            .then(|| Box::new(Self { requests, tokens, reset, remaining }))
     }
 
     fn write(&self, headers: &mut HeaderMap) {

@@ -29,7 +29,7 @@ use tollgate_storage::{
 
 pub use cache::PrincipalCache;
 pub use ledger::Ledger;
-pub use limits::{Caller, Limits, Permit};
+pub use limits::{Caller, Limits, Permit, Remaining};
 
 /// A virtual key and the records it answers to, as loaded together.
 #[derive(Debug, Clone)]
@@ -38,9 +38,16 @@ pub struct Principal {
     pub team: Option<TeamRecord>,
     pub user: Option<UserRecord>,
     pub organization: Option<(OrganizationRecord, Option<BudgetRecord>)>,
+    /// The key's own budget row (`budget_id`), where its `soft_budget` lives.
+    pub key_budget: Option<BudgetRecord>,
 }
 
 impl Principal {
+    /// The key's soft budget: past it, an alert, not a refusal.
+    pub fn key_soft_budget(&self) -> Option<f64> {
+        self.key_budget.as_ref().and_then(|budget| budget.soft_budget)
+    }
+
     /// The owning user's role; a key without a user is an internal user (LiteLLM's rule).
     pub fn role(&self) -> &str {
         self.user.as_ref().and_then(|user| user.user_role.as_deref()).unwrap_or("internal_user")
@@ -251,6 +258,16 @@ impl Tenancy {
     /// The key's spend so far, written or not (the `x-litellm-key-spend` header).
     pub fn key_spend(&self, principal: &Principal) -> f64 {
         self.spent(Table::Keys, &principal.key.token, principal.key.spend)
+    }
+
+    /// The key's team's spend so far, written or not (0 without a team).
+    pub fn team_spend(&self, principal: &Principal) -> f64 {
+        principal.team.as_ref().map_or(0.0, |team| self.spent(Table::Teams, &team.team_id, team.spend))
+    }
+
+    /// `None` without Redis; else whether spend is shared through it now.
+    pub fn spend_sharing(&self) -> Option<bool> {
+        self.shared_spend.get().map(|_| self.sharing.load(Ordering::Acquire))
     }
 
     /// Writes unwritten spend to the database when `write_due` (every
@@ -722,7 +739,10 @@ pub async fn load_many(store: &Store, tokens: &[String]) -> Result<Vec<Principal
         let budgets: HashMap<String, BudgetRecord> = by_id(
             store,
             Table::Budgets,
-            organizations.values().map(|o| o.budget_id.clone()),
+            organizations
+                .values()
+                .map(|o| o.budget_id.clone())
+                .chain(keys.iter().filter_map(|k| k.budget_id.clone())),
             |b: &BudgetRecord| &b.budget_id,
         )
         .await?;
@@ -731,6 +751,7 @@ pub async fn load_many(store: &Store, tokens: &[String]) -> Result<Vec<Principal
                 .and_then(|id| organizations.get(&id))
                 .map(|organization| (organization.clone(), budgets.get(&organization.budget_id).cloned()));
             principals.push(Principal {
+                key_budget: key.budget_id.as_ref().and_then(|id| budgets.get(id)).cloned(),
                 team: key.team_id.as_ref().and_then(|id| teams.get(id)).cloned(),
                 user: key.user_id.as_ref().and_then(|id| users.get(id)).cloned(),
                 organization,

@@ -45,6 +45,13 @@ impl SpendLog {
         }
     }
 
+    /// Rows waiting for the writer: queued, and kept from failed writes.
+    pub fn waiting(&self) -> u64 {
+        let queued = QUEUE_ROWS.saturating_sub(self.sender.capacity());
+        let kept = self.retry.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len();
+        (queued + kept) as u64
+    }
+
     /// Rows dropped because the queue or the retry buffer was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.get()

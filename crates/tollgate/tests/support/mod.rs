@@ -31,7 +31,16 @@ impl TestGateway {
     }
 
     pub async fn start_with(yaml: &str, adjust: impl FnOnce(Gateway) -> Gateway) -> Self {
-        let mut config = GatewayConfig::from_yaml(yaml, &HashMap::new()).expect("test config is valid");
+        Self::start_env(yaml, &HashMap::new(), adjust).await
+    }
+
+    /// Starts a gateway whose config reads these environment variables.
+    pub async fn start_env(
+        yaml: &str,
+        env: &HashMap<String, String>,
+        adjust: impl FnOnce(Gateway) -> Gateway,
+    ) -> Self {
+        let mut config = GatewayConfig::from_yaml(yaml, env).expect("test config is valid");
         // Each gateway keeps its virtual keys in a database of its own, not in the repo.
         if config.master_key.is_some() && config.database_url.is_none() {
             config.database_url = Some(tollgate_domain::Secret::new(temp_sqlite_url()));
