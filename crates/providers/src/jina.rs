@@ -9,12 +9,10 @@
 //! keep their names; the answer's `usage.total_tokens` becomes the billed tokens in `meta`,
 //! as LiteLLM reports them. Errors are FastAPI's `{"detail": ...}`, status kept.
 
-use bytes::Bytes;
 use serde_json::{Value, json};
-use tollgate_domain::Endpoint;
 
 use crate::retrieval::{self, count};
-use crate::{HttpClient, ProviderError, UpstreamBody, UpstreamRequest, UpstreamResponse, bearer, transport};
+use crate::{HttpClient, ProviderError, UpstreamRequest, UpstreamResponse};
 
 /// Jina's own embedding parameters, passed through when set.
 const NATIVE_EMBED_PARAMS: &[&str] = &["task", "late_chunking", "normalized", "truncate", "embedding_type"];
@@ -29,35 +27,20 @@ impl JinaProvider {
     }
 }
 
+/// Jina AI's shapes; the call itself is [`retrieval::call`].
+const VENDOR: retrieval::Vendor = retrieval::Vendor {
+    name: "jina_ai",
+    label: "Jina AI",
+    embed_body,
+    embed_answer,
+    rerank_body,
+    rerank_answer,
+};
+
 #[async_trait::async_trait]
 impl crate::Provider for JinaProvider {
     async fn call(&self, request: UpstreamRequest<'_>) -> Result<UpstreamResponse, ProviderError> {
-        let deployment = request.deployment;
-        let body: Value = serde_json::from_slice(&request.body)
-            .map_err(|e| ProviderError::BadRequest(format!("invalid JSON body: {e}")))?;
-        let (op, upstream_body, rerank) = match request.endpoint {
-            Endpoint::Embeddings => ("embeddings", embed_body(&body)?, None),
-            Endpoint::Rerank => {
-                let rerank = retrieval::rerank_request(&body, "jina_ai", &[])?;
-                ("rerank", rerank_body(&rerank), Some(rerank))
-            }
-            other => {
-                return Err(ProviderError::BadRequest(format!(
-                    "model '{}' is a Jina AI model, which serves embeddings and rerank, not {}",
-                    deployment.model_name,
-                    other.path()
-                )));
-            }
-        };
-        let upstream = bearer::json_post(deployment, retrieval::v1_url(deployment, op), &upstream_body)?;
-        let response =
-            transport::exchange(&self.client, deployment, upstream, false, bearer::detail_error).await?;
-        let (answer, headers) = bearer::json_answer(response, "jina_ai")?;
-        let out = match rerank {
-            None => embed_answer(&answer, &body)?,
-            Some(rerank) => rerank_answer(&answer, &rerank)?,
-        };
-        Ok(UpstreamResponse { headers, body: UpstreamBody::Complete(Bytes::from(out.to_string())) })
+        retrieval::call(&VENDOR, &self.client, request).await
     }
 }
 
@@ -101,7 +84,7 @@ fn embed_answer(answer: &Value, openai: &Value) -> Result<Value, ProviderError> 
     Ok(retrieval::embedding_list(vectors, model, tokens))
 }
 
-fn rerank_body(request: &retrieval::RerankRequest) -> Value {
+fn rerank_body(request: &retrieval::RerankRequest, _request_body: &Value) -> Value {
     let mut upstream = json!({
         "model": request.model,
         "query": request.query,
@@ -151,7 +134,7 @@ mod tests {
         let body = json!({"model": "jina-reranker-v2-base-multilingual", "query": "q", "documents": ["zero", "one"], "top_n": 1, "return_documents": false});
         let request = retrieval::rerank_request(&body, "jina_ai", &[]).unwrap();
         assert_eq!(
-            rerank_body(&request),
+            rerank_body(&request, &Value::Null),
             json!({"model": "jina-reranker-v2-base-multilingual", "query": "q", "documents": ["zero", "one"], "return_documents": false, "top_n": 1})
         );
         let with_docs = retrieval::rerank_request(

@@ -7,10 +7,60 @@
 //! holds what was billed (`billed_units.search_units` for Cohere, `billed_units.total_tokens`
 //! and `tokens.input_tokens` for per-token rerankers), which the gateway prices.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
-use tollgate_domain::Deployment;
+use tollgate_domain::{Deployment, Endpoint};
 
-use crate::ProviderError;
+use crate::{HttpClient, ProviderError, UpstreamBody, UpstreamRequest, UpstreamResponse, bearer, transport};
+
+/// What sets one retrieval vendor (Voyage, Jina) apart: its names and how it shapes bodies.
+/// [`call`] does the rest, the same for both.
+pub(crate) struct Vendor {
+    /// The provider prefix, in messages (`voyage`).
+    pub name: &'static str,
+    /// The vendor as people name it (`Voyage AI`).
+    pub label: &'static str,
+    pub embed_body: fn(&Value) -> Result<Value, ProviderError>,
+    /// The vendor's answer and the OpenAI request, to an OpenAI embedding list.
+    pub embed_answer: fn(&Value, &Value) -> Result<Value, ProviderError>,
+    /// The checked rerank request and the request as sent, to the vendor's body.
+    pub rerank_body: fn(&RerankRequest, &Value) -> Value,
+    pub rerank_answer: fn(&Value, &RerankRequest) -> Result<Value, ProviderError>,
+}
+
+/// Embeddings or rerank through `vendor`'s `/v1/embeddings` or `/v1/rerank`.
+pub(crate) async fn call(
+    vendor: &Vendor,
+    client: &HttpClient,
+    request: UpstreamRequest<'_>,
+) -> Result<UpstreamResponse, ProviderError> {
+    let deployment = request.deployment;
+    let body: Value = serde_json::from_slice(&request.body)
+        .map_err(|e| ProviderError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let (op, upstream_body, rerank) = match request.endpoint {
+        Endpoint::Embeddings => ("embeddings", (vendor.embed_body)(&body)?, None),
+        Endpoint::Rerank => {
+            let rerank = rerank_request(&body, vendor.name, &[])?;
+            ("rerank", (vendor.rerank_body)(&rerank, &body), Some(rerank))
+        }
+        other => {
+            return Err(ProviderError::BadRequest(format!(
+                "model '{}' is a {} model, which serves embeddings and rerank, not {}",
+                deployment.model_name,
+                vendor.label,
+                other.path()
+            )));
+        }
+    };
+    let upstream = bearer::json_post(deployment, v1_url(deployment, op), &upstream_body)?;
+    let response = transport::exchange(client, deployment, upstream, false, bearer::detail_error).await?;
+    let (answer, headers) = bearer::json_answer(response, vendor.name)?;
+    let out = match rerank {
+        None => (vendor.embed_answer)(&answer, &body)?,
+        Some(rerank) => (vendor.rerank_answer)(&answer, &rerank)?,
+    };
+    Ok(UpstreamResponse { headers, body: UpstreamBody::Complete(Bytes::from(out.to_string())) })
+}
 
 fn bad(message: impl Into<String>) -> ProviderError {
     ProviderError::BadRequest(message.into())

@@ -9,12 +9,10 @@
 //! `usage.total_tokens` the billed tokens in `meta`, as LiteLLM reports them. Errors are
 //! FastAPI's `{"detail": ...}`, status kept.
 
-use bytes::Bytes;
 use serde_json::{Value, json};
-use tollgate_domain::Endpoint;
 
 use crate::retrieval::{self, count};
-use crate::{HttpClient, ProviderError, UpstreamBody, UpstreamRequest, UpstreamResponse, bearer, transport};
+use crate::{HttpClient, ProviderError, UpstreamRequest, UpstreamResponse};
 
 /// Voyage's own embedding parameters, passed through when set.
 const NATIVE_EMBED_PARAMS: &[&str] = &["input_type", "truncation", "output_dtype"];
@@ -29,35 +27,20 @@ impl VoyageProvider {
     }
 }
 
+/// Voyage AI's shapes; the call itself is [`retrieval::call`].
+const VENDOR: retrieval::Vendor = retrieval::Vendor {
+    name: "voyage",
+    label: "Voyage AI",
+    embed_body,
+    embed_answer,
+    rerank_body,
+    rerank_answer,
+};
+
 #[async_trait::async_trait]
 impl crate::Provider for VoyageProvider {
     async fn call(&self, request: UpstreamRequest<'_>) -> Result<UpstreamResponse, ProviderError> {
-        let deployment = request.deployment;
-        let body: Value = serde_json::from_slice(&request.body)
-            .map_err(|e| ProviderError::BadRequest(format!("invalid JSON body: {e}")))?;
-        let (op, upstream_body, rerank) = match request.endpoint {
-            Endpoint::Embeddings => ("embeddings", embed_body(&body)?, None),
-            Endpoint::Rerank => {
-                let rerank = retrieval::rerank_request(&body, "voyage", &[])?;
-                ("rerank", rerank_body(&rerank, &body), Some(rerank))
-            }
-            other => {
-                return Err(ProviderError::BadRequest(format!(
-                    "model '{}' is a Voyage AI model, which serves embeddings and rerank, not {}",
-                    deployment.model_name,
-                    other.path()
-                )));
-            }
-        };
-        let upstream = bearer::json_post(deployment, retrieval::v1_url(deployment, op), &upstream_body)?;
-        let response =
-            transport::exchange(&self.client, deployment, upstream, false, bearer::detail_error).await?;
-        let (answer, headers) = bearer::json_answer(response, "voyage")?;
-        let out = match rerank {
-            None => embed_answer(&answer, &body)?,
-            Some(rerank) => rerank_answer(&answer, &rerank)?,
-        };
-        Ok(UpstreamResponse { headers, body: UpstreamBody::Complete(Bytes::from(out.to_string())) })
+        retrieval::call(&VENDOR, &self.client, request).await
     }
 }
 
