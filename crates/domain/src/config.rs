@@ -539,6 +539,10 @@ const LITELLM_PARAMS: &[&str] = &[
     "vertex_ai_credentials",
     "weight",
     "order",
+];
+
+/// Prices, read from `litellm_params` or `model_info` (see [`Reader::pricing`]).
+const PRICE_KEYS: &[&str] = &[
     "input_cost_per_token",
     "output_cost_per_token",
     "cache_read_input_token_cost",
@@ -599,7 +603,7 @@ impl Reader<'_> {
         // LiteLLM lets model_info carry any metadata: what the gateway does not read is
         // returned by /model/info, which is no error.
         for key in model_info.keys() {
-            let status = if MODEL_INFO_READ.contains(&key.as_str()) {
+            let status = if MODEL_INFO_READ.contains(&key.as_str()) || PRICE_KEYS.contains(&key.as_str()) {
                 SettingStatus::Supported
             } else {
                 SettingStatus::Ignored(MODEL_INFO_METADATA.to_owned())
@@ -611,7 +615,7 @@ impl Reader<'_> {
             Some((prefix, _)) => provider_catalog::provider_params(prefix),
             None => &[],
         };
-        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(own_params).copied().collect();
+        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(PRICE_KEYS).chain(own_params).copied().collect();
         self.verdicts.classify(params, &params_path, &known, IGNORED_LITELLM_PARAMS);
 
         let model = self
@@ -2610,6 +2614,28 @@ router_settings:
             ["litellm_settings.success_callback=datadog (no such callback in this build)"]
         );
         assert!(load("").unwrap().metrics_require_auth, "a key is asked for by default, as LiteLLM does");
+    }
+
+    #[test]
+    fn every_price_key_is_read_and_reported_from_either_place() {
+        for key in PRICE_KEYS {
+            for place in ["litellm_params", "model_info"] {
+                let yaml = if place == "model_info" {
+                    format!(
+                        "model_list:\n  - model_name: f\n    litellm_params: {{model: fake/f}}\n    model_info: {{{key}: 0.5}}\n"
+                    )
+                } else {
+                    format!(
+                        "model_list:\n  - model_name: f\n    litellm_params: {{model: fake/f, {key}: 0.5}}\n"
+                    )
+                };
+                let config = load(&yaml).unwrap();
+                assert!(config.deployments[0].pricing.is_some(), "{key} in {place} sets a price");
+                let row =
+                    config.settings.iter().find(|row| row.path == format!("model_list[0].{place}.{key}"));
+                assert_eq!(row.map(|row| &row.status), Some(&SettingStatus::Supported), "{key} in {place}");
+            }
+        }
     }
 
     #[test]

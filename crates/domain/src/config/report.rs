@@ -280,7 +280,8 @@ pub(super) const IGNORED_LITELLM_PARAMS: &[(&str, &str)] = &[
 
 const REQUEST_DEFAULT: &str = "not added to requests; send it in the request";
 
-/// `model_info` keys the gateway reads; any other is metadata `/model/info` returns as is.
+/// `model_info` keys the gateway reads besides prices; any other is metadata `/model/info`
+/// returns as is.
 pub(super) const MODEL_INFO_READ: &[&str] = &[
     "id",
     "mode",
@@ -290,12 +291,6 @@ pub(super) const MODEL_INFO_READ: &[&str] = &[
     "max_output_tokens",
     "access_groups",
     "disable_background_health_check",
-    "input_cost_per_token",
-    "output_cost_per_token",
-    "cache_read_input_token_cost",
-    "cache_creation_input_token_cost",
-    "output_cost_per_reasoning_token",
-    "input_cost_per_query",
 ];
 
 /// Why a `model_info` key the gateway does not read is still no error.
