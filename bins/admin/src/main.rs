@@ -58,7 +58,8 @@ struct GatewayOptions {
     master_key: Option<String>,
     /// Print JSON, pretty-printed, instead of a table: the gateway's answer, or
     /// check-config's report.
-    #[arg(long, global = true, help_heading = GATEWAY_OPTIONS)]
+    // Listed with each command's own options, not the gateway's: check-config takes it too.
+    #[arg(long, global = true)]
     json: bool,
 }
 
@@ -116,6 +117,7 @@ fn main() -> ExitCode {
             return check::run(&path, strict, gateway.json);
         }
         Command::Migrate { database_url } => {
+            log_storage_warnings();
             let applied = block_on(migrate::run(&database_url));
             return finish(applied.and_then(|applied| emit(&format!("migrations applied: {applied}\n"))));
         }
@@ -155,6 +157,21 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Shows the storage layer's warnings on stderr, where a migration Job's log keeps them:
+/// above all that the database was migrated by a newer Tollgate (a rollback), which is no
+/// error. `RUST_LOG` widens it.
+fn log_storage_warnings() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tollgate_storage=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .init();
 }
 
 /// Runs `work` on a single-threaded runtime: one request at a time needs no more, and it

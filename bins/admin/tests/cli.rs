@@ -176,8 +176,26 @@ async fn migrate_applies_once_and_fails_cleanly() {
     let url = format!("sqlite://{}?mode=rwc", db_path.display());
     let first = ok(&run(vec!["migrate".into(), "--database-url".into(), url.clone()]).await, "migrate");
     assert_eq!(first.trim(), "migrations applied: 3");
-    let second = ok(&run(vec!["migrate".into(), "--database-url".into(), url]).await, "migrate again");
+    let second =
+        ok(&run(vec!["migrate".into(), "--database-url".into(), url.clone()]).await, "migrate again");
     assert_eq!(second.trim(), "migrations applied: 0");
+
+    // A newer Tollgate migrated it (a rollback): nothing to do, said on stderr, exit 0.
+    let store = tollgate_storage::Store::connect(&url).await.unwrap();
+    store
+        .execute_script(
+            "INSERT INTO tollgate_migrations (version, applied_at) VALUES ('m20991231_000001_future', 0)",
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let older = run(vec!["migrate".into(), "--database-url".into(), url]).await;
+    assert_eq!(ok(&older, "migrate a newer database").trim(), "migrations applied: 0");
+    assert!(
+        stderr(&older).contains("the database was migrated by a newer Tollgate; nothing to do"),
+        "{}",
+        stderr(&older)
+    );
 
     let failed = run(vec![
         "migrate".into(),
