@@ -600,6 +600,13 @@ impl Reader<'_> {
             Some(v) => as_object(v, &format!("{path}.model_info"))?.clone(),
         };
         self.verdicts.classify(entry, path, &["model_name", "litellm_params", "model_info"], &[]);
+        // A provider's own parameters (Ollama's `num_ctx`) are known for its models only.
+        let own_params = match params.get("model").and_then(Value::as_str).and_then(|m| m.split_once('/')) {
+            Some((prefix, _)) => provider_catalog::provider_params(prefix),
+            None => &[],
+        };
+        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(PRICE_KEYS).chain(own_params).copied().collect();
+        self.verdicts.classify(params, &params_path, &known, IGNORED_LITELLM_PARAMS);
         // LiteLLM lets model_info carry any metadata: what the gateway does not read is
         // returned by /model/info, which is no error.
         for key in model_info.keys() {
@@ -610,13 +617,6 @@ impl Reader<'_> {
             };
             self.verdicts.record(format!("{path}.model_info.{key}"), status);
         }
-        // A provider's own parameters (Ollama's `num_ctx`) are known for its models only.
-        let own_params = match params.get("model").and_then(Value::as_str).and_then(|m| m.split_once('/')) {
-            Some((prefix, _)) => provider_catalog::provider_params(prefix),
-            None => &[],
-        };
-        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(PRICE_KEYS).chain(own_params).copied().collect();
-        self.verdicts.classify(params, &params_path, &known, IGNORED_LITELLM_PARAMS);
 
         let model = self
             .string(params, "model", &params_path)?
@@ -2614,6 +2614,61 @@ router_settings:
             ["litellm_settings.success_callback=datadog (no such callback in this build)"]
         );
         assert!(load("").unwrap().metrics_require_auth, "a key is asked for by default, as LiteLLM does");
+    }
+
+    #[test]
+    fn every_key_present_gets_a_verdict() {
+        let config = GatewayConfig::from_yaml(
+            r#"
+environment_variables: {UPSTREAM_KEY: k}
+model_list:
+  - model_name: gp
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/UPSTREAM_KEY, temperature: 0.1, tempreture: 1}
+    model_info: {mode: chat, team: search}
+litellm_settings: {cache: false, cache_params: {type: redis}, set_verbose: true}
+router_settings: {fallbacks: [{gp: [gone]}]}
+guardrails: []
+mystery: 1
+"#,
+            &env(&[]),
+        )
+        .unwrap();
+        let verdicts: Vec<(&str, &SettingStatus)> =
+            config.settings.iter().map(|row| (row.path.as_str(), &row.status)).collect();
+        let ignored = |reason: &str| SettingStatus::Ignored(reason.to_owned());
+        let expected = [
+            ("environment_variables", SettingStatus::Supported),
+            ("environment_variables.UPSTREAM_KEY", SettingStatus::Supported),
+            ("model_list", SettingStatus::Supported),
+            ("model_list[0].model_name", SettingStatus::Supported),
+            ("model_list[0].litellm_params", SettingStatus::Supported),
+            ("model_list[0].model_info", SettingStatus::Supported),
+            ("model_list[0].litellm_params.model", SettingStatus::Supported),
+            ("model_list[0].litellm_params.api_key", SettingStatus::Supported),
+            (
+                "model_list[0].litellm_params.temperature",
+                ignored("not added to requests; send it in the request"),
+            ),
+            ("model_list[0].litellm_params.tempreture", SettingStatus::Unknown),
+            ("model_list[0].model_info.mode", SettingStatus::Supported),
+            ("model_list[0].model_info.team", ignored(report::MODEL_INFO_METADATA)),
+            ("litellm_settings", SettingStatus::Supported),
+            ("litellm_settings.cache", SettingStatus::Supported),
+            ("litellm_settings.cache_params", ignored("litellm_settings.cache is not true")),
+            ("litellm_settings.set_verbose", ignored("deprecated in LiteLLM; use LITELLM_LOG or --debug")),
+            ("router_settings", SettingStatus::Supported),
+            ("router_settings.fallbacks", SettingStatus::Supported),
+            ("router_settings.fallbacks=gone", ignored("no such model_name in model_list")),
+            ("guardrails", ignored("guardrails are not run by this build")),
+            ("mystery", SettingStatus::Unknown),
+        ];
+        let expected: Vec<(&str, &SettingStatus)> =
+            expected.iter().map(|(path, status)| (*path, status)).collect();
+        assert_eq!(verdicts, expected);
+        // The start-up warning: every verdict but supported, in the same order.
+        assert_eq!(config.unsupported.len(), 8, "{:?}", config.unsupported);
+        assert_eq!(config.unsupported[1], "model_list[0].litellm_params.tempreture");
+        assert_eq!(config.unsupported[7], "mystery");
     }
 
     #[test]
