@@ -4,6 +4,7 @@
 
 mod api;
 mod body;
+mod check;
 mod commands;
 mod migrate;
 mod output;
@@ -13,8 +14,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tollgate_domain::GatewayConfig;
-use tollgate_domain::config::ProcessEnv;
 
 use crate::api::{Api, Failure};
 use crate::commands::Plan;
@@ -24,9 +23,6 @@ use crate::commands::keys::KeyCommand;
 use crate::commands::orgs::OrgCommand;
 use crate::commands::teams::TeamCommand;
 use crate::commands::users::UserCommand;
-
-/// Exit code for an unusable configuration (sysexits' EX_USAGE).
-const EXIT_BAD_CONFIG: u8 = 64;
 
 /// Exit code when the gateway refused, could not be reached, or the database failed.
 const EXIT_FAILED: u8 = 1;
@@ -60,19 +56,27 @@ struct GatewayOptions {
     /// The gateway's master key (falls back to TOLLGATE_MASTER_KEY).
     #[arg(long, global = true, help_heading = GATEWAY_OPTIONS, env = "LITELLM_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
-    /// Print the gateway's JSON answer, pretty-printed, instead of a table.
-    #[arg(long, global = true, help_heading = GATEWAY_OPTIONS)]
+    /// Print JSON, pretty-printed, instead of a table: the gateway's answer, or
+    /// check-config's report.
+    // Listed with each command's own options, not the gateway's: check-config takes it too.
+    #[arg(long, global = true)]
     json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Reads a LiteLLM config.yaml exactly as `tollgate --config` would (environment
-    /// references included) and reports its models and any settings it would ignore.
+    /// references included) and lists every setting in it as supported, ignored (with the
+    /// reason) or unknown. Exits 0 when valid, 64 when invalid (naming the path at fault),
+    /// and with --strict 65 when valid but holding unknown settings.
     CheckConfig {
+        /// The config file.
+        #[arg(value_name = "CONFIG")]
+        file: Option<PathBuf>,
+        /// The config file, as `tollgate --config` takes it.
         #[arg(long, short = 'c', env = "CONFIG_FILE_PATH")]
-        config: PathBuf,
-        /// Exit non-zero when some settings would be ignored, not only when invalid.
+        config: Option<PathBuf>,
+        /// Also exit non-zero (65) when some settings are unknown to this build.
         #[arg(long)]
         strict: bool,
     },
@@ -104,8 +108,16 @@ enum Command {
 fn main() -> ExitCode {
     let Args { gateway, command } = Args::parse();
     let plan = match command {
-        Command::CheckConfig { config, strict } => return check_config(&config, strict),
+        Command::CheckConfig { file, config, strict } => {
+            // The positional path wins over `-c` and CONFIG_FILE_PATH.
+            let Some(path) = file.or(config) else {
+                eprintln!("tollgate-admin: check-config needs a config file: check-config config.yaml");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            return check::run(&path, strict, gateway.json);
+        }
         Command::Migrate { database_url } => {
+            log_storage_warnings();
             let applied = block_on(migrate::run(&database_url));
             return finish(applied.and_then(|applied| emit(&format!("migrations applied: {applied}\n"))));
         }
@@ -136,7 +148,7 @@ async fn manage(options: &GatewayOptions, plan: Plan) -> anyhow::Result<()> {
 
 /// Writes to stdout. A closed pipe (`tollgate-admin key list | head`) is the reader's choice,
 /// not a failure; `print!` would panic on it.
-fn emit(text: &str) -> anyhow::Result<()> {
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -145,6 +157,21 @@ fn emit(text: &str) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Shows the storage layer's warnings on stderr, where a migration Job's log keeps them:
+/// above all that the database was migrated by a newer Tollgate (a rollback), which is no
+/// error. `RUST_LOG` widens it.
+fn log_storage_warnings() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tollgate_storage=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .init();
 }
 
 /// Runs `work` on a single-threaded runtime: one request at a time needs no more, and it
@@ -169,41 +196,4 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
             }
         }
     }
-}
-
-fn check_config(path: &std::path::Path, strict: bool) -> ExitCode {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("tollgate-admin: reading {}: {error}", path.display());
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
-    let config = match GatewayConfig::from_yaml(&text, &ProcessEnv) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("tollgate-admin: {}: {error}", path.display());
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
-    println!("{}: valid", path.display());
-    for deployment in &config.deployments {
-        let api_base = deployment.api_base.as_deref().unwrap_or("(offline)");
-        println!(
-            "  {} -> {} at {} (id {})",
-            deployment.model_name,
-            deployment.litellm_model(),
-            api_base,
-            deployment.id
-        );
-    }
-    println!(
-        "  master key: {}",
-        if config.master_key.is_some() { "set" } else { "NOT SET: the gateway will accept every request" }
-    );
-    if config.unsupported.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    println!("  ignored by this build: {}", config.unsupported.join(", "));
-    if strict { ExitCode::from(EXIT_BAD_CONFIG) } else { ExitCode::SUCCESS }
 }

@@ -1,5 +1,6 @@
-//! The built binary against a real gateway started in-process: management commands, their
-//! tables and JSON, error exits, and `migrate` on fresh and unreachable databases.
+//! The built binary: `check-config` on the seeds' configs (tests/fixtures); against a real
+//! gateway started in-process, management commands, their tables and JSON and error exits;
+//! `migrate` on fresh and unreachable databases.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -175,8 +176,26 @@ async fn migrate_applies_once_and_fails_cleanly() {
     let url = format!("sqlite://{}?mode=rwc", db_path.display());
     let first = ok(&run(vec!["migrate".into(), "--database-url".into(), url.clone()]).await, "migrate");
     assert_eq!(first.trim(), "migrations applied: 3");
-    let second = ok(&run(vec!["migrate".into(), "--database-url".into(), url]).await, "migrate again");
+    let second =
+        ok(&run(vec!["migrate".into(), "--database-url".into(), url.clone()]).await, "migrate again");
     assert_eq!(second.trim(), "migrations applied: 0");
+
+    // A newer Tollgate migrated it (a rollback): nothing to do, said on stderr, exit 0.
+    let store = tollgate_storage::Store::connect(&url).await.unwrap();
+    store
+        .execute_script(
+            "INSERT INTO tollgate_migrations (version, applied_at) VALUES ('m20991231_000001_future', 0)",
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let older = run(vec!["migrate".into(), "--database-url".into(), url]).await;
+    assert_eq!(ok(&older, "migrate a newer database").trim(), "migrations applied: 0");
+    assert!(
+        stderr(&older).contains("the database was migrated by a newer Tollgate; nothing to do"),
+        "{}",
+        stderr(&older)
+    );
 
     let failed = run(vec![
         "migrate".into(),
@@ -189,4 +208,229 @@ async fn migrate_applies_once_and_fails_cleanly() {
     assert!(message.contains("127.0.0.1:1"), "{message}");
     assert!(!message.contains("hunter2"), "the password leaked: {message}");
     let _ = std::fs::remove_file(db_path);
+}
+
+/// The fixtures: the seeds' configs (tests/fixtures/*.yaml).
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `check-config` with exactly `env` as its environment, so nothing the caller
+/// exported (a provider key, REDIS_HOST, CONFIG_FILE_PATH) changes the verdicts.
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate-admin"))
+        .arg("check-config")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// The status and reason the table gives `path`.
+fn verdict(table: &str, path: &str) -> (String, String) {
+    let line = table
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(path))
+        .unwrap_or_else(|| panic!("no row for {path}:\n{table}"));
+    let rest = line[path.len()..].trim_start();
+    let (status, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+    (status.to_owned(), reason.trim().to_owned())
+}
+
+fn assert_verdict(table: &str, path: &str, status: &str, reason: &str) {
+    assert_eq!(verdict(table, path), (status.to_owned(), reason.to_owned()), "{path} in:\n{table}");
+}
+
+/// The last line: `N settings: S supported, I ignored, U unknown`.
+fn summary(table: &str) -> &str {
+    table.lines().last().unwrap_or_default()
+}
+
+#[test]
+fn check_config_reads_seed_002_models_and_names_a_missing_key() {
+    let env = [
+        ("AZURE_API_KEY", "az"),
+        ("AZURE_API_BASE", "https://example.openai.azure.com"),
+        ("ANTHROPIC_API_KEY", "an"),
+        ("GEMINI_API_KEY", "ge"),
+    ];
+    let out = check_config(&[&fixture("seed-002.yaml"), "--strict"], &env);
+    let table = ok(&out, "seed 002");
+    assert!(
+        table.lines().any(|line| line
+            .trim_start()
+            .starts_with("gpt-4o -> azure/gpt-4o at https://example.openai.azure.com")),
+        "{table}"
+    );
+    assert!(table.contains("master key: NOT SET"), "{table}");
+    assert_verdict(&table, "model_list", "supported", "-");
+    assert_verdict(&table, "model_list[0].litellm_params.model", "supported", "-");
+    assert_verdict(&table, "model_list[2].litellm_params.api_key", "supported", "-");
+    assert_eq!(summary(&table), "13 settings: 13 supported, 0 ignored, 0 unknown");
+
+    // Without the Secret mounted: invalid, with the exact path, as `tollgate` would stop.
+    let out = check_config(&[&fixture("seed-002.yaml")], &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).ends_with(
+            "seed-002.yaml: model_list[0].litellm_params.api_key: environment variable AZURE_API_KEY is not set\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = check_config(&[&fixture("seed-002.yaml"), "--json"], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["error"]["path"], "model_list[0].litellm_params.api_key", "{report}");
+}
+
+#[test]
+fn check_config_reads_seed_003_callbacks_and_cache() {
+    let env = [("VERTEXAI_PROJECT", "p"), ("LANGFUSE_PUBLIC_KEY", "pk"), ("LANGFUSE_SECRET_KEY", "sk")];
+    // The runbook's cache names no host: without REDIS_HOST that is an error at its path.
+    let out = check_config(&[&fixture("seed-003.yaml")], &env);
+    assert_eq!(out.status.code(), Some(64), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(
+            "litellm_settings.cache_params.host: missing: a redis cache needs host (or REDIS_HOST or REDIS_URL)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let env =
+        [env.as_slice(), &[("REDIS_HOST", "valkey-master.hyperplane-valkey.svc.cluster.local")]].concat();
+    let table = ok(&check_config(&[&fixture("seed-003.yaml"), "--strict"], &env), "seed 003");
+    assert_verdict(&table, "model_list[0].litellm_params.vertex_project", "supported", "-");
+    assert_verdict(&table, "litellm_settings.success_callback", "supported", "-");
+    assert_verdict(&table, "litellm_settings.langfuse_host", "supported", "-");
+    assert_verdict(&table, "litellm_settings.cache_params.ttl", "supported", "-");
+    assert_verdict(
+        &table,
+        "litellm_settings.cache_params.max_in_memory_cache_size",
+        "ignored",
+        "the in-process cache holds up to 64 MiB, not a number of entries",
+    );
+    assert!(summary(&table).ends_with(" 1 ignored, 0 unknown"), "{table}");
+
+    let report = json(&check_config(&[&fixture("seed-003.yaml"), "--json"], &env), "seed 003 --json");
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["models"][0]["model"], "vertex_ai/gemini-2.0-flash", "{report}");
+    let ignored: Vec<&Value> =
+        report["settings"].as_array().unwrap().iter().filter(|s| s["status"] == "ignored").collect();
+    assert_eq!(ignored.len(), 1, "{report}");
+    assert_eq!(ignored[0]["path"], "litellm_settings.cache_params.max_in_memory_cache_size");
+    assert_eq!(report["summary"]["ignored"], 1);
+    assert_eq!(report["summary"]["unknown"], 0);
+
+    let table = ok(
+        &check_config(&[&fixture("seed-003-prometheus.yaml")], &[("VERTEXAI_PROJECT", "p")]),
+        "prometheus",
+    );
+    assert_verdict(&table, "litellm_settings.failure_callback", "supported", "-");
+    assert!(summary(&table).ends_with(" 0 ignored, 0 unknown"), "{table}");
+}
+
+#[test]
+fn check_config_reads_seed_001_redis_and_database() {
+    let env = [
+        ("OPENAI_API_KEY", "o"),
+        ("ANTHROPIC_API_KEY", "a"),
+        ("LITELLM_MASTER_KEY", "sk-m"),
+        ("DATABASE_URL", "postgresql://litellm:pw@db:5432/app?schema=litellm"),
+    ];
+    let table = ok(&check_config(&["-c", &fixture("seed-001.yaml"), "--strict"], &env), "seed 001");
+    assert!(table.contains("master key: set"), "{table}");
+    assert_verdict(&table, "router_settings.num_retries", "supported", "-");
+    assert_verdict(&table, "router_settings.redis_host", "supported", "-");
+    assert_verdict(&table, "litellm_settings.cache_params.namespace", "supported", "-");
+    assert_verdict(&table, "general_settings.database_url", "supported", "-");
+    assert_verdict(
+        &table,
+        "litellm_settings.cache_params.redis_flush_size",
+        "ignored",
+        "cache writes are not batched",
+    );
+    // Rows follow the file's sections: the router's before litellm_settings.
+    let position = |path: &str| table.find(&format!("\n{path} ")).unwrap_or_else(|| panic!("{path}"));
+    assert!(position("router_settings.num_retries") < position("litellm_settings.cache"), "{table}");
+}
+
+#[test]
+fn check_config_names_seed_004_guardrails_as_ignored() {
+    let env = [
+        ("CA_VLLM_LOCAL_API_KEY", "v"),
+        ("PROXY_MASTER_KEY", "sk-m"),
+        ("DATABASE_URL", "postgresql://litellm:pw@cloudnative-pg-cluster-rw/litellm"),
+    ];
+    let table = ok(&check_config(&[&fixture("seed-004.yaml"), "--strict"], &env), "seed 004");
+    assert_verdict(&table, "guardrails", "ignored", "guardrails are not run by this build");
+    assert_verdict(
+        &table,
+        "model_list[0].litellm_params.guardrails",
+        "ignored",
+        "guardrails are not run by this build",
+    );
+    assert_verdict(
+        &table,
+        "model_list[0].model_info.description",
+        "ignored",
+        "metadata returned by /model/info, not acted on",
+    );
+    assert_verdict(&table, "model_list[0].litellm_params.api_base", "supported", "-");
+    assert!(summary(&table).ends_with(" 3 ignored, 0 unknown"), "{table}");
+}
+
+#[test]
+fn check_config_finds_seed_000_fully_supported() {
+    let env = [("LLM_PROVIDER_OPENAI_API_KEY", "o"), ("LITELLM_MASTER_KEY", "sk-m")];
+    let table = ok(&check_config(&[&fixture("seed-000.yaml"), "--strict"], &env), "seed 000");
+    assert_verdict(&table, "model_list[2].model_info.mode", "supported", "-");
+    assert_verdict(&table, "general_settings.master_key", "supported", "-");
+    assert_eq!(summary(&table), "21 settings: 21 supported, 0 ignored, 0 unknown");
+}
+
+#[test]
+fn check_config_strict_fails_only_on_unknown_settings() {
+    let path = fixture("unknown.yaml");
+    let table = ok(&check_config(&[&path], &[]), "unknown settings without --strict");
+    assert_verdict(&table, "routing_settings", "unknown", "-");
+    assert_verdict(&table, "model_list[0].litellm_params.temprature", "unknown", "-");
+    assert_verdict(
+        &table,
+        "litellm_settings.set_verbose",
+        "ignored",
+        "deprecated in LiteLLM; use LITELLM_LOG or --debug",
+    );
+    assert_verdict(&table, "litellm_settings.drop_params", "supported", "-");
+    assert!(summary(&table).ends_with(" 1 ignored, 2 unknown"), "{table}");
+
+    let strict = check_config(&[&path, "--strict"], &[]);
+    assert_eq!(strict.status.code(), Some(65), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict).ends_with("unknown.yaml: 2 unknown settings (--strict)\n"),
+        "{}",
+        stderr(&strict)
+    );
+    assert_eq!(stdout(&strict), table, "the report is printed all the same");
+
+    // CONFIG_FILE_PATH, as `tollgate` reads it, names the file too.
+    let from_env = check_config(&["--json"], &[("CONFIG_FILE_PATH", &path)]);
+    let report = json(&from_env, "CONFIG_FILE_PATH");
+    let typo = report["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|setting| setting["path"] == "model_list[0].litellm_params.temprature")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!((&typo["status"], &typo["reason"]), (&Value::from("unknown"), &Value::Null));
+
+    let none = check_config(&[], &[]);
+    assert_eq!(none.status.code(), Some(64));
+    assert!(stderr(&none).contains("check-config needs a config file"), "{}", stderr(&none));
+    let missing = check_config(&[&fixture("no-such.yaml")], &[]);
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(stderr(&missing).contains("no-such.yaml"), "{}", stderr(&missing));
 }

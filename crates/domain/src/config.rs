@@ -2,9 +2,10 @@
 //!
 //! Reading is pure: the text and an [`EnvSource`] go in, typed deployments come out. Every
 //! `os.environ/NAME` reference is resolved here, every invalid value is reported with its
-//! exact path (`model_list[2].litellm_params.model: missing`), and every setting this build
-//! does not act on is collected in [`GatewayConfig::unsupported`] so start-up can name them
-//! all in one warning instead of dropping them silently.
+//! exact path (`model_list[2].litellm_params.model: missing`), and every key met gets a
+//! verdict in [`GatewayConfig::settings`] (supported, ignored with the reason, unknown), from
+//! which [`GatewayConfig::unsupported`] names those not acted on in one start-up warning
+//! instead of dropping them silently.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,9 +25,15 @@ use crate::routing::{
 use crate::secret::Secret;
 
 mod observability;
+mod report;
 pub use observability::{
     ALERT_TYPES, AlertingConfig, DEFAULT_LANGFUSE_HOST, ObservabilityConfig, OtlpConfig, OtlpProtocol,
 };
+use report::{
+    IGNORED_CACHE_PARAMS, IGNORED_GENERAL_SETTINGS, IGNORED_LITELLM_PARAMS, IGNORED_LITELLM_SETTINGS,
+    IGNORED_ROUTER_SETTINGS, IGNORED_SECTIONS, MODEL_INFO_METADATA, MODEL_INFO_READ, Verdicts,
+};
+pub use report::{SettingReport, SettingStatus};
 
 /// LiteLLM's default `request_timeout`, in seconds.
 const DEFAULT_TIMEOUT_SECS: f64 = 6000.0;
@@ -118,8 +125,12 @@ pub struct GatewayConfig {
     pub background_health_checks: Option<BackgroundHealthChecks>,
     /// Traces, request logs and alerts (metrics are always on).
     pub observability: ObservabilityConfig,
-    /// Settings present in the config or environment that this build does not act on, by
-    /// path (`litellm_settings.cache_params.type=s3`), in the order met.
+    /// Every setting present in the config with what this build does with it, grouped by
+    /// top-level section in the file's order.
+    pub settings: Vec<SettingReport>,
+    /// The settings of [`Self::settings`] this build does not act on, as the start-up warning
+    /// names them: `path` when unknown, `path (reason)` when ignored
+    /// (`litellm_settings.cache_params.type=s3 (the in-process cache is used instead)`).
     pub unsupported: Vec<String>,
 }
 
@@ -160,20 +171,25 @@ impl GatewayConfig {
                 .map(|(k, v)| Ok((k.clone(), scalar_to_string(v, &format!("environment_variables.{k}"))?)))
                 .collect::<Result<_, ConfigError>>()?,
         };
-        let mut reader =
-            Reader { env: Layered { config: &environment_variables, process: env }, unsupported: Vec::new() };
+        let mut reader = Reader {
+            env: Layered { config: &environment_variables, process: env },
+            verdicts: Verdicts::default(),
+        };
 
-        for key in root.keys() {
-            if !matches!(
-                key.as_str(),
-                "model_list"
-                    | "litellm_settings"
-                    | "router_settings"
-                    | "general_settings"
-                    | "environment_variables"
-            ) {
-                reader.unsupported.push(key.clone());
-            }
+        reader.verdicts.classify(
+            root,
+            "",
+            &[
+                "model_list",
+                "litellm_settings",
+                "router_settings",
+                "general_settings",
+                "environment_variables",
+            ],
+            IGNORED_SECTIONS,
+        );
+        for name in environment_variables.keys() {
+            reader.verdicts.record(format!("environment_variables.{name}"), SettingStatus::Supported);
         }
 
         let section = |name: &str| -> Result<&Map<String, Value>, ConfigError> {
@@ -232,7 +248,12 @@ impl GatewayConfig {
             "cache_params",
         ];
         litellm_known.extend_from_slice(ROUTER_KEYS);
-        reader.flag_unknown(litellm_settings, "litellm_settings", &litellm_known);
+        reader.verdicts.classify(
+            litellm_settings,
+            "litellm_settings",
+            &litellm_known,
+            IGNORED_LITELLM_SETTINGS,
+        );
         let mut router_known = vec![
             "timeout",
             "stream_timeout",
@@ -250,7 +271,7 @@ impl GatewayConfig {
             "redis_url",
         ];
         router_known.extend_from_slice(ROUTER_KEYS);
-        reader.flag_unknown(router_settings, "router_settings", &router_known);
+        reader.verdicts.classify(router_settings, "router_settings", &router_known, IGNORED_ROUTER_SETTINGS);
 
         let default_timeout =
             router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
@@ -306,7 +327,7 @@ impl GatewayConfig {
             .litellm_duration(general_settings, "maximum_spend_logs_retention_interval")?
             .unwrap_or(Duration::from_secs(86_400));
         let background_health_checks = reader.background_health_checks(general_settings, &mut router)?;
-        reader.flag_unknown(
+        reader.verdicts.classify(
             general_settings,
             "general_settings",
             &[
@@ -326,6 +347,7 @@ impl GatewayConfig {
                 "alert_types",
                 "alerting_args",
             ],
+            IGNORED_GENERAL_SETTINGS,
         );
         let observability = reader.observability(litellm_settings, general_settings)?;
         let redis_url = reader.redis_url(router_settings)?;
@@ -337,18 +359,26 @@ impl GatewayConfig {
             _ => None,
         });
 
-        for (path, groups) in router
-            .fallbacks
-            .iter()
-            .chain(&router.context_window_fallbacks)
-            .chain(&router.content_policy_fallbacks)
-        {
-            for group in std::iter::once(path).chain(groups) {
-                if !deployments.iter().any(|d| &d.model_name == group) {
-                    reader.unsupported.push(format!("fallbacks: '{group}' is no model_name in model_list"));
+        for (name, fallbacks) in [
+            ("fallbacks", &router.fallbacks),
+            ("context_window_fallbacks", &router.context_window_fallbacks),
+            ("content_policy_fallbacks", &router.content_policy_fallbacks),
+        ] {
+            // Read from router_settings, else litellm_settings: name the one it came from.
+            let section =
+                if router_settings.contains_key(name) { "router_settings" } else { "litellm_settings" };
+            for (model, groups) in fallbacks {
+                for group in std::iter::once(model).chain(groups) {
+                    if !deployments.iter().any(|d| &d.model_name == group) {
+                        reader
+                            .verdicts
+                            .ignored(format!("{section}.{name}={group}"), "no such model_name in model_list");
+                    }
                 }
             }
         }
+        let settings = reader.verdicts.into_rows(root);
+        let unsupported = settings.iter().filter_map(SettingReport::warning).collect();
 
         Ok(Self {
             deployments,
@@ -366,7 +396,8 @@ impl GatewayConfig {
             cache,
             background_health_checks,
             observability,
-            unsupported: reader.unsupported,
+            settings,
+            unsupported,
         })
     }
 
@@ -470,7 +501,7 @@ impl Layered<'_> {
 
 struct Reader<'a> {
     env: Layered<'a>,
-    unsupported: Vec<String>,
+    verdicts: Verdicts,
 }
 
 const LITELLM_PARAMS: &[&str] = &[
@@ -508,6 +539,10 @@ const LITELLM_PARAMS: &[&str] = &[
     "vertex_ai_credentials",
     "weight",
     "order",
+];
+
+/// Prices, read from `litellm_params` or `model_info` (see [`Reader::pricing`]).
+const PRICE_KEYS: &[&str] = &[
     "input_cost_per_token",
     "output_cost_per_token",
     "cache_read_input_token_cost",
@@ -564,14 +599,24 @@ impl Reader<'_> {
             None | Some(Value::Null) => Map::new(),
             Some(v) => as_object(v, &format!("{path}.model_info"))?.clone(),
         };
-        self.flag_unknown(entry, path, &["model_name", "litellm_params", "model_info"]);
+        self.verdicts.classify(entry, path, &["model_name", "litellm_params", "model_info"], &[]);
         // A provider's own parameters (Ollama's `num_ctx`) are known for its models only.
         let own_params = match params.get("model").and_then(Value::as_str).and_then(|m| m.split_once('/')) {
             Some((prefix, _)) => provider_catalog::provider_params(prefix),
             None => &[],
         };
-        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(own_params).copied().collect();
-        self.flag_unknown(params, &params_path, &known);
+        let known: Vec<&str> = LITELLM_PARAMS.iter().chain(PRICE_KEYS).chain(own_params).copied().collect();
+        self.verdicts.classify(params, &params_path, &known, IGNORED_LITELLM_PARAMS);
+        // LiteLLM lets model_info carry any metadata: what the gateway does not read is
+        // returned by /model/info, which is no error.
+        for key in model_info.keys() {
+            let status = if MODEL_INFO_READ.contains(&key.as_str()) || PRICE_KEYS.contains(&key.as_str()) {
+                SettingStatus::Supported
+            } else {
+                SettingStatus::Ignored(MODEL_INFO_METADATA.to_owned())
+            };
+            self.verdicts.record(format!("{path}.model_info.{key}"), status);
+        }
 
         let model = self
             .string(params, "model", &params_path)?
@@ -595,7 +640,8 @@ impl Reader<'_> {
         let provider = match spec {
             Some(spec) => ProviderKind::Supported { prefix: spec.prefix, wire: spec.wire },
             None if provider_catalog::NOT_YET_SUPPORTED.contains(&prefix.as_str()) => {
-                self.unsupported.push(format!("{params_path}.model={prefix}/… (provider not supported yet)"));
+                self.verdicts
+                    .ignored(format!("{params_path}.model={prefix}/…"), "provider not supported yet");
                 ProviderKind::NotYetSupported { prefix }
             }
             None => {
@@ -829,13 +875,16 @@ impl Reader<'_> {
             Some(value) => as_object(value, path)?,
         };
         if !enabled {
+            if litellm.contains_key("cache_params") {
+                self.verdicts.ignored(path.to_owned(), "litellm_settings.cache is not true");
+            }
             return Ok(None);
         }
         let redis = match self.string(params, "type", path)?.as_deref() {
             None | Some("local") => false,
             Some("redis") => true,
             Some(other) => {
-                self.unsupported.push(format!("{path}.type={other} (the in-process cache is used instead)"));
+                self.verdicts.ignored(format!("{path}.type={other}"), "the in-process cache is used instead");
                 false
             }
         };
@@ -898,7 +947,7 @@ impl Reader<'_> {
         } else {
             CacheBackend::Local
         };
-        self.flag_unknown(
+        self.verdicts.classify(
             params,
             path,
             &[
@@ -922,6 +971,7 @@ impl Reader<'_> {
                 "service_name",
                 "sentinel_password",
             ],
+            IGNORED_CACHE_PARAMS,
         );
         Ok(Some(CacheConfig {
             backend,
@@ -1494,9 +1544,9 @@ impl Reader<'_> {
                 )
             })?;
             if name == "usage-based-routing" {
-                self.unsupported.push(
-                    "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)"
-                        .to_owned(),
+                self.verdicts.ignored(
+                    "router_settings.routing_strategy=usage-based-routing".to_owned(),
+                    "served as usage-based-routing-v2",
                 );
             }
         }
@@ -1517,9 +1567,9 @@ impl Reader<'_> {
                     }
                 },
             };
-            self.flag_unknown(args, at, &["lowest_latency_buffer", "ttl", "max_latency_list_size"]);
+            self.verdicts.classify(args, at, &["lowest_latency_buffer", "ttl", "max_latency_list_size"], &[]);
             if settings.routing_strategy != RoutingStrategy::LatencyBased {
-                self.unsupported.push(format!("{at} (read by latency-based-routing only)"));
+                self.verdicts.ignored(at.to_owned(), "read by latency-based-routing only");
             }
         }
         if let Some(policy) = router.get("retry_policy").filter(|v| !v.is_null()) {
@@ -1571,8 +1621,9 @@ impl Reader<'_> {
                     let n = self.unsigned(map, key, path)?.unwrap_or(0);
                     let n = u32::try_from(n).map_err(|_| invalid(&format!("{path}.{key}"), "too large"))?;
                     policy.set(class, n);
+                    self.verdicts.record(format!("{path}.{key}"), SettingStatus::Supported);
                 }
-                None => self.unsupported.push(format!("{path}.{key}")),
+                None => self.verdicts.record(format!("{path}.{key}"), SettingStatus::Unknown),
             }
         }
         Ok(policy)
@@ -1627,8 +1678,10 @@ impl Reader<'_> {
         if routing.enabled && checks.is_none() {
             // Nothing would ever mark a deployment: say so rather than pretend.
             routing.enabled = false;
-            self.unsupported
-                .push(format!("{PATH}.enable_health_check_routing (needs background_health_checks: true)"));
+            self.verdicts.ignored(
+                format!("{PATH}.enable_health_check_routing"),
+                "needs background_health_checks: true",
+            );
         }
         Ok(checks)
     }
@@ -1643,14 +1696,6 @@ impl Reader<'_> {
             Some(text) if text == "true" => Ok(Some(true)),
             Some(text) if text == "false" => Ok(Some(false)),
             Some(_) => Err(invalid(&format!("{path}.{key}"), "must be true or false")),
-        }
-    }
-
-    fn flag_unknown(&mut self, map: &Map<String, Value>, path: &str, known: &[&str]) {
-        for key in map.keys() {
-            if !known.contains(&key.as_str()) {
-                self.unsupported.push(format!("{path}.{key}"));
-            }
         }
     }
 
@@ -1917,11 +1962,11 @@ include: [other.yaml]
         assert_eq!(
             config.unsupported,
             [
-                "include",
-                "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)",
-                "router_settings.retry_policy.NotFoundErrorRetries",
                 "model_list[0].litellm_params.hf_model_name",
                 "model_list[0].litellm_params.model=replicate/… (provider not supported yet)",
+                "router_settings.routing_strategy=usage-based-routing (served as usage-based-routing-v2)",
+                "router_settings.retry_policy.NotFoundErrorRetries",
+                "include (other files are not read; merge them into this one)",
             ]
         );
         assert_eq!(config.deployments[0].timeout, Duration::from_secs(5));
@@ -1982,7 +2027,10 @@ litellm_settings:
         let cache = from_env.cache.unwrap();
         assert!(matches!(&cache.backend, CacheBackend::Redis { url } if url.expose() == "rediss://r:6379"));
         assert_eq!((cache.ttl, cache.default_on, cache.scope), (None, false, CacheScope::Global));
-        assert_eq!(from_env.unsupported, ["litellm_settings.cache_params.similarity_threshold"]);
+        assert_eq!(
+            from_env.unsupported,
+            ["litellm_settings.cache_params.similarity_threshold (no semantic cache)"]
+        );
 
         let off = load("litellm_settings: {cache: false, cache_params: {type: redis}}").unwrap();
         assert!(off.cache.is_none(), "cache_params alone turn nothing on");
@@ -2496,7 +2544,10 @@ router_settings:
             "router_settings.fallbacks: must be a list of {model_name: [fallbacks]}"
         );
         let unknown = load("model_list:\n  - {model_name: gp, litellm_params: {model: fake/a}}\nrouter_settings: {fallbacks: [{gp: [nope]}]}\n").unwrap();
-        assert_eq!(unknown.unsupported, ["fallbacks: 'nope' is no model_name in model_list"]);
+        assert_eq!(
+            unknown.unsupported,
+            ["router_settings.fallbacks=nope (no such model_name in model_list)"]
+        );
     }
 
     #[test]
@@ -2558,8 +2609,88 @@ router_settings:
         )
         .unwrap();
         assert!(!config.metrics_require_auth);
-        assert_eq!(config.unsupported, ["litellm_settings.success_callback=datadog"]);
+        assert_eq!(
+            config.unsupported,
+            ["litellm_settings.success_callback=datadog (no such callback in this build)"]
+        );
         assert!(load("").unwrap().metrics_require_auth, "a key is asked for by default, as LiteLLM does");
+    }
+
+    #[test]
+    fn every_key_present_gets_a_verdict() {
+        let config = GatewayConfig::from_yaml(
+            r#"
+environment_variables: {UPSTREAM_KEY: k}
+model_list:
+  - model_name: gp
+    litellm_params: {model: openai/gpt-4o, api_key: os.environ/UPSTREAM_KEY, temperature: 0.1, tempreture: 1}
+    model_info: {mode: chat, team: search}
+litellm_settings: {cache: false, cache_params: {type: redis}, set_verbose: true}
+router_settings: {fallbacks: [{gp: [gone]}]}
+guardrails: []
+mystery: 1
+"#,
+            &env(&[]),
+        )
+        .unwrap();
+        let verdicts: Vec<(&str, &SettingStatus)> =
+            config.settings.iter().map(|row| (row.path.as_str(), &row.status)).collect();
+        let ignored = |reason: &str| SettingStatus::Ignored(reason.to_owned());
+        let expected = [
+            ("environment_variables", SettingStatus::Supported),
+            ("environment_variables.UPSTREAM_KEY", SettingStatus::Supported),
+            ("model_list", SettingStatus::Supported),
+            ("model_list[0].model_name", SettingStatus::Supported),
+            ("model_list[0].litellm_params", SettingStatus::Supported),
+            ("model_list[0].model_info", SettingStatus::Supported),
+            ("model_list[0].litellm_params.model", SettingStatus::Supported),
+            ("model_list[0].litellm_params.api_key", SettingStatus::Supported),
+            (
+                "model_list[0].litellm_params.temperature",
+                ignored("not added to requests; send it in the request"),
+            ),
+            ("model_list[0].litellm_params.tempreture", SettingStatus::Unknown),
+            ("model_list[0].model_info.mode", SettingStatus::Supported),
+            ("model_list[0].model_info.team", ignored(report::MODEL_INFO_METADATA)),
+            ("litellm_settings", SettingStatus::Supported),
+            ("litellm_settings.cache", SettingStatus::Supported),
+            ("litellm_settings.cache_params", ignored("litellm_settings.cache is not true")),
+            ("litellm_settings.set_verbose", ignored("deprecated in LiteLLM; use LITELLM_LOG or --debug")),
+            ("router_settings", SettingStatus::Supported),
+            ("router_settings.fallbacks", SettingStatus::Supported),
+            ("router_settings.fallbacks=gone", ignored("no such model_name in model_list")),
+            ("guardrails", ignored("guardrails are not run by this build")),
+            ("mystery", SettingStatus::Unknown),
+        ];
+        let expected: Vec<(&str, &SettingStatus)> =
+            expected.iter().map(|(path, status)| (*path, status)).collect();
+        assert_eq!(verdicts, expected);
+        // The start-up warning: every verdict but supported, in the same order.
+        assert_eq!(config.unsupported.len(), 8, "{:?}", config.unsupported);
+        assert_eq!(config.unsupported[1], "model_list[0].litellm_params.tempreture");
+        assert_eq!(config.unsupported[7], "mystery");
+    }
+
+    #[test]
+    fn every_price_key_is_read_and_reported_from_either_place() {
+        for key in PRICE_KEYS {
+            for place in ["litellm_params", "model_info"] {
+                let yaml = if place == "model_info" {
+                    format!(
+                        "model_list:\n  - model_name: f\n    litellm_params: {{model: fake/f}}\n    model_info: {{{key}: 0.5}}\n"
+                    )
+                } else {
+                    format!(
+                        "model_list:\n  - model_name: f\n    litellm_params: {{model: fake/f, {key}: 0.5}}\n"
+                    )
+                };
+                let config = load(&yaml).unwrap();
+                assert!(config.deployments[0].pricing.is_some(), "{key} in {place} sets a price");
+                let row =
+                    config.settings.iter().find(|row| row.path == format!("model_list[0].{place}.{key}"));
+                assert_eq!(row.map(|row| &row.status), Some(&SettingStatus::Supported), "{key} in {place}");
+            }
+        }
     }
 
     #[test]

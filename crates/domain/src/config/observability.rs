@@ -107,7 +107,9 @@ impl Reader<'_> {
                         "prometheus" => {}
                         "otel" => otel = true,
                         "langfuse" | "langfuse_otel" => langfuse = true,
-                        _ => self.unsupported.push(format!("{path}={name}")),
+                        _ => {
+                            self.verdicts.ignored(format!("{path}={name}"), "no such callback in this build")
+                        }
                     }
                 }
             }
@@ -251,7 +253,9 @@ impl Reader<'_> {
                     check_url(&found, "WEBHOOK_URL")?;
                     webhook = Some(Secret::new(found));
                 }
-                other => self.unsupported.push(format!("general_settings.alerting={other}")),
+                other => self
+                    .verdicts
+                    .ignored(format!("general_settings.alerting={other}"), "only slack and webhook alerts"),
             }
         }
         let alert_types = match general_settings.get("alert_types").filter(|v| !v.is_null()) {
@@ -260,7 +264,10 @@ impl Reader<'_> {
                 let types = string_list(value, "general_settings.alert_types")?;
                 for kind in &types {
                     if !ALERT_TYPES.contains(&kind.as_str()) {
-                        self.unsupported.push(format!("general_settings.alert_types={kind}"));
+                        self.verdicts.ignored(
+                            format!("general_settings.alert_types={kind}"),
+                            "this build sends budget_alerts, cooldown_deployment and outage_alerts",
+                        );
                     }
                 }
                 Some(types)
@@ -286,17 +293,17 @@ impl Reader<'_> {
         };
         let minor_outage_threshold = count("minor_outage_alert_threshold", 5)?;
         let major_outage_threshold = count("major_outage_alert_threshold", 10)?.max(minor_outage_threshold);
-        for key in args.keys() {
-            if !matches!(
-                key.as_str(),
-                "budget_alert_ttl"
-                    | "outage_alert_ttl"
-                    | "minor_outage_alert_threshold"
-                    | "major_outage_alert_threshold"
-            ) {
-                self.unsupported.push(format!("{path}.{key}"));
-            }
-        }
+        self.verdicts.classify(
+            args,
+            path,
+            &[
+                "budget_alert_ttl",
+                "outage_alert_ttl",
+                "minor_outage_alert_threshold",
+                "major_outage_alert_threshold",
+            ],
+            &[],
+        );
         if slack.is_none() && webhook.is_none() {
             return Ok(None);
         }
@@ -467,7 +474,12 @@ mod tests {
         assert_eq!(alerting.outage_alert_ttl, Duration::from_secs(30));
         assert_eq!((alerting.minor_outage_threshold, alerting.major_outage_threshold), (3, 10));
         assert!(alerting.alert_types.as_ref().is_some_and(|t| t.len() == 2));
-        assert_eq!(config.unsupported, ["general_settings.alert_types=daily_reports"]);
+        assert_eq!(
+            config.unsupported,
+            [
+                "general_settings.alert_types=daily_reports (this build sends budget_alerts, cooldown_deployment and outage_alerts)"
+            ]
+        );
 
         let no_url = GatewayConfig::from_yaml("general_settings: {alerting: [slack]}", &env(&[]));
         assert!(no_url.unwrap_err().to_string().contains("SLACK_WEBHOOK_URL"));
