@@ -169,7 +169,12 @@ fn sqlite_arguments(values: Vec<Bound>) -> Result<sqlx::sqlite::SqliteArguments,
             Bound::Float(number) => arguments.add(number),
             Bound::Int(number) => arguments.add(number),
             Bound::BigInt(number) => arguments.add(number),
-            Bound::Time(time) => arguments.add(time),
+            // The text sqlx would write for a time, without chrono's formatter.
+            Bound::Time(time) => {
+                let mut text = Vec::with_capacity(29);
+                write_time(&mut text, time, Fraction::Exact);
+                arguments.add(String::from_utf8(text).unwrap_or_default())
+            }
         }
         .map_err(sqlx::Error::Encode)?;
     }
@@ -309,10 +314,70 @@ fn copy_row(text: &mut Vec<u8>, row: &SpendLogRow) {
             Bound::Float(number) => write!(text, "{}", if number.is_finite() { number } else { 0.0 }),
             Bound::Int(number) => write!(text, "{number}"),
             Bound::BigInt(number) => write!(text, "{number}"),
-            Bound::Time(time) => write!(text, "{}", time.format("%Y-%m-%d %H:%M:%S%.6f")),
+            Bound::Time(time) => {
+                write_time(text, time, Fraction::Micros);
+                Ok(())
+            }
         };
     }
     text.push(b'\n');
+}
+
+/// How many fractional digits [`write_time`] writes.
+#[derive(Clone, Copy)]
+enum Fraction {
+    /// Always six: what PostgreSQL keeps of a bound time (it stores microseconds).
+    Micros,
+    /// None, 3, 6 or 9, the fewest that are exact: chrono's `%.f`, which sqlx writes to
+    /// SQLite, so rows compare with the times sqlx binds in queries.
+    Exact,
+}
+
+/// `time` as `YYYY-MM-DD HH:MM:SS[.fff…]`, written digit by digit: chrono's `format` parses
+/// its pattern on every call, which cost more than the rest of a spend-log row together.
+fn write_time(text: &mut Vec<u8>, time: NaiveDateTime, fraction: Fraction) {
+    use chrono::{Datelike, Timelike};
+    fn digits(text: &mut Vec<u8>, mut value: u32, width: usize) {
+        let start = text.len();
+        text.resize(start + width, b'0');
+        for slot in text[start..].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    // Years before 1 or after 9999 never come from a clock; clamped, they still parse.
+    digits(text, time.year().clamp(1, 9_999) as u32, 4);
+    text.push(b'-');
+    digits(text, time.month(), 2);
+    text.push(b'-');
+    digits(text, time.day(), 2);
+    text.push(b' ');
+    digits(text, time.hour(), 2);
+    text.push(b':');
+    digits(text, time.minute(), 2);
+    text.push(b':');
+    digits(text, time.second(), 2);
+    // A leap second's nanoseconds run past 1e9: it ends at the second's last digit.
+    let nanos = time.nanosecond().min(999_999_999);
+    match fraction {
+        Fraction::Micros => {
+            text.push(b'.');
+            digits(text, nanos / 1_000, 6);
+        }
+        Fraction::Exact if nanos == 0 => {}
+        Fraction::Exact if nanos % 1_000_000 == 0 => {
+            text.push(b'.');
+            digits(text, nanos / 1_000_000, 3);
+        }
+        Fraction::Exact if nanos % 1_000 == 0 => {
+            text.push(b'.');
+            digits(text, nanos / 1_000, 6);
+        }
+        Fraction::Exact => {
+            text.push(b'.');
+            digits(text, nanos, 9);
+        }
+    }
 }
 
 /// `value` with the backslash, tab, newline and carriage return escaped, as `COPY` reads them.
@@ -475,6 +540,27 @@ mod tests {
             postgres.sql
         );
         assert!(postgres.sql.ends_with("RETURNING \"request_id\""), "{}", postgres.sql);
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let written = |time, fraction| {
+            let mut text = Vec::new();
+            write_time(&mut text, time, fraction);
+            String::from_utf8(text).unwrap()
+        };
+        for time in [
+            date(2026, 1, 2).and_hms_micro_opt(3, 4, 5, 6).unwrap(),
+            date(2026, 1, 2).and_hms_milli_opt(3, 4, 5, 60).unwrap(),
+            date(1999, 12, 31).and_hms_nano_opt(23, 59, 59, 999_999_999).unwrap(),
+            date(1, 1, 1).and_hms_opt(0, 0, 0).unwrap(),
+        ] {
+            assert_eq!(written(time, Fraction::Micros), time.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+            assert_eq!(written(time, Fraction::Exact), time.format("%F %T%.f").to_string());
+        }
+        let leap = date(2016, 12, 31).and_hms_nano_opt(23, 59, 59, 1_500_000_000).unwrap();
+        assert_eq!(written(leap, Fraction::Micros), "2016-12-31 23:59:59.999999");
     }
 
     #[test]
