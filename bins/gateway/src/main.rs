@@ -131,9 +131,23 @@ async fn run(args: Args, config: GatewayConfig) -> anyhow::Result<()> {
         version = tollgate_http::VERSION,
         "tollgate listening on {scheme}://{bound}"
     );
+    // SIGHUP or a change to the file reloads the model list and router settings.
+    let _watching = args.config.clone().map(|path| {
+        let watching = tokio::spawn(gateway.reloader().watch_file(path));
+        AbortOnDrop(watching)
+    });
     gateway.serve(listener, tollgate::shutdown_signal()).await?;
     tracing::info!("tollgate stopped");
     Ok(())
+}
+
+/// Stops the config watcher when serving ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// RUST_LOG wins; else LITELLM_LOG (DEBUG, INFO, ERROR …) or the debug flags. `json`

@@ -118,6 +118,15 @@ pub struct GatewayConfig {
     pub background_health_checks: Option<BackgroundHealthChecks>,
     /// Traces, request logs and alerts (metrics are always on).
     pub observability: ObservabilityConfig,
+    /// `general_settings.store_model_in_db` (or `STORE_MODEL_IN_DB=true`): models added
+    /// through `/model/new` live in `LiteLLM_ProxyModelTable` beside the config's.
+    pub store_model_in_db: bool,
+    /// `LITELLM_SALT_KEY`: the key the credentials of database models are encrypted with.
+    /// Unlike LiteLLM, the master key never stands in for it.
+    pub salt_key: Option<Secret>,
+    /// What a deployment inherits from the config (timeouts, `drop_params`), kept so that
+    /// deployments read later (from the database) get the same defaults.
+    pub deployment_defaults: DeploymentDefaults,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache_params.type=s3`), in the order met.
     pub unsupported: Vec<String>,
@@ -256,7 +265,7 @@ impl GatewayConfig {
             router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
         let drop_params = reader.flag(litellm_settings, "drop_params", "litellm_settings")?.unwrap_or(false);
         let defaults =
-            Defaults { timeout: default_timeout, stream_timeout: router_stream_timeout, drop_params };
+            DeploymentDefaults { timeout: default_timeout, stream_timeout: router_stream_timeout, drop_params };
 
         let mut deployments = Vec::new();
         match root.get("model_list") {
@@ -325,8 +334,18 @@ impl GatewayConfig {
                 "alerting",
                 "alert_types",
                 "alerting_args",
+                "store_model_in_db",
             ],
         );
+        let store_model_in_db = match general_settings.get("store_model_in_db") {
+            None | Some(Value::Null) => reader
+                .env
+                .var("STORE_MODEL_IN_DB")
+                .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes")),
+            Some(Value::Bool(stored)) => *stored,
+            Some(_) => return Err(invalid("general_settings.store_model_in_db", "must be true or false")),
+        };
+        let salt_key = reader.env.var("LITELLM_SALT_KEY").filter(|key| !key.is_empty()).map(Secret::new);
         let observability = reader.observability(litellm_settings, general_settings)?;
         let redis_url = reader.redis_url(router_settings)?;
         let cache = reader.cache(litellm_settings, redis_url.as_ref())?;
@@ -366,8 +385,27 @@ impl GatewayConfig {
             cache,
             background_health_checks,
             observability,
+            store_model_in_db,
+            salt_key,
+            deployment_defaults: defaults,
             unsupported: reader.unsupported,
         })
+    }
+
+    /// Reads one `model_list` entry (`{model_name, litellm_params, model_info}`) outside the
+    /// file, e.g. a model stored in the database, with this config's defaults. Errors name
+    /// the path under `path`; the second value lists the settings it will not act on.
+    pub fn read_deployment(
+        &self,
+        entry: &Value,
+        path: &str,
+        env: &dyn EnvSource,
+    ) -> Result<(Deployment, Vec<String>), ConfigError> {
+        let no_config_variables = HashMap::new();
+        let mut reader =
+            Reader { env: Layered { config: &no_config_variables, process: env }, unsupported: Vec::new() };
+        let deployment = reader.deployment(entry, path, &self.deployment_defaults)?;
+        Ok((deployment, reader.unsupported))
     }
 
     /// The aliases clients may ask for, in config order, without duplicates.
@@ -449,10 +487,15 @@ pub const CACHE_CALL_TYPES: &[&str] = &[
     "anthropic_messages",
 ];
 
-struct Defaults {
-    timeout: Duration,
-    stream_timeout: Option<Duration>,
-    drop_params: bool,
+/// What every deployment inherits unless its `litellm_params` say otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeploymentDefaults {
+    /// `timeout` of `router_settings`, else `request_timeout` of `litellm_settings`.
+    pub timeout: Duration,
+    /// `router_settings.stream_timeout`.
+    pub stream_timeout: Option<Duration>,
+    /// `litellm_settings.drop_params`.
+    pub drop_params: bool,
 }
 
 /// The config's `environment_variables` over the process environment, as LiteLLM copies
@@ -549,7 +592,7 @@ impl Reader<'_> {
         &mut self,
         entry: &Value,
         path: &str,
-        defaults: &Defaults,
+        defaults: &DeploymentDefaults,
     ) -> Result<Deployment, ConfigError> {
         let entry = as_object(entry, path)?;
         let model_name = self

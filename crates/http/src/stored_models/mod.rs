@@ -1,0 +1,173 @@
+//! Models kept in the database (`general_settings.store_model_in_db`), as LiteLLM keeps them:
+//! rows of `LiteLLM_ProxyModelTable` whose `litellm_params` string values are encrypted
+//! with `LITELLM_SALT_KEY` ([`crypto`]).
+//!
+//! Every replica polls the table's fingerprint (row count and latest `updated_at`) each
+//! second on the database's own runtime, and at once when a replica announces a change
+//! through Redis; when it moved, the rows are read, decrypted, validated as config entries
+//! and swapped into the [`LiveConfig`]. A database that does not answer leaves the last
+//! known list in force. No request ever waits on this.
+
+pub mod crypto;
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde_json::{Map, Value, json};
+use tollgate_domain::Deployment;
+use tollgate_domain::config::ProcessEnv;
+use tollgate_storage::{ListQuery, ModelRecord, Store, StoreError, Table};
+
+use crate::live::LiveConfig;
+pub use crypto::SaltKey;
+
+/// How often each replica looks for changes to the table.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The database's models of one process.
+pub struct StoredModels {
+    pub store: Store,
+    pub salt: SaltKey,
+    pub live: Arc<LiveConfig>,
+    /// Woken by a write here or an announcement from another replica.
+    changes: Arc<tokio::sync::Notify>,
+    /// The table's fingerprint when its rows were last read.
+    seen: Mutex<Option<(u64, Option<NaiveDateTime>)>>,
+}
+
+impl StoredModels {
+    pub fn new(
+        store: Store,
+        salt: SaltKey,
+        live: Arc<LiveConfig>,
+        changes: Arc<tokio::sync::Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, salt, live, changes, seen: Mutex::new(None) })
+    }
+
+    /// Reads the table now if it changed since the last read; `Ok(true)` when the model
+    /// list was swapped.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let fingerprint = self.store.fingerprint(Table::Models, "updated_at").await?;
+        if *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) == Some(fingerprint) {
+            return Ok(false);
+        }
+        self.reload(fingerprint).await?;
+        Ok(true)
+    }
+
+    /// Reads every row and swaps the model list, whatever the fingerprint says (after a
+    /// write of this replica, whose `updated_at` may tie with the previous one).
+    pub async fn reload_now(&self) -> Result<(), StoreError> {
+        let fingerprint = self.store.fingerprint(Table::Models, "updated_at").await?;
+        self.reload(fingerprint).await
+    }
+
+    async fn reload(&self, fingerprint: (u64, Option<NaiveDateTime>)) -> Result<(), StoreError> {
+        let rows: Vec<ModelRecord> = self.store.list(Table::Models, &ListQuery::default()).await?;
+        let deployments = self.deployments(&rows);
+        tracing::info!(models = deployments.len(), rows = rows.len(), "database models loaded");
+        self.live.replace_database_models(deployments);
+        *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint);
+        Ok(())
+    }
+
+    /// The rows that read as valid deployments; the others are named in a log line (never
+    /// with their parameters, which hold credentials) and left out.
+    fn deployments(&self, rows: &[ModelRecord]) -> Vec<Deployment> {
+        let snapshot = self.live.snapshot();
+        rows.iter()
+            .filter_map(|row| {
+                let params = match &row.litellm_params.0 {
+                    Value::Object(params) => self.decrypt_params(params),
+                    _ => {
+                        tracing::warn!(model_id = %row.model_id, "database model skipped: litellm_params is not an object");
+                        return None;
+                    }
+                };
+                let entry = entry(&row.model_id, &row.model_name, params, &row.model_info.0);
+                match snapshot.config.read_deployment(&entry, "litellm_params", &ProcessEnv) {
+                    Ok((deployment, _)) => Some(deployment),
+                    Err(error) => {
+                        tracing::warn!(model_id = %row.model_id, %error, "database model skipped: it does not read as a deployment (was LITELLM_SALT_KEY changed?)");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Every string value encrypted, as LiteLLM stores `litellm_params`.
+    pub fn encrypt_params(&self, params: &Map<String, Value>) -> Map<String, Value> {
+        params
+            .iter()
+            .map(|(name, value)| {
+                let stored = match value {
+                    Value::String(text) => Value::String(self.salt.encrypt(text)),
+                    other => other.clone(),
+                };
+                (name.clone(), stored)
+            })
+            .collect()
+    }
+
+    /// Every string value decrypted; one that does not decrypt is kept as written (a value
+    /// entered by hand, e.g. `os.environ/…`), as LiteLLM reads them.
+    pub fn decrypt_params(&self, params: &Map<String, Value>) -> Map<String, Value> {
+        params
+            .iter()
+            .map(|(name, value)| {
+                let plain = match value {
+                    Value::String(text) => Value::String(self.salt.decrypt(text).unwrap_or_else(|_| text.clone())),
+                    other => other.clone(),
+                };
+                (name.clone(), plain)
+            })
+            .collect()
+    }
+
+    /// Runs [`StoredModels::refresh`] every [`POLL_INTERVAL`] and on every announcement,
+    /// on the database's runtime, until the process drops the last handle.
+    pub fn spawn_poller(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let changes = Arc::clone(&self.changes);
+        self.store.runtime().spawn(async move {
+            let mut tick = tokio::time::interval(POLL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                let announced = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = changes.notified() => true,
+                };
+                let Some(models) = weak.upgrade() else { return };
+                let result = if announced { models.reload_now().await } else { models.refresh().await.map(drop) };
+                match result {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("database models readable again");
+                    }
+                    Ok(()) => {}
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(%error, "database models not readable; the last known list stays in force");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// A stored model as a `model_list` entry, its `model_info` carrying the row's id and
+/// `db_model: true` (what `/model/info` shows).
+pub fn entry(model_id: &str, model_name: &str, params: Map<String, Value>, model_info: &Value) -> Value {
+    let mut info = match model_info {
+        Value::Object(info) => info.clone(),
+        _ => Map::new(),
+    };
+    info.insert("id".into(), json!(model_id));
+    info.insert("db_model".into(), json!(true));
+    json!({"model_name": model_name, "litellm_params": params, "model_info": info})
+}
