@@ -3,6 +3,7 @@
 //! refused with one error line and the running config stays. Requests in flight finish on
 //! the config they started with (see `tollgate_http::live`).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,35 +70,40 @@ impl Reloader {
     }
 
     /// Reloads `path` on every SIGHUP and every change to the file (or to its directory,
-    /// so that an editor's or a Kubernetes ConfigMap's replace-by-rename is seen), until
-    /// dropped. A change that leaves the file's text as it was is no reload.
-    pub async fn watch_file(self, path: PathBuf) {
+    /// so that an editor's or a Kubernetes ConfigMap's replace-by-rename is seen) while the
+    /// returned future runs. The watch and the SIGHUP handler start at this call, so a
+    /// change made right after it is not missed. A change that leaves the file's text as it
+    /// was is no reload.
+    pub fn watch_file(self, path: PathBuf) -> impl Future<Output = ()> + Send + 'static {
         let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
-        // notify calls back on a thread of its own: hand the news to this task.
-        let _watcher = start_watcher(&path, move || {
+        // notify calls back on a thread of its own: hand the news to the task.
+        let watcher = start_watcher(&path, move || {
             let _ = changed.send(());
         });
-        let mut hangups = hangup_signals();
+        let mut hangups = tokio::runtime::Handle::try_current().ok().and_then(|_| hangup_signals());
         let mut applied = std::fs::read_to_string(&path).ok();
-        loop {
-            let signalled = tokio::select! {
-                Some(()) = changes.recv() => false,
-                Some(()) = next_hangup(&mut hangups) => true,
-                else => return,
-            };
-            if signalled {
-                tracing::info!(path = %path.display(), "SIGHUP received, reloading the config");
-            } else {
-                // Let the burst of events of one save settle.
-                while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
-                let text = std::fs::read_to_string(&path).ok();
-                if text.is_none() || text == applied {
-                    continue;
+        async move {
+            let _watcher = watcher;
+            loop {
+                let signalled = tokio::select! {
+                    Some(()) = changes.recv() => false,
+                    Some(()) = next_hangup(&mut hangups) => true,
+                    else => return,
+                };
+                if signalled {
+                    tracing::info!(path = %path.display(), "SIGHUP received, reloading the config");
+                } else {
+                    // Let the burst of events of one save settle.
+                    while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
+                    let text = std::fs::read_to_string(&path).ok();
+                    if text.is_none() || text == applied {
+                        continue;
+                    }
+                    tracing::info!(path = %path.display(), "config file changed, reloading");
                 }
-                tracing::info!(path = %path.display(), "config file changed, reloading");
+                applied = std::fs::read_to_string(&path).ok();
+                let _ = self.reload_file(&path);
             }
-            applied = std::fs::read_to_string(&path).ok();
-            let _ = self.reload_file(&path);
         }
     }
 }

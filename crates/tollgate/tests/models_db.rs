@@ -171,6 +171,8 @@ async fn with_redis_a_change_is_announced_at_once() {
     let mock = MockUpstream::start().await;
     let yaml = format!("{}router_settings:\n  redis_url: \"{redis}\"\n", config(&mock, &temp_sqlite_url()));
     let (first, second) = (start(&yaml).await, start(&yaml).await);
+    // The subscriptions are made in the background after start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let added = admin(
         &first,
         "/model/new",
