@@ -264,8 +264,11 @@ impl GatewayConfig {
         let default_timeout =
             router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
         let drop_params = reader.flag(litellm_settings, "drop_params", "litellm_settings")?.unwrap_or(false);
-        let defaults =
-            DeploymentDefaults { timeout: default_timeout, stream_timeout: router_stream_timeout, drop_params };
+        let defaults = DeploymentDefaults {
+            timeout: default_timeout,
+            stream_timeout: router_stream_timeout,
+            drop_params,
+        };
 
         let mut deployments = Vec::new();
         match root.get("model_list") {

@@ -209,12 +209,14 @@ mod tests {
 
     #[test]
     fn database_models_join_the_file_ones() {
-        let live = LiveConfig::new(config("model_list: [{model_name: a, litellm_params: {model: fake/a}}]\n"));
+        let live =
+            LiveConfig::new(config("model_list: [{model_name: a, litellm_params: {model: fake/a}}]\n"));
         let extra = config(
             "model_list: [{model_name: d, litellm_params: {model: fake/d}, model_info: {id: db-1}}, {model_name: x, litellm_params: {model: fake/x}, model_info: {id: file-1}}]\n",
         );
-        let file_twin =
-            config("model_list: [{model_name: a, litellm_params: {model: fake/a}}, {model_name: x, litellm_params: {model: fake/x}, model_info: {id: file-1}}]\n");
+        let file_twin = config(
+            "model_list: [{model_name: a, litellm_params: {model: fake/a}}, {model_name: x, litellm_params: {model: fake/x}, model_info: {id: file-1}}]\n",
+        );
         live.replace_file_config(file_twin);
         live.replace_database_models(extra.deployments);
         assert_eq!(live.snapshot().config.model_names(), vec!["a", "x", "d"], "the file's id wins");

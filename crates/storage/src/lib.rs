@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 
 pub use cell::{Cell, Json, TextList};
 pub use records::{
-    BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord,
-    ModelRecord, SpendLogError, SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
+    BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, ModelRecord,
+    OrganizationRecord, SpendLogError, SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
 };
 pub use reports::{DailySpendFilter, DailySpendGroup, Dimension, SpendLogQuery};
 pub use rollup::RollupTable;

@@ -323,7 +323,8 @@ async fn open_stored_models(
 ) -> Result<Arc<StoredModels>, Error> {
     let Some(tenancy) = &shared.tenancy else {
         return Err(Error::Settings(
-            "store_model_in_db needs a master key and a database (general_settings.master_key, database_url)".into(),
+            "store_model_in_db needs a master key and a database (general_settings.master_key, database_url)"
+                .into(),
         ));
     };
     let Some(salt_key) = &config.salt_key else {

@@ -54,9 +54,9 @@ impl Reloader {
     /// is not a valid config is refused: one error line names the problem, the running
     /// config stays, and the error comes back.
     pub fn reload_file(&self, path: &Path) -> Result<(), Error> {
-        let read = std::fs::read_to_string(path).map_err(Error::from).and_then(|text| {
-            GatewayConfig::from_yaml(&text, &ProcessEnv).map_err(Error::from)
-        });
+        let read = std::fs::read_to_string(path)
+            .map_err(Error::from)
+            .and_then(|text| GatewayConfig::from_yaml(&text, &ProcessEnv).map_err(Error::from));
         match read {
             Ok(config) => {
                 self.reload(config);

@@ -84,7 +84,10 @@ async fn replicas_share_models(database_url: &str, store: &Store) -> [Duration; 
     let row = added.json();
     let id = row["model_id"].as_str().expect("a model id").to_owned();
     assert_eq!(row["model_name"], "db-model");
-    assert!(!added.body.windows(DB_SECRET.len()).any(|w| w == DB_SECRET.as_bytes()), "no secret in the answer");
+    assert!(
+        !added.body.windows(DB_SECRET.len()).any(|w| w == DB_SECRET.as_bytes()),
+        "no secret in the answer"
+    );
     assert_ne!(row["litellm_params"]["api_key"], DB_SECRET, "stored encrypted");
     assert_eq!(row["litellm_params"]["rpm"], 100, "non-strings stay as they are");
 
@@ -240,9 +243,9 @@ async fn bad_models_and_non_admins_are_refused() {
         assert_eq!(error["param"], param, "{body}: {error}");
     }
     // An id the config already uses is refused.
-    let config_id = send(get(&gateway.url("/model/info"), Some(MASTER_KEY))).await.json()["data"][0]
-        ["model_info"]["id"]
-        .clone();
+    let config_id =
+        send(get(&gateway.url("/model/info"), Some(MASTER_KEY))).await.json()["data"][0]["model_info"]["id"]
+            .clone();
     let taken = json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": mock.base_url()}, "model_info": {"id": config_id}});
     assert_error(&admin(&gateway, "/model/new", taken).await, 400);
     // A config model is not the database's to change.
@@ -251,7 +254,8 @@ async fn bad_models_and_non_admins_are_refused() {
     assert!(error["message"].as_str().unwrap().contains("config file"), "{error}");
 
     let key = admin(&gateway, "/key/generate", json!({})).await.json()["key"].as_str().unwrap().to_owned();
-    let body = json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": mock.base_url()}});
+    let body =
+        json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": mock.base_url()}});
     let reply = send(post(&gateway.url("/model/new"), Some(&key), body.to_string())).await;
     assert_error(&reply, 403);
     assert_error(&send(get(&gateway.url("/model/new"), Some(MASTER_KEY))).await, 405);
@@ -265,9 +269,7 @@ async fn patch_updates_a_model_by_id() {
     assert_eq!(admin(&gateway, "/model/new", body).await.status, 200);
     let request = http::Request::patch(gateway.url("/model/patch-me/update"))
         .header("authorization", format!("Bearer {MASTER_KEY}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            json!({"model_name": "renamed"}).to_string(),
-        )))
+        .body(http_body_util::Full::new(bytes::Bytes::from(json!({"model_name": "renamed"}).to_string())))
         .unwrap();
     let reply = send(request).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);

@@ -93,7 +93,7 @@ async fn reload_under_load_loses_no_request() {
                 // Bounded: at most 2000 requests per client.
                 while !stop.load(Ordering::Relaxed) && round < 2000 {
                     round += 1;
-                    let stream = (client + round) % 2 == 0;
+                    let stream = (client + round).is_multiple_of(2);
                     let reply = chat(&gateway, hello("general-purpose", stream)).await;
                     let complete = reply.status == 200
                         && if stream {
@@ -124,7 +124,11 @@ async fn reload_under_load_loses_no_request() {
             replace(&path, "model_list: [\n  - model_name: broken\n");
             tokio::time::sleep(Duration::from_millis(600)).await;
             for model in ["general-purpose", "added-1", "added-2"] {
-                assert_eq!(chat(&gateway, hello(model, false)).await.status, 200, "{model} after a bad config");
+                assert_eq!(
+                    chat(&gateway, hello(model, false)).await.status,
+                    200,
+                    "{model} after a bad config"
+                );
             }
         }
     }

@@ -50,7 +50,10 @@ fn model_info_id(body: &Map<String, Value>) -> Option<String> {
     body.get("model_info")?.get("id")?.as_str().filter(|id| !id.is_empty()).map(str::to_owned)
 }
 
-fn object<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Map<String, Value>>, GatewayError> {
+fn object<'a>(
+    body: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a Map<String, Value>>, GatewayError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
@@ -88,8 +91,9 @@ fn validate(
 async fn new(call: &Call<'_>) -> Result<Response<ResponseBody>, GatewayError> {
     let models = stored(call)?;
     let name = call.required("model_name")?;
-    let params = object(&call.body, "litellm_params")?
-        .ok_or_else(|| GatewayError::bad_request("litellm_params: Field required").with_param("litellm_params"))?;
+    let params = object(&call.body, "litellm_params")?.ok_or_else(|| {
+        GatewayError::bad_request("litellm_params: Field required").with_param("litellm_params")
+    })?;
     let mut info = object(&call.body, "model_info")?.cloned().unwrap_or_default();
     let id = model_info_id(&call.body).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     info.insert("id".into(), json!(id));
@@ -138,7 +142,9 @@ async fn update(call: &Call<'_>, id: &str) -> Result<Response<ResponseBody>, Gat
     let name = match call.body.get("model_name") {
         None | Some(Value::Null) => row.model_name.clone(),
         Some(Value::String(name)) if !name.is_empty() => name.clone(),
-        Some(_) => return Err(GatewayError::bad_request("model_name: expected a string").with_param("model_name")),
+        Some(_) => {
+            return Err(GatewayError::bad_request("model_name: expected a string").with_param("model_name"));
+        }
     };
     // New values over the stored ones, field by field, as LiteLLM merges an update.
     let mut params = match &row.litellm_params.0 {
@@ -204,7 +210,11 @@ async fn changed(call: &Call<'_>, models: &StoredModels) {
 }
 
 /// The row as stored (its `litellm_params` encrypted), LiteLLM's answer to a write.
-async fn answer(call: &Call<'_>, models: &StoredModels, id: &str) -> Result<Response<ResponseBody>, GatewayError> {
+async fn answer(
+    call: &Call<'_>,
+    models: &StoredModels,
+    id: &str,
+) -> Result<Response<ResponseBody>, GatewayError> {
     changed(call, models).await;
     let row = call.tenancy.store.get::<ModelRecord>(Table::Models, id).await.map_err(db)?;
     let row = row.ok_or_else(|| not_found(format!("Model with id={id} not found in db"), "model_id"))?;

@@ -76,7 +76,8 @@ impl SaltKey {
         } else if let Some(encoded) = stored.strip_prefix(V2_GCM) {
             open_gcm(&self.sha256, encoded)?
         } else {
-            let raw = URL_SAFE.decode(stored).or_else(|_| STANDARD.decode(stored)).map_err(|_| NotDecryptable)?;
+            let raw =
+                URL_SAFE.decode(stored).or_else(|_| STANDARD.decode(stored)).map_err(|_| NotDecryptable)?;
             // Nonce and tag at least: shorter is no ciphertext (and "" must not pass).
             if raw.len() < NACL_NONCE_BYTES + 16 {
                 return Err(NotDecryptable);

@@ -119,7 +119,9 @@ impl StoredModels {
             .iter()
             .map(|(name, value)| {
                 let plain = match value {
-                    Value::String(text) => Value::String(self.salt.decrypt(text).unwrap_or_else(|_| text.clone())),
+                    Value::String(text) => {
+                        Value::String(self.salt.decrypt(text).unwrap_or_else(|_| text.clone()))
+                    }
                     other => other.clone(),
                 };
                 (name.clone(), plain)
