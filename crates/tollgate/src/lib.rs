@@ -152,13 +152,10 @@ impl Gateway {
             shared.alerts =
                 Some(tollgate_http::alerts::Alerts::start(alerting.clone(), Arc::clone(&shared.metrics)));
         }
-        let watcher = tollgate_router::Router::new(
-            config.deployments.clone(),
-            config.router.clone(),
-            Arc::clone(&shared.health),
-        );
+        let watched =
+            Arc::new(Apps::new(Arc::clone(&live), shared.clone(), tollgate_providers::build_http_client()));
         let _watching =
-            tollgate_http::watch::spawn(watcher, Arc::clone(&shared.metrics), shared.alerts.clone());
+            tollgate_http::watch::spawn(watched, Arc::clone(&shared.metrics), shared.alerts.clone());
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
         Ok(Self { live, options, workers: 0, shared, _watching })
     }

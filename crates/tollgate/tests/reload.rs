@@ -140,6 +140,20 @@ async fn reload_under_load_loses_no_request() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(chat(&gateway, hello("added-3", false)).await.status, 200);
+    // The deployment-state metric follows the reloaded list.
+    let info = send(get(&gateway.url("/model/info"), Some(MASTER_KEY))).await.json();
+    let added = info["data"].as_array().unwrap().iter().find(|m| m["model_name"] == "added-3").cloned();
+    let id = added.expect("added-3 listed")["model_info"]["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let metrics = send(get(&gateway.url("/metrics"), Some(MASTER_KEY))).await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        if text.lines().any(|line| line.starts_with("litellm_deployment_state") && line.contains(&id)) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "added-3 not in the deployment-state metric");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     stop.store(true, Ordering::Relaxed);
     for client in clients {
