@@ -88,7 +88,12 @@ impl StoredModels {
                 };
                 let entry = entry(&row.model_id, &row.model_name, params, &row.model_info.0);
                 match snapshot.config.read_deployment(&entry, "litellm_params", &ProcessEnv) {
-                    Ok((deployment, _)) => Some(deployment),
+                    Ok((deployment, unsupported)) => {
+                        if !unsupported.is_empty() {
+                            tracing::warn!(model_id = %row.model_id, settings = %unsupported.join(", "), "database model settings this build of tollgate does not support yet are ignored");
+                        }
+                        Some(deployment)
+                    }
                     Err(error) => {
                         tracing::warn!(model_id = %row.model_id, %error, "database model skipped: it does not read as a deployment (was LITELLM_SALT_KEY changed?)");
                         None
@@ -100,33 +105,13 @@ impl StoredModels {
 
     /// Every string value encrypted, as LiteLLM stores `litellm_params`.
     pub fn encrypt_params(&self, params: &Map<String, Value>) -> Map<String, Value> {
-        params
-            .iter()
-            .map(|(name, value)| {
-                let stored = match value {
-                    Value::String(text) => Value::String(self.salt.encrypt(text)),
-                    other => other.clone(),
-                };
-                (name.clone(), stored)
-            })
-            .collect()
+        map_strings(params, |text| self.salt.encrypt(text))
     }
 
     /// Every string value decrypted; one that does not decrypt is kept as written (a value
     /// entered by hand, e.g. `os.environ/…`), as LiteLLM reads them.
     pub fn decrypt_params(&self, params: &Map<String, Value>) -> Map<String, Value> {
-        params
-            .iter()
-            .map(|(name, value)| {
-                let plain = match value {
-                    Value::String(text) => {
-                        Value::String(self.salt.decrypt(text).unwrap_or_else(|_| text.clone()))
-                    }
-                    other => other.clone(),
-                };
-                (name.clone(), plain)
-            })
-            .collect()
+        map_strings(params, |text| self.salt.decrypt(text).unwrap_or_else(|_| text.to_owned()))
     }
 
     /// Runs [`StoredModels::refresh`] every [`POLL_INTERVAL`] and on every announcement,
@@ -160,6 +145,20 @@ impl StoredModels {
             }
         });
     }
+}
+
+/// `params` with `change` applied to each top-level string value, other values as they are.
+fn map_strings(params: &Map<String, Value>, change: impl Fn(&str) -> String) -> Map<String, Value> {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(text) => Value::String(change(text)),
+                other => other.clone(),
+            };
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 /// A stored model as a `model_list` entry, its `model_info` carrying the row's id and
