@@ -63,6 +63,18 @@ async fn start_watching(path: &Path) -> (TestGateway, Reloader) {
     (gateway, reloader)
 }
 
+/// Sends on `http`, whose pool keeps connections alive between requests.
+async fn send_on(http: &TestClient, request: http::Request<http_body_util::Full<bytes::Bytes>>) -> Reply {
+    use http_body_util::BodyExt;
+    let response = tokio::time::timeout(Duration::from_secs(10), http.request(request))
+        .await
+        .expect("gateway answered in time")
+        .expect("request sent");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
 /// Calls `model` until it answers 200; returns how long that took.
 async fn until_served(gateway: &TestGateway, model: &str) -> Duration {
     let started = Instant::now();
@@ -85,16 +97,21 @@ async fn reload_under_load_loses_no_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let clients: Vec<_> = (0..6)
-        .map(|client| {
+        .map(|index| {
             let (gateway, stop, served, failed) =
                 (Arc::clone(&gateway), Arc::clone(&stop), Arc::clone(&served), Arc::clone(&failed));
             tokio::spawn(async move {
+                // One client per task: its connections are kept alive across the reloads.
+                let http = client();
                 let mut round = 0usize;
                 // Bounded: at most 2000 requests per client.
                 while !stop.load(Ordering::Relaxed) && round < 2000 {
                     round += 1;
-                    let stream = (client + round).is_multiple_of(2);
-                    let reply = chat(&gateway, hello("general-purpose", stream)).await;
+                    let stream = (index + round).is_multiple_of(2);
+                    let body = hello("general-purpose", stream).to_string();
+                    let reply =
+                        send_on(&http, post(&gateway.url("/v1/chat/completions"), Some(MASTER_KEY), body))
+                            .await;
                     let complete = reply.status == 200
                         && if stream {
                             reply.events().last().map(String::as_str) == Some("[DONE]")
