@@ -292,3 +292,24 @@ async fn store_model_in_db_needs_a_salt_key_and_models_off_are_explained() {
     let error = assert_error(&admin(&gateway, "/model/new", body).await, 400);
     assert!(error["message"].as_str().unwrap().contains("store_model_in_db"), "{error}");
 }
+
+#[tokio::test]
+async fn an_unreadable_table_keeps_the_last_known_models() {
+    let mock = MockUpstream::start().await;
+    let url = temp_sqlite_url();
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let gateway = start(&config(&mock, &url)).await;
+    let body = json!({"model_name": "kept", "litellm_params": {"model": "openai/mock-model", "api_base": mock.base_url(), "api_key": DB_SECRET}});
+    assert_eq!(admin(&gateway, "/model/new", body).await.status, 200);
+
+    // The table goes away (as reads fail in an outage): the poller's reads fail for a while.
+    store.execute_script(r#"ALTER TABLE "LiteLLM_ProxyModelTable" RENAME TO "away""#).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(chat(&gateway, hello("kept")).await.status, 200, "the last known list stays");
+
+    // Back, with a change made meanwhile: seen again.
+    store.execute_script(r#"DELETE FROM "away""#).await.unwrap();
+    store.execute_script(r#"ALTER TABLE "away" RENAME TO "LiteLLM_ProxyModelTable""#).await.unwrap();
+    until(&gateway, "kept", |reply| reply.status != 200).await;
+}

@@ -3,9 +3,10 @@
 //! with `LITELLM_SALT_KEY` ([`crypto`]).
 //!
 //! Every replica polls the table's fingerprint (row count and latest `updated_at`) each
-//! second on the database's own runtime, and at once when a replica announces a change
-//! through Redis; when it moved, the rows are read, decrypted, validated as config entries
-//! and swapped into the [`LiveConfig`]. A database that does not answer leaves the last
+//! second on the database's own runtime; when it moved, when a replica announces a change
+//! through Redis, and every 30 s regardless (an update stamped by a replica whose clock runs
+//! behind may not move the fingerprint), the rows are read, and if they differ from the last
+//! ones, decrypted, validated as config entries and swapped into the [`LiveConfig`]. A database that does not answer leaves the last
 //! known list in force. No request ever waits on this.
 
 pub mod crypto;
@@ -22,8 +23,19 @@ use tollgate_storage::{ListQuery, ModelRecord, Store, StoreError, Table};
 use crate::live::LiveConfig;
 pub use crypto::SaltKey;
 
-/// How often each replica looks for changes to the table.
+/// How often each replica looks for changes to the table (its fingerprint).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the rows are read whatever the fingerprint says: an update stamped by a
+/// replica whose clock runs behind may leave the latest `updated_at` as it was.
+pub const FULL_READ_EVERY: u32 = 30;
+
+/// What was read last: the table's fingerprint (row count, latest `updated_at`) and a
+/// digest of its rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    fingerprint: (u64, Option<NaiveDateTime>),
+    rows: u64,
+}
 
 /// The database's models of one process.
 pub struct StoredModels {
@@ -32,8 +44,7 @@ pub struct StoredModels {
     pub live: Arc<LiveConfig>,
     /// Woken by a write here or an announcement from another replica.
     changes: Arc<tokio::sync::Notify>,
-    /// The table's fingerprint when its rows were last read.
-    seen: Mutex<Option<(u64, Option<NaiveDateTime>)>>,
+    seen: Mutex<Option<Seen>>,
 }
 
 impl StoredModels {
@@ -46,30 +57,38 @@ impl StoredModels {
         Arc::new(Self { store, salt, live, changes, seen: Mutex::new(None) })
     }
 
-    /// Reads the table now if it changed since the last read; `Ok(true)` when the model
-    /// list was swapped.
-    pub async fn refresh(&self) -> Result<bool, StoreError> {
-        let fingerprint = self.store.fingerprint(Table::Models, "updated_at").await?;
-        if *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) == Some(fingerprint) {
-            return Ok(false);
-        }
-        self.reload(fingerprint).await?;
-        Ok(true)
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<Seen>> {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads every row and swaps the model list, whatever the fingerprint says (after a
-    /// write of this replica, whose `updated_at` may tie with the previous one).
+    /// Reads the rows if the table's fingerprint moved since the last read.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let fingerprint = self.store.fingerprint(Table::Models, "updated_at").await?;
+        if self.seen().is_some_and(|seen| seen.fingerprint == fingerprint) {
+            return Ok(());
+        }
+        self.reload(fingerprint).await
+    }
+
+    /// Reads the rows whatever the fingerprint says (after a write, an announcement, and
+    /// every [`FULL_READ_EVERY`] polls).
     pub async fn reload_now(&self) -> Result<(), StoreError> {
         let fingerprint = self.store.fingerprint(Table::Models, "updated_at").await?;
         self.reload(fingerprint).await
     }
 
+    /// Swaps the model list only when the rows differ from the last ones read: every
+    /// swap makes each worker rebuild its handler, and providers' cached tokens with it.
     async fn reload(&self, fingerprint: (u64, Option<NaiveDateTime>)) -> Result<(), StoreError> {
         let rows: Vec<ModelRecord> = self.store.list(Table::Models, &ListQuery::default()).await?;
-        let deployments = self.deployments(&rows);
-        tracing::info!(models = deployments.len(), rows = rows.len(), "database models loaded");
-        self.live.replace_database_models(deployments);
-        *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint);
+        let seen = Seen { fingerprint, rows: digest(&rows) };
+        let unchanged = self.seen().is_some_and(|last| last.rows == seen.rows);
+        if !unchanged {
+            let deployments = self.deployments(&rows);
+            tracing::info!(models = deployments.len(), rows = rows.len(), "database models loaded");
+            self.live.replace_database_models(deployments);
+        }
+        *self.seen() = Some(seen);
         Ok(())
     }
 
@@ -122,14 +141,19 @@ impl StoredModels {
         self.store.runtime().spawn(async move {
             let mut tick = tokio::time::interval(POLL_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
+            let (mut failing, mut polls) = (false, 0u32);
             loop {
                 let announced = tokio::select! {
                     _ = tick.tick() => false,
                     () = changes.notified() => true,
                 };
                 let Some(models) = weak.upgrade() else { return };
-                let result = if announced { models.reload_now().await } else { models.refresh().await.map(drop) };
+                polls = polls.wrapping_add(1);
+                let result = if announced || polls % FULL_READ_EVERY == 0 {
+                    models.reload_now().await
+                } else {
+                    models.refresh().await
+                };
                 match result {
                     Ok(()) if failing => {
                         failing = false;
@@ -145,6 +169,20 @@ impl StoredModels {
             }
         });
     }
+}
+
+/// A digest of the rows as stored (a new encryption of the same value differs too).
+fn digest(rows: &[ModelRecord]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for row in rows {
+        row.model_id.hash(&mut hasher);
+        row.model_name.hash(&mut hasher);
+        row.litellm_params.0.to_string().hash(&mut hasher);
+        row.model_info.0.to_string().hash(&mut hasher);
+        row.updated_at.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// `params` with `change` applied to each top-level string value, other values as they are.
