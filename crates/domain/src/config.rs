@@ -1918,6 +1918,35 @@ general_settings:
     }
 
     #[test]
+    fn store_model_in_db_salt_key_and_later_deployments_are_read() {
+        let off = load("model_list: []\n").unwrap();
+        assert!(!off.store_model_in_db && off.salt_key.is_none());
+        let from_env = GatewayConfig::from_yaml(
+            "model_list: []\n",
+            &env(&[("STORE_MODEL_IN_DB", "True"), ("LITELLM_SALT_KEY", "salt")]),
+        )
+        .unwrap();
+        assert!(from_env.store_model_in_db);
+        assert_eq!(from_env.salt_key.as_ref().map(Secret::expose), Some("salt"));
+        assert_eq!(
+            error_of("general_settings: {store_model_in_db: maybe}\n"),
+            "general_settings.store_model_in_db: must be true or false"
+        );
+
+        // A deployment read later gets the file's defaults and names its own path.
+        let config = load("router_settings: {timeout: 7}\nlitellm_settings: {drop_params: true}\n").unwrap();
+        let entry: Value = serde_json::json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "k"}, "model_info": {"id": "row-1"}});
+        let (deployment, unsupported) = config.read_deployment(&entry, "row", &env(&[])).unwrap();
+        assert_eq!((deployment.id.as_str(), deployment.timeout), ("row-1", Duration::from_secs(7)));
+        assert!(deployment.drop_params && unsupported.is_empty());
+        let missing = serde_json::json!({"model_name": "m", "litellm_params": {}});
+        assert_eq!(
+            config.read_deployment(&missing, "row", &env(&[])).unwrap_err().to_string(),
+            "row.litellm_params.model: missing"
+        );
+    }
+
+    #[test]
     fn spend_log_retention_reads_litellm_durations() {
         let config = load(
             "general_settings: {maximum_spend_logs_retention_period: 30d, maximum_spend_logs_retention_interval: 12h}\n",
