@@ -131,9 +131,35 @@ async fn run(args: Args, config: GatewayConfig) -> anyhow::Result<()> {
         version = tollgate_http::VERSION,
         "tollgate listening on {scheme}://{bound}"
     );
+    // SIGHUP or a change to the file reloads the model list and router settings.
+    // Without a file (the demo) there is nothing to reload: SIGHUP is answered with a
+    // line instead of its default, ending the process.
+    let _watching = AbortOnDrop(match args.config.clone() {
+        Some(path) => tokio::spawn(gateway.reloader().watch_file(path)),
+        None => tokio::spawn(ignore_hangups()),
+    });
     gateway.serve(listener, tollgate::shutdown_signal()).await?;
     tracing::info!("tollgate stopped");
     Ok(())
+}
+
+/// Logs each SIGHUP (no config file to reload) until aborted.
+async fn ignore_hangups() {
+    #[cfg(unix)]
+    if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hangups.recv().await.is_some() {
+            tracing::warn!("SIGHUP received, but there is no config file to reload (no --config)");
+        }
+    }
+}
+
+/// Stops the config watcher when serving ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// RUST_LOG wins; else LITELLM_LOG (DEBUG, INFO, ERROR …) or the debug flags. `json`

@@ -128,6 +128,15 @@ pub struct GatewayConfig {
     /// Every setting present in the config with what this build does with it, grouped by
     /// top-level section in the file's order.
     pub settings: Vec<SettingReport>,
+    /// `general_settings.store_model_in_db` (or `STORE_MODEL_IN_DB=true`): models added
+    /// through `/model/new` live in `LiteLLM_ProxyModelTable` beside the config's.
+    pub store_model_in_db: bool,
+    /// `LITELLM_SALT_KEY`: the key the credentials of database models are encrypted with.
+    /// Unlike LiteLLM, the master key never stands in for it.
+    pub salt_key: Option<Secret>,
+    /// What a deployment inherits from the config (timeouts, `drop_params`), kept so that
+    /// deployments read later (from the database) get the same defaults.
+    pub deployment_defaults: DeploymentDefaults,
     /// The settings of [`Self::settings`] this build does not act on, as the start-up warning
     /// names them: `path` when unknown, `path (reason)` when ignored
     /// (`litellm_settings.cache_params.type=s3 (the in-process cache is used instead)`).
@@ -276,8 +285,11 @@ impl GatewayConfig {
         let default_timeout =
             router_timeout.or(request_timeout).unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
         let drop_params = reader.flag(litellm_settings, "drop_params", "litellm_settings")?.unwrap_or(false);
-        let defaults =
-            Defaults { timeout: default_timeout, stream_timeout: router_stream_timeout, drop_params };
+        let defaults = DeploymentDefaults {
+            timeout: default_timeout,
+            stream_timeout: router_stream_timeout,
+            drop_params,
+        };
 
         let mut deployments = Vec::new();
         match root.get("model_list") {
@@ -346,9 +358,19 @@ impl GatewayConfig {
                 "alerting",
                 "alert_types",
                 "alerting_args",
+                "store_model_in_db",
             ],
             IGNORED_GENERAL_SETTINGS,
         );
+        let store_model_in_db = match general_settings.get("store_model_in_db") {
+            None | Some(Value::Null) => reader
+                .env
+                .var("STORE_MODEL_IN_DB")
+                .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes")),
+            Some(Value::Bool(stored)) => *stored,
+            Some(_) => return Err(invalid("general_settings.store_model_in_db", "must be true or false")),
+        };
+        let salt_key = reader.env.var("LITELLM_SALT_KEY").filter(|key| !key.is_empty()).map(Secret::new);
         let observability = reader.observability(litellm_settings, general_settings)?;
         let redis_url = reader.redis_url(router_settings)?;
         let cache = reader.cache(litellm_settings, redis_url.as_ref())?;
@@ -397,8 +419,31 @@ impl GatewayConfig {
             background_health_checks,
             observability,
             settings,
+            store_model_in_db,
+            salt_key,
+            deployment_defaults: defaults,
             unsupported,
         })
+    }
+
+    /// Reads one `model_list` entry (`{model_name, litellm_params, model_info}`) outside the
+    /// file, e.g. a model stored in the database, with this config's defaults. Errors name
+    /// the path under `path`; the second value lists the settings it will not act on.
+    pub fn read_deployment(
+        &self,
+        entry: &Value,
+        path: &str,
+        env: &dyn EnvSource,
+    ) -> Result<(Deployment, Vec<String>), ConfigError> {
+        let no_config_variables = HashMap::new();
+        let mut reader = Reader {
+            env: Layered { config: &no_config_variables, process: env },
+            verdicts: Verdicts::default(),
+        };
+        let deployment = reader.deployment(entry, path, &self.deployment_defaults)?;
+        let unsupported =
+            reader.verdicts.into_rows(&Map::new()).iter().filter_map(SettingReport::warning).collect();
+        Ok((deployment, unsupported))
     }
 
     /// The aliases clients may ask for, in config order, without duplicates.
@@ -480,10 +525,15 @@ pub const CACHE_CALL_TYPES: &[&str] = &[
     "anthropic_messages",
 ];
 
-struct Defaults {
-    timeout: Duration,
-    stream_timeout: Option<Duration>,
-    drop_params: bool,
+/// What every deployment inherits unless its `litellm_params` say otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeploymentDefaults {
+    /// `timeout` of `router_settings`, else `request_timeout` of `litellm_settings`.
+    pub timeout: Duration,
+    /// `router_settings.stream_timeout`.
+    pub stream_timeout: Option<Duration>,
+    /// `litellm_settings.drop_params`.
+    pub drop_params: bool,
 }
 
 /// The config's `environment_variables` over the process environment, as LiteLLM copies
@@ -584,7 +634,7 @@ impl Reader<'_> {
         &mut self,
         entry: &Value,
         path: &str,
-        defaults: &Defaults,
+        defaults: &DeploymentDefaults,
     ) -> Result<Deployment, ConfigError> {
         let entry = as_object(entry, path)?;
         let model_name = self
@@ -1914,6 +1964,35 @@ general_settings:
             "model_list[0].litellm_params.api_base: missing; provider 'hosted_vllm' has no default"
         );
         assert!(error_of("model_list: [").starts_with("config is not valid YAML"));
+    }
+
+    #[test]
+    fn store_model_in_db_salt_key_and_later_deployments_are_read() {
+        let off = load("model_list: []\n").unwrap();
+        assert!(!off.store_model_in_db && off.salt_key.is_none());
+        let from_env = GatewayConfig::from_yaml(
+            "model_list: []\n",
+            &env(&[("STORE_MODEL_IN_DB", "True"), ("LITELLM_SALT_KEY", "salt")]),
+        )
+        .unwrap();
+        assert!(from_env.store_model_in_db);
+        assert_eq!(from_env.salt_key.as_ref().map(Secret::expose), Some("salt"));
+        assert_eq!(
+            error_of("general_settings: {store_model_in_db: maybe}\n"),
+            "general_settings.store_model_in_db: must be true or false"
+        );
+
+        // A deployment read later gets the file's defaults and names its own path.
+        let config = load("router_settings: {timeout: 7}\nlitellm_settings: {drop_params: true}\n").unwrap();
+        let entry: Value = serde_json::json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "k"}, "model_info": {"id": "row-1"}});
+        let (deployment, unsupported) = config.read_deployment(&entry, "row", &env(&[])).unwrap();
+        assert_eq!((deployment.id.as_str(), deployment.timeout), ("row-1", Duration::from_secs(7)));
+        assert!(deployment.drop_params && unsupported.is_empty());
+        let missing = serde_json::json!({"model_name": "m", "litellm_params": {}});
+        assert_eq!(
+            config.read_deployment(&missing, "row", &env(&[])).unwrap_err().to_string(),
+            "row.litellm_params.model: missing"
+        );
     }
 
     #[test]

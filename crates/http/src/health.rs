@@ -87,10 +87,12 @@ impl BackgroundChecks {
 
 /// Checks every deployment (but those with `model_info.disable_background_health_check`),
 /// `concurrency` at a time, then waits `health_check_interval`, and again, until dropped.
-pub async fn run_background_checks(app: Arc<App>, checks: Arc<BackgroundChecks>) {
+/// Each round checks the model list in force when it starts (reloads included).
+pub async fn run_background_checks(apps: Arc<crate::live::Apps>, checks: Arc<BackgroundChecks>) {
     let BackgroundHealthChecks { interval, concurrency } = checks.settings;
     tracing::info!(interval_secs = interval.as_secs_f64(), concurrency, "background health checks on");
     loop {
+        let app = apps.current();
         let deployments: Vec<Arc<Deployment>> = app
             .router
             .deployments()

@@ -21,6 +21,7 @@
 //! | GET    | /cache/ping               | admin | [`cache`], cache health        |
 //! | POST   | /cache/delete, /cache/flushall | admin | [`cache`], remove entries |
 //! | any    | /key/*, /user/*, /team/*, /organization/*, /customer/*, /budget/* | yes | [`management`] |
+//! | POST   | /model/new, /model/update, /model/delete; PATCH /model/{id}/update | admin | [`management`], database models |
 //!
 //! The layers a request passes, outermost first: panic guard ([`App::serve`]), route
 //! match, authentication ([`auth`]), handler. Every failure becomes an OpenAI-shaped body
@@ -33,6 +34,7 @@ pub mod count_tokens;
 pub mod errors;
 mod estimate;
 pub mod health;
+pub mod live;
 pub mod management;
 pub mod messages;
 pub mod metrics;
@@ -42,6 +44,7 @@ pub mod proxy;
 mod relay;
 pub mod router_sync;
 mod spend;
+pub mod stored_models;
 pub mod telemetry;
 pub mod tenancy;
 pub mod watch;
@@ -94,6 +97,10 @@ pub struct App {
     pub alerts: Option<Arc<alerts::Alerts>>,
     /// Whether each request's log line is written at INFO (with `json_logs`) or DEBUG.
     pub request_log: bool,
+    /// The models in the database (`store_model_in_db`), for `/model/new` and the like.
+    pub stored_models: Option<Arc<stored_models::StoredModels>>,
+    /// The [`live::Snapshot`] this `App` was built from (0 outside [`live::Apps`]).
+    pub generation: u64,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -114,6 +121,8 @@ pub struct Shared {
     /// One tracer (and its exporters' threads) for every worker.
     pub tracing: Option<Arc<telemetry::Tracing>>,
     pub alerts: Option<Arc<alerts::Alerts>>,
+    /// The database's models, when `store_model_in_db` is on.
+    pub stored_models: Option<Arc<stored_models::StoredModels>>,
 }
 
 enum Route {
@@ -197,6 +206,8 @@ impl App {
             tracing: shared.tracing.clone(),
             alerts: shared.alerts.clone(),
             request_log: config.observability.json_logs,
+            stored_models: shared.stored_models.clone(),
+            generation: 0,
         }
     }
 

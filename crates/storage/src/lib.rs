@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 
 pub use cell::{Cell, Json, TextList};
 pub use records::{
-    BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, OrganizationRecord,
-    SpendLogError, SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
+    BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, ModelRecord,
+    OrganizationRecord, SpendLogError, SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
 };
 pub use reports::{DailySpendFilter, DailySpendGroup, Dimension, SpendLogQuery};
 pub use rollup::RollupTable;
@@ -58,6 +58,8 @@ pub enum Table {
     EndUsers,
     Budgets,
     SpendLogs,
+    /// `LiteLLM_ProxyModelTable`: models added through `/model/new` (`store_model_in_db`).
+    Models,
 }
 
 impl Table {
@@ -72,6 +74,7 @@ impl Table {
             Table::EndUsers => "LiteLLM_EndUserTable",
             Table::Budgets => "LiteLLM_BudgetTable",
             Table::SpendLogs => "LiteLLM_SpendLogs",
+            Table::Models => "LiteLLM_ProxyModelTable",
         }
     }
 
@@ -86,6 +89,7 @@ impl Table {
             Table::Organizations => "organization_id",
             Table::Budgets => "budget_id",
             Table::SpendLogs => "request_id",
+            Table::Models => "model_id",
         }
     }
 }
@@ -264,6 +268,26 @@ impl Store {
             select.offset(query.offset);
         }
         self.fetch(&select).await
+    }
+
+    /// How many rows a table holds and the latest of their `column` times: a cheap way to
+    /// notice that rows were added, changed (when writers set that column) or deleted.
+    pub async fn fingerprint(
+        &self,
+        table: Table,
+        column: &'static str,
+    ) -> Result<(u64, Option<NaiveDateTime>), StoreError> {
+        #[derive(FromQueryResult)]
+        struct Fingerprint {
+            count: i64,
+            latest: Option<NaiveDateTime>,
+        }
+        let mut select = Query::select();
+        select.expr_as(Expr::col(sea_orm::sea_query::Asterisk).count(), Alias::new("count"));
+        select.expr_as(Expr::col(Alias::new(column)).max(), Alias::new("latest"));
+        select.from(Alias::new(table.name()));
+        let rows: Vec<Fingerprint> = self.fetch(&select).await?;
+        Ok(rows.first().map_or((0, None), |row| (u64::try_from(row.count).unwrap_or(0), row.latest)))
     }
 
     /// How many rows match the filters of `query` (paging ignored).

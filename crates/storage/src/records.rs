@@ -58,6 +58,22 @@ pub struct KeyRecord {
     pub updated_by: Option<String>,
 }
 
+/// A model stored in the database (`LiteLLM_ProxyModelTable`); the string values of
+/// `litellm_params` are encrypted, as LiteLLM writes them.
+#[derive(Clone, Debug, FromQueryResult, Serialize)]
+pub struct ModelRecord {
+    pub model_id: String,
+    pub model_name: String,
+    pub litellm_params: Json,
+    pub model_info: Json,
+    #[serde(serialize_with = "utc")]
+    pub created_at: Option<NaiveDateTime>,
+    pub created_by: Option<String>,
+    #[serde(serialize_with = "utc")]
+    pub updated_at: Option<NaiveDateTime>,
+    pub updated_by: Option<String>,
+}
+
 /// `LiteLLM_UserTable`, without the password column.
 #[derive(Clone, Debug, FromQueryResult, Serialize)]
 pub struct UserRecord {

@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod reload;
 mod server;
 mod tls;
 
@@ -24,10 +25,13 @@ use tokio::net::TcpListener;
 pub use tollgate_domain::GatewayConfig;
 pub use tollgate_domain::config::{ConfigError, DEMO_CONFIG, EnvSource, ProcessEnv};
 use tollgate_http::health::BackgroundChecks;
+use tollgate_http::live::{Apps, LiveConfig};
 use tollgate_http::router_sync::RouterSync;
+use tollgate_http::stored_models::{SaltKey, StoredModels};
 use tollgate_http::tenancy::Tenancy;
 use tollgate_http::{App, Shared};
 
+pub use reload::Reloader;
 pub use server::shutdown_signal;
 
 /// How long in-flight requests and streams may run on after shutdown begins, by default.
@@ -45,6 +49,9 @@ pub enum Error {
     Storage(#[from] tollgate_storage::StoreError),
     #[error(transparent)]
     Tracing(#[from] tollgate_http::telemetry::TracingError),
+    /// A combination of settings the gateway refuses to start with.
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// Where virtual keys live when no `database_url` is configured: a SQLite file beside the
@@ -53,7 +60,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db?mode=rwc";
 
 /// A configured gateway, ready to serve on a listener.
 pub struct Gateway {
-    config: GatewayConfig,
+    /// The configuration in force, swapped by reloads and database model changes.
+    live: Arc<LiveConfig>,
     options: server::Options,
     workers: usize,
     /// The router's deployment state and the metrics, shared by every worker and every `app()`.
@@ -122,6 +130,10 @@ impl Gateway {
             let namespace = router_namespace(&config, shared.tenancy.is_some());
             shared.router_sync = Some(RouterSync::start(&shared.health, redis.expose(), &namespace)?);
         }
+        let live = LiveConfig::new(config.clone());
+        if config.store_model_in_db {
+            shared.stored_models = Some(open_stored_models(&config, &shared, &live).await?);
+        }
         shared.background_checks = config.background_health_checks.map(BackgroundChecks::new);
         shared.tracing = tollgate_http::telemetry::Tracing::start(&config.observability)?;
         if let Some(otel) = &config.observability.otel {
@@ -140,15 +152,12 @@ impl Gateway {
             shared.alerts =
                 Some(tollgate_http::alerts::Alerts::start(alerting.clone(), Arc::clone(&shared.metrics)));
         }
-        let watcher = tollgate_router::Router::new(
-            config.deployments.clone(),
-            config.router.clone(),
-            Arc::clone(&shared.health),
-        );
+        let watched =
+            Arc::new(Apps::new(Arc::clone(&live), shared.clone(), tollgate_providers::build_http_client()));
         let _watching =
-            tollgate_http::watch::spawn(watcher, Arc::clone(&shared.metrics), shared.alerts.clone());
+            tollgate_http::watch::spawn(watched, Arc::clone(&shared.metrics), shared.alerts.clone());
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
-        Ok(Self { config, options, workers: 0, shared, _watching })
+        Ok(Self { live, options, workers: 0, shared, _watching })
     }
 
     /// The gateway's metrics (for embedding and tests).
@@ -204,9 +213,23 @@ impl Gateway {
     }
 
     /// A request handler with its own upstream client, for embedding in a server of one's own.
+    /// It serves the configuration in force now; [`Gateway::apps`] follows reloads.
     pub fn app(&self) -> Arc<App> {
+        self.apps().current()
+    }
+
+    /// A source of request handlers with its own upstream client that follows reloads and
+    /// database model changes: call [`Apps::current`] for each request (one atomic load
+    /// when nothing changed). One per worker thread, as [`Gateway::serve`] does.
+    pub fn apps(&self) -> Arc<Apps> {
         let client = tollgate_providers::build_http_client();
-        Arc::new(App::new(self.config.clone(), client, &self.shared))
+        Arc::new(Apps::new(Arc::clone(&self.live), self.shared.clone(), client))
+    }
+
+    /// A handle that swaps in a new config (model list, router settings) while the
+    /// gateway serves, without dropping requests in flight: see [`Reloader`].
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(Arc::clone(&self.live))
     }
 
     /// The background health checks (`background_health_checks: true`), to run beside the
@@ -214,7 +237,7 @@ impl Gateway {
     /// `health_check_interval` until dropped. [`Gateway::serve`] runs it itself.
     pub fn background_health_checks(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
         let checks = Arc::clone(self.shared.background_checks.as_ref()?);
-        Some(tollgate_http::health::run_background_checks(self.app(), checks))
+        Some(tollgate_http::health::run_background_checks(self.apps(), checks))
     }
 
     /// Accepts connections (HTTP/1.1 with keep-alive, HTTP/2 with or without TLS) until
@@ -225,13 +248,13 @@ impl Gateway {
         let checks = self.background_health_checks().map(tokio::spawn);
         let _stop_checks = AbortOnDrop(checks);
         if self.workers == 0 {
-            let app = self.app();
-            server::serve_here(app, self.options, listener, shutdown).await;
+            let apps = self.apps();
+            server::serve_here(apps, self.options, listener, shutdown).await;
         } else {
             let apps = (0..self.workers).map(|_| {
-                let (config, shared) = (self.config.clone(), self.shared.clone());
+                let (live, shared) = (Arc::clone(&self.live), self.shared.clone());
                 // Built on the worker's own runtime: the client's pool lives there.
-                move || Arc::new(App::new(config, tollgate_providers::build_http_client(), &shared))
+                move || Arc::new(Apps::new(live, shared, tollgate_providers::build_http_client()))
             });
             server::serve_on_workers(apps.collect(), self.options, listener, shutdown).await?;
         }
@@ -285,6 +308,38 @@ fn router_namespace(config: &GatewayConfig, has_database: bool) -> String {
     };
     let hash = tollgate_http::tenancy::keys::hash(&source);
     format!("tollgate:router:{}", &hash[..16])
+}
+
+/// The database's models (`store_model_in_db`): needs the database of virtual keys and
+/// `LITELLM_SALT_KEY` (the master key never stands in for it). Loads them once before the
+/// gateway serves (a database that does not answer then only delays them), then polls.
+async fn open_stored_models(
+    config: &GatewayConfig,
+    shared: &Shared,
+    live: &Arc<LiveConfig>,
+) -> Result<Arc<StoredModels>, Error> {
+    let Some(tenancy) = &shared.tenancy else {
+        return Err(Error::Settings(
+            "store_model_in_db needs a master key and a database (general_settings.master_key, database_url)"
+                .into(),
+        ));
+    };
+    let Some(salt_key) = &config.salt_key else {
+        return Err(Error::Settings(
+            "store_model_in_db needs LITELLM_SALT_KEY: model credentials are encrypted with it in the database (set it to your old master key to read a LiteLLM database written without one)".into(),
+        ));
+    };
+    let models = StoredModels::new(
+        tenancy.store.clone(),
+        SaltKey::new(salt_key.expose()),
+        Arc::clone(live),
+        Arc::clone(&tenancy.model_changes),
+    );
+    if let Err(error) = models.reload_now().await {
+        tracing::warn!(%error, "database models not loaded yet; retrying every second");
+    }
+    models.spawn_poller();
+    Ok(models)
 }
 
 /// Connects the database, applies pending migrations and starts the key cache's refresher.

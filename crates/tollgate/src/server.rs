@@ -3,7 +3,9 @@
 //!
 //! Connections run either as tasks on the caller's runtime ([`serve_here`]) or on worker
 //! threads, each a single-threaded runtime with its own `App` and upstream pool
-//! ([`serve_on_workers`]), to which the acceptor deals connections in turn.
+//! ([`serve_on_workers`]), to which the acceptor deals connections in turn. Each request
+//! takes the `App` in force when it arrives ([`Apps::current`]), so a reload reaches the
+//! next request on every connection, kept-alive ones included, and none in flight.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tollgate_http::App;
+use tollgate_http::live::Apps;
 
 /// A TLS handshake that takes longer than this is abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,19 +56,19 @@ pub async fn shutdown_signal() {
 
 /// Serves every connection as a task on the current runtime.
 pub(crate) async fn serve_here(
-    app: Arc<App>,
+    apps: Arc<Apps>,
     options: Options,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let connections = Connections::new(app, options.tls.clone());
+    let connections = Connections::new(apps, options.tls.clone());
     accept_until(listener, shutdown, |stream| connections.spawn(stream)).await;
     connections.drain(options.shutdown_grace).await;
     tracing::info!("all connections closed");
 }
 
 /// Serves connections on one thread per `apps` entry, each a single-threaded runtime of its
-/// own running the `App` that entry builds.
+/// own running the `Apps` that entry builds.
 pub(crate) async fn serve_on_workers<A>(
     apps: Vec<A>,
     options: Options,
@@ -74,7 +76,7 @@ pub(crate) async fn serve_on_workers<A>(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
-    A: FnOnce() -> Arc<App> + Send + 'static,
+    A: FnOnce() -> Arc<Apps> + Send + 'static,
 {
     let mut queues = Vec::with_capacity(apps.len());
     let mut finished = Vec::with_capacity(apps.len());
@@ -120,12 +122,11 @@ where
 }
 
 async fn worker(
-    app: impl FnOnce() -> Arc<App>,
+    apps: impl FnOnce() -> Arc<Apps>,
     options: Options,
     mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
 ) {
-    let app = app();
-    let connections = Connections::new(app, options.tls.clone());
+    let connections = Connections::new(apps(), options.tls.clone());
     while let Some(stream) = incoming.recv().await {
         match TcpStream::from_std(stream) {
             Ok(stream) => connections.spawn(stream),
@@ -164,24 +165,24 @@ async fn accept_until(
 
 /// The connections of one runtime: how they are served and how they are drained.
 struct Connections {
-    app: Arc<App>,
+    apps: Arc<Apps>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: Arc<Builder<TokioExecutor>>,
     graceful: GracefulShutdown,
 }
 
 impl Connections {
-    fn new(app: Arc<App>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    fn new(apps: Arc<Apps>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let mut builder = Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         builder.http2().timer(TokioTimer::new());
-        Self { app, tls, builder: Arc::new(builder), graceful: GracefulShutdown::new() }
+        Self { apps, tls, builder: Arc::new(builder), graceful: GracefulShutdown::new() }
     }
 
     fn spawn(&self, stream: TcpStream) {
         let watcher = self.graceful.watcher();
-        let app = Arc::clone(&self.app);
-        let service = service_fn(move |request| Arc::clone(&app).serve(request));
+        let apps = Arc::clone(&self.apps);
+        let service = service_fn(move |request| apps.current().serve(request));
         let (tls, builder) = (self.tls.clone(), Arc::clone(&self.builder));
         tokio::spawn(async move {
             let result = match tls {

@@ -230,7 +230,6 @@ pub(super) const IGNORED_GENERAL_SETTINGS: &[(&str, &str)] = &[
     ("use_x_forwarded_for", "client addresses are not used"),
     ("allowed_ips", "no address allow-list; use a NetworkPolicy"),
     ("service_account_settings", "service-account keys get no separate settings"),
-    ("store_model_in_db", "models come from config.yaml"),
     ("supported_db_objects", "models come from config.yaml"),
     ("max_request_size_mb", "request bodies are limited to 64 MiB"),
     ("max_response_size_mb", "not read by this build"),

@@ -8,6 +8,7 @@
 
 mod budgets;
 mod keys;
+mod models;
 mod reports;
 mod teams;
 mod users;
@@ -41,6 +42,7 @@ pub fn owns(path: &str) -> bool {
         "/budget/",
         "/spend/",
         "/global/",
+        "/model/",
     ]
     .iter()
     .any(|prefix| path.starts_with(prefix))
@@ -88,6 +90,7 @@ where
             "key" => keys::handle(&call).await,
             "user" => users::handle(&call).await,
             "team" => teams::handle(&call).await,
+            "model" => models::handle(&call).await,
             _ => budgets::handle(&call, segment).await,
         }
     }
@@ -352,6 +355,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("/budget/info", "POST"),
     ("/budget/delete", "POST, DELETE"),
     ("/budget/list", "GET"),
+    ("/model/new", "POST"),
+    ("/model/update", "POST"),
+    ("/model/delete", "POST, DELETE"),
 ];
 
 /// 405 when the path is a management route answering other methods, else 404.
@@ -361,7 +367,8 @@ pub fn unknown_route(call: &Call<'_>) -> GatewayError {
         ROUTES.iter().find(|(route, _)| *route == path).map(|(_, methods)| *methods).or_else(|| {
             let keyed = path.starts_with("/key/")
                 && (path.ends_with("/regenerate") || path.ends_with("/reset_spend"));
-            keyed.then_some("POST")
+            let model = path.starts_with("/model/") && path.ends_with("/update");
+            (keyed.then_some("POST")).or(model.then_some("PATCH"))
         });
     match allowed {
         Some(methods) => GatewayError::new(

@@ -106,6 +106,9 @@ impl Access {
     }
 }
 
+/// The announcement of a change to `LiteLLM_ProxyModelTable`.
+const MODELS_CHANGED: &str = "models";
+
 /// The database, the key cache and the in-process limit counters, shared by all workers.
 #[derive(Debug)]
 pub struct Tenancy {
@@ -133,6 +136,9 @@ pub struct Tenancy {
     shared_spend: std::sync::OnceLock<SharedSpend>,
     /// Whether the last hand-over to Redis worked (to warn once per outage).
     sharing: std::sync::atomic::AtomicBool,
+    /// Woken when a replica announces a change to the database's models
+    /// (`store_model_in_db`): their poller reloads at once instead of at its next tick.
+    pub model_changes: Arc<tokio::sync::Notify>,
 }
 
 impl Tenancy {
@@ -156,6 +162,7 @@ impl Tenancy {
             bus: std::sync::OnceLock::new(),
             shared_spend: std::sync::OnceLock::new(),
             sharing: std::sync::atomic::AtomicBool::new(true),
+            model_changes: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -184,15 +191,24 @@ impl Tenancy {
         Ok(())
     }
 
-    /// Drops what an announcement names: `key:<hash>`, `end_user:<id>`, or `*` (everything).
+    /// Drops what an announcement names: `key:<hash>`, `end_user:<id>`, `models` (the
+    /// database's model list), or `*` (everything).
     fn apply_change(&self, change: &str) {
-        if let Some(token) = change.strip_prefix("key:") {
+        if change == MODELS_CHANGED {
+            self.model_changes.notify_one();
+        } else if let Some(token) = change.strip_prefix("key:") {
             self.cache.remove(token);
         } else if let Some(id) = change.strip_prefix("end_user:") {
             self.cache.remove_end_user(id);
         } else {
             self.cache.clear();
+            self.model_changes.notify_one();
         }
+    }
+
+    /// Tells every replica (this one included) that the database's models changed.
+    pub fn announce_model_change(&self) {
+        self.announce(MODELS_CHANGED.to_owned());
     }
 
     fn announce(&self, change: String) {
