@@ -23,6 +23,12 @@ use crate::routing::{
 };
 use crate::secret::Secret;
 
+mod guardrails;
+pub use guardrails::{
+    BlockedWord, ContentFilterConfig, DEFAULT_WEBHOOK_TIMEOUT, FilterAction, FilterPattern, GUARDRAIL_TYPES,
+    GuardrailConfig, GuardrailKind, GuardrailMode, GuardrailsConfig, PII_ENTITIES, PREBUILT_PATTERNS,
+    PiiMaskingConfig, PromptLimitsConfig, TrimmingConfig, WebhookConfig, blocked_words,
+};
 mod observability;
 pub use observability::{
     ALERT_TYPES, AlertingConfig, DEFAULT_LANGFUSE_HOST, ObservabilityConfig, OtlpConfig, OtlpProtocol,
@@ -118,6 +124,8 @@ pub struct GatewayConfig {
     pub background_health_checks: Option<BackgroundHealthChecks>,
     /// Traces, request logs and alerts (metrics are always on).
     pub observability: ObservabilityConfig,
+    /// The `guardrails:` section and the per-model guardrail lists.
+    pub guardrails: GuardrailsConfig,
     /// Settings present in the config or environment that this build does not act on, by
     /// path (`litellm_settings.cache_params.type=s3`), in the order met.
     pub unsupported: Vec<String>,
@@ -171,6 +179,7 @@ impl GatewayConfig {
                     | "router_settings"
                     | "general_settings"
                     | "environment_variables"
+                    | "guardrails"
             ) {
                 reader.unsupported.push(key.clone());
             }
@@ -230,6 +239,7 @@ impl GatewayConfig {
             "langfuse_secret_key",
             "cache",
             "cache_params",
+            "guardrails",
         ];
         litellm_known.extend_from_slice(ROUTER_KEYS);
         reader.flag_unknown(litellm_settings, "litellm_settings", &litellm_known);
@@ -328,6 +338,7 @@ impl GatewayConfig {
             ],
         );
         let observability = reader.observability(litellm_settings, general_settings)?;
+        let guardrails = reader.guardrails(root, litellm_settings)?;
         let redis_url = reader.redis_url(router_settings)?;
         let cache = reader.cache(litellm_settings, redis_url.as_ref())?;
         // LiteLLM counts limits in the cache's Redis when the router names none: so do we,
@@ -366,6 +377,7 @@ impl GatewayConfig {
             cache,
             background_health_checks,
             observability,
+            guardrails,
             unsupported: reader.unsupported,
         })
     }
@@ -514,6 +526,7 @@ const LITELLM_PARAMS: &[&str] = &[
     "cache_creation_input_token_cost",
     "output_cost_per_reasoning_token",
     "input_cost_per_query",
+    "guardrails",
 ];
 
 /// Router keys read from `router_settings`, or from `litellm_settings` when the router

@@ -20,6 +20,8 @@
 //! | GET    | /metrics                  | opt. | [`metrics`], Prometheus text    |
 //! | GET    | /cache/ping               | admin | [`cache`], cache health        |
 //! | POST   | /cache/delete, /cache/flushall | admin | [`cache`], remove entries |
+//! | GET    | /guardrails/list          | yes  | [`guardrails`], configured ones |
+//! | POST   | /guardrails/apply_guardrail | yes | [`guardrails`], run one on a text |
 //! | any    | /key/*, /user/*, /team/*, /organization/*, /customer/*, /budget/* | yes | [`management`] |
 //!
 //! The layers a request passes, outermost first: panic guard ([`App::serve`]), route
@@ -32,6 +34,7 @@ pub mod cache;
 pub mod count_tokens;
 pub mod errors;
 mod estimate;
+pub mod guardrails;
 pub mod health;
 pub mod management;
 pub mod messages;
@@ -94,6 +97,8 @@ pub struct App {
     pub alerts: Option<Arc<alerts::Alerts>>,
     /// Whether each request's log line is written at INFO (with `json_logs`) or DEBUG.
     pub request_log: bool,
+    /// The configured and registered guardrails; `None` when there are none.
+    pub guardrails: Option<Arc<guardrails::Guardrails>>,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -114,6 +119,8 @@ pub struct Shared {
     /// One tracer (and its exporters' threads) for every worker.
     pub tracing: Option<Arc<telemetry::Tracing>>,
     pub alerts: Option<Arc<alerts::Alerts>>,
+    /// The guardrails, built once (webhook clients included) for every worker.
+    pub guardrails: Option<Arc<guardrails::Guardrails>>,
 }
 
 enum Route {
@@ -132,6 +139,8 @@ enum Route {
     CachePing,
     CacheDelete,
     CacheFlushAll,
+    GuardrailsList,
+    ApplyGuardrail,
 }
 
 impl Route {
@@ -156,6 +165,8 @@ impl Route {
             "/cache/ping" => (Self::CachePing, "GET"),
             "/cache/delete" => (Self::CacheDelete, "POST"),
             "/cache/flushall" => (Self::CacheFlushAll, "POST"),
+            "/guardrails/list" => (Self::GuardrailsList, "GET"),
+            "/guardrails/apply_guardrail" => (Self::ApplyGuardrail, "POST"),
             // Each management handler checks its own methods.
             path if management::owns(path) => return Some(Ok(Self::Management)),
             _ => return None,
@@ -197,6 +208,7 @@ impl App {
             tracing: shared.tracing.clone(),
             alerts: shared.alerts.clone(),
             request_log: config.observability.json_logs,
+            guardrails: shared.guardrails.clone().filter(|guardrails| !guardrails.is_empty()),
         }
     }
 
@@ -334,6 +346,14 @@ impl App {
             Route::Health => health::check_all(self).await,
             Route::CachePing => cache::ping(self, &access).await,
             Route::CacheFlushAll => cache::flushall(self, &access).await,
+            Route::GuardrailsList => guardrails::endpoints::list(self),
+            Route::ApplyGuardrail => {
+                let applied = match proxy::read_body(request.into_body()).await {
+                    Ok(body) => guardrails::endpoints::apply(self, &access, &body).await,
+                    Err(error) => Err(error),
+                };
+                applied.unwrap_or_else(|error| errors::error_response(&error, None))
+            }
             Route::CacheDelete => match proxy::read_body(request.into_body()).await {
                 Ok(body) => cache::delete(self, &access, &body).await,
                 Err(error) => errors::error_response(&error, None),

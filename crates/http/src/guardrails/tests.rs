@@ -1,0 +1,1 @@
+//! Unit tests of guardrail selection and the built-ins.
