@@ -21,7 +21,8 @@
 //! - national phone numbers need separators (`415-555-2671`, `(415) 555 2671`, `020 7946
 //!   0958`) and 10 or 11 digits; a bare run of digits is a phone number only after `+`;
 //! - IBANs are written in capitals, compact or in groups of four;
-//! - e-mail addresses are ASCII and need a dotted domain with an alphabetic top-level label.
+//! - e-mail addresses may hold letters beyond ASCII and need a dotted domain whose top-level
+//!   label is alphabetic and not an image extension (`icon@2x.png`).
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -176,7 +177,7 @@ pub fn find(text: &str, kinds: KindSet) -> Vec<Finding> {
         find_secrets(text, &mut findings);
     }
     if kinds.contains(PiiKind::Email) {
-        find_emails(bytes, &mut findings);
+        find_emails(text, &mut findings);
     }
     if kinds.contains(PiiKind::Iban) {
         find_ibans(bytes, &mut findings);
@@ -241,7 +242,8 @@ static KEY_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A value assigned to a name that says it is secret (`api_key = "..."`, `"password":
 /// "..."`, `Authorization: Bearer ...`): only the value is a finding, and only when it looks
-/// random (long, mixed classes, high entropy), so `password: changeme` passes.
+/// random (long, letters and digits, high entropy), so `password: changeme` and LiteLLM's
+/// `api_key: os.environ/OPENAI_API_KEY` pass.
 static ASSIGNED_SECRETS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r#"(?i:api[_-]?key|secret|token|passw(?:or)?d|bearer|access[_-]?key)["']?"#,
@@ -262,16 +264,12 @@ fn find_secrets(text: &str, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Random enough to be a generated secret: at least two character classes among letters and
-/// digits, and at least 3.5 bits of entropy per character.
+/// Random enough to be a generated secret: letters and digits, and at least 3.5 bits of
+/// entropy per character. (Twenty random base64 characters hold no digit 3% of the time;
+/// names and paths seldom hold one.)
 fn looks_random(value: &str) -> bool {
     let bytes = value.as_bytes();
-    let classes = [
-        bytes.iter().any(u8::is_ascii_lowercase),
-        bytes.iter().any(u8::is_ascii_uppercase),
-        bytes.iter().any(u8::is_ascii_digit),
-    ];
-    if classes.iter().filter(|present| **present).count() < 2 {
+    if !bytes.iter().any(u8::is_ascii_digit) || !bytes.iter().any(u8::is_ascii_alphabetic) {
         return false;
     }
     let mut counts = [0u32; 128];
@@ -293,65 +291,71 @@ fn looks_random(value: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 // E-mail addresses
 
-fn is_local_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"._%+-!#$&'*/=?^`{|}~".contains(&byte)
+fn is_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._%+-!#$&'*/=?^`{|}~".contains(c) || (!c.is_ascii() && c.is_alphanumeric())
 }
 
-fn is_domain_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.'
+fn is_domain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '.' || (!c.is_ascii() && c.is_alphanumeric())
 }
 
-fn find_emails(bytes: &[u8], findings: &mut Vec<Finding>) {
+/// Top-level labels that are really file extensions: `icon@2x.png` is an image name.
+const FILE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "gif", "svg", "webp"];
+
+/// Addresses around each `@`. Letters beyond ASCII count (`jürgen@münchen.de`, RFC 6531),
+/// so that an address is never masked only in part.
+fn find_emails(text: &str, findings: &mut Vec<Finding>) {
     let mut resume = 0;
-    for at in memchr_iter(b'@', bytes) {
+    for at in memchr_iter(b'@', text.as_bytes()) {
         if at < resume {
             continue;
         }
-        let mut start = at;
-        while start > 0 && is_local_byte(bytes[start - 1]) {
-            start -= 1;
-        }
+        let local_len: usize =
+            text[..at].chars().rev().take_while(|c| is_local_char(*c)).map(char::len_utf8).sum();
+        let mut start = at - local_len;
         // Quotes and slashes are legal in a local part but more often surround the address.
-        while start < at && b"'`{|/=".contains(&bytes[start]) {
+        while start < at && "'`{|/=".contains(text.as_bytes()[start] as char) {
             start += 1;
         }
-        let mut end = at + 1;
-        while end < bytes.len() && is_domain_byte(bytes[end]) {
-            end += 1;
-        }
+        let domain_len: usize =
+            text[at + 1..].chars().take_while(|c| is_domain_char(*c)).map(char::len_utf8).sum();
+        let mut end = at + 1 + domain_len;
         // A sentence's full stop or a dash after the address is not part of it.
-        while end > at + 1 && matches!(bytes[end - 1], b'.' | b'-') {
+        while end > at + 1 && matches!(text.as_bytes()[end - 1], b'.' | b'-') {
             end -= 1;
         }
-        if valid_local(&bytes[start..at]) && valid_domain(&bytes[at + 1..end]) {
+        if valid_local(&text[start..at]) && valid_domain(&text[at + 1..end]) {
             findings.push(Finding { kind: PiiKind::Email, range: start..end });
             resume = end;
         }
     }
 }
 
-fn valid_local(local: &[u8]) -> bool {
+fn valid_local(local: &str) -> bool {
     !local.is_empty()
         && local.len() <= 64
-        && local[0] != b'.'
-        && local[local.len() - 1] != b'.'
-        && !local.windows(2).any(|pair| pair == b"..")
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
 }
 
-fn valid_domain(domain: &[u8]) -> bool {
+fn valid_domain(domain: &str) -> bool {
     if domain.len() > 253 {
         return false;
     }
     let mut labels = 0;
-    let mut last: &[u8] = &[];
-    for label in domain.split(|byte| *byte == b'.') {
-        if label.is_empty() || label.len() > 63 || label[0] == b'-' || label[label.len() - 1] == b'-' {
+    let mut last = "";
+    for label in domain.split('.') {
+        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
             return false;
         }
         labels += 1;
         last = label;
     }
-    labels >= 2 && last.len() >= 2 && last.iter().all(u8::is_ascii_alphabetic)
+    labels >= 2
+        && last.chars().count() >= 2
+        && last.chars().all(char::is_alphabetic)
+        && !FILE_EXTENSIONS.iter().any(|extension| last.eq_ignore_ascii_case(extension))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -655,20 +659,18 @@ fn read_groups(bytes: &[u8], start: usize, groups: &mut [Group; MAX_GROUPS]) -> 
 
 fn classify(bytes: &[u8], run: &[Group], plus: Option<usize>, kinds: KindSet, findings: &mut Vec<Finding>) {
     let dots = run.iter().skip(1).all(|group| group.separator == b'.');
-    if dots && plus.is_none() && !run.iter().any(|group| group.parenthesized) {
-        // Dotted numbers are addresses, versions or decimals, never cards or phones.
-        if kinds.contains(PiiKind::IpAddress)
-            && run.len() == 4
-            && run.iter().all(|group| is_octet(&bytes[group.start..group.end]))
-        {
+    let addressable =
+        dots && plus.is_none() && run.len() == 4 && !run.iter().any(|group| group.parenthesized);
+    if addressable && run.iter().all(|group| is_octet(&bytes[group.start..group.end])) {
+        if kinds.contains(PiiKind::IpAddress) {
             findings.push(Finding { kind: PiiKind::IpAddress, range: run[0].start..run[3].end });
         }
         return;
     }
     let mut first = 0;
     while first < run.len() {
-        let taken = kinds
-            .contains(PiiKind::CreditCard)
+        // After `+` comes a country code: a phone number, never a card.
+        let taken = (kinds.contains(PiiKind::CreditCard) && (plus.is_none() || first > 0))
             .then(|| card_at(bytes, &run[first..]))
             .flatten()
             .map(|groups| (PiiKind::CreditCard, groups))
@@ -676,19 +678,21 @@ fn classify(bytes: &[u8], run: &[Group], plus: Option<usize>, kinds: KindSet, fi
                 let plus = plus.filter(|_| first == 0);
                 kinds
                     .contains(PiiKind::Phone)
-                    .then(|| phone_at(&run[first..], plus.is_some()))
+                    .then(|| phone_at(&run[first..], plus.is_some(), first == 0))
                     .flatten()
                     .map(|groups| (PiiKind::Phone, groups))
             });
         match taken {
             Some((kind, groups)) => {
                 let last = &run[first + groups - 1];
+                // A phone number's `+` and brackets are part of it; a card's brackets are not.
+                let phone = kind == PiiKind::Phone;
                 let start = match plus {
                     Some(plus) if first == 0 => plus,
-                    _ if run[first].parenthesized => run[first].start - 1,
+                    _ if phone && run[first].parenthesized => run[first].start - 1,
                     _ => run[first].start,
                 };
-                let end = last.end + usize::from(last.parenthesized);
+                let end = last.end + usize::from(phone && last.parenthesized);
                 findings.push(Finding { kind, range: start..end });
                 first += groups;
             }
@@ -718,14 +722,15 @@ fn is_octet(digits: &[u8]) -> bool {
 /// prefix and a valid Luhn check digit.
 fn card_at(bytes: &[u8], run: &[Group]) -> Option<usize> {
     let separator = run.get(1).map_or(0, |group| group.separator);
-    if !matches!(separator, 0 | b' ' | b'-') || run[0].parenthesized {
+    if !matches!(separator, 0 | b' ' | b'-') {
         return None;
     }
     let mut digits = [0u8; 19];
     let mut length = 0;
     let mut best = None;
     for (index, group) in run.iter().enumerate() {
-        if index > 0 && (group.separator != separator || group.parenthesized) {
+        // A card in brackets is one group: `(4111111111111111)`; brackets inside it are not.
+        if index > 0 && (group.separator != separator || group.parenthesized || run[0].parenthesized) {
             break;
         }
         if group.digits() > 19 - length || (index > 0 && group.digits() < 3) {
@@ -786,8 +791,9 @@ fn luhn_ok(digits: &[u8]) -> bool {
 /// The number of groups, from the first, that form a phone number: after `+`, a country code
 /// and 8 to 15 digits in all (E.164); otherwise 10 or 11 digits in at least two groups of at
 /// least two digits, with one kind of separator (a parenthesized area code may be followed by
-/// a space and then dashes), and not shaped like a date (`2024-01-15`, `15/01/2024`).
-fn phone_at(run: &[Group], international: bool) -> Option<usize> {
+/// a space and then dashes), and not shaped like a date (`2024-01-15`, `15/01/2024`). Digits
+/// separated by spaces alone must be the whole run, not a piece of a longer list.
+fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize> {
     let mut digits = 0;
     let mut best = None;
     let mut separators = 0u8;
@@ -812,7 +818,8 @@ fn phone_at(run: &[Group], international: bool) -> Option<usize> {
             index > 0
                 && (10..=11).contains(&digits)
                 && run[..=index].iter().all(|group| (2..=5).contains(&group.digits()))
-                && (separators != 0 || national_spaced(&run[..=index]))
+                && (separators != 0
+                    || (run_start && index + 1 == run.len() && national_spaced(&run[..=index])))
                 && !looks_like_date(&run[..=index])
         };
         if fits {
