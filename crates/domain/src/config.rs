@@ -26,8 +26,8 @@ use crate::secret::Secret;
 mod guardrails;
 pub use guardrails::{
     BlockedWord, ContentFilterConfig, DEFAULT_WEBHOOK_TIMEOUT, FilterAction, FilterPattern, GUARDRAIL_TYPES,
-    GuardrailConfig, GuardrailKind, GuardrailMode, GuardrailsConfig, PII_ENTITIES, PREBUILT_PATTERNS,
-    PiiMaskingConfig, PromptLimitsConfig, TrimmingConfig, WebhookConfig, blocked_words,
+    GuardrailConfig, GuardrailKind, GuardrailMode, GuardrailsConfig, PREBUILT_PATTERNS, PiiMaskingConfig,
+    PromptLimitsConfig, TrimmingConfig, WebhookConfig, blocked_words,
 };
 mod observability;
 pub use observability::{

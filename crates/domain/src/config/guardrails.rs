@@ -33,10 +33,6 @@ pub const PREBUILT_PATTERNS: &[&str] = &[
     "github_token",
 ];
 
-/// The PII kinds `pii_masking` recognises, by Presidio's entity names.
-pub const PII_ENTITIES: &[&str] =
-    &["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "API_KEY"];
-
 /// Every configured guardrail, in config order, and the per-model lists.
 #[derive(Debug, Clone, Default)]
 pub struct GuardrailsConfig {
@@ -479,11 +475,8 @@ impl Reader<'_> {
         if let Some(value) = params.get("pii_entities_config").filter(|value| !value.is_null()) {
             let at = format!("{path}.pii_entities_config");
             for (entity, value) in as_object(value, &at)? {
-                if !PII_ENTITIES.contains(&entity.as_str()) {
-                    return Err(invalid(
-                        &format!("{at}.{entity}"),
-                        format!("unknown entity (known: {})", PII_ENTITIES.join(", ")),
-                    ));
+                if let Err(unknown) = entity.parse::<crate::pii::PiiKind>() {
+                    return Err(invalid(&format!("{at}.{entity}"), unknown.to_string()));
                 }
                 entities.push((entity.clone(), action(Some(value), &format!("{at}.{entity}"))?));
             }

@@ -6,7 +6,8 @@ use serde_json::Value;
 use tollgate_domain::config::{
     BlockedWord, ContentFilterConfig, FilterAction, PiiMaskingConfig, PromptLimitsConfig, TrimmingConfig,
 };
-use tollgate_domain::tokens;
+use tollgate_domain::pii::{self, KindSet, Masker, PiiKind};
+use tollgate_domain::{tokens, trim};
 
 use super::{CallContext, GuardedAnswer, GuardedRequest, Guardrail, Verdict, all_texts};
 
@@ -196,32 +197,129 @@ impl Guardrail for PromptLimits {
     }
 }
 
-/// `pii_masking`: placeholder until the PII module lands.
+/// The placeholders a PII guardrail gave, kept from the request to its answer
+/// (`output_parse_pii`).
+#[derive(Debug, Clone, Default)]
+struct PiiVault(Vec<(String, String)>);
+
+/// `pii_masking`: the kinds set to `BLOCK` stop the request, the others are replaced by
+/// Presidio's `<ENTITY_TYPE>` placeholders; with `output_parse_pii` the answer gets the
+/// originals back.
 #[derive(Debug)]
 pub(super) struct PiiMasking {
-    _config: PiiMaskingConfig,
+    block: KindSet,
+    mask: KindSet,
+    output_parse_pii: bool,
 }
 
 impl PiiMasking {
-    pub(super) fn new(config: &PiiMaskingConfig) -> Self {
-        Self { _config: config.clone() }
+    pub(super) fn new(config: &PiiMaskingConfig) -> Result<Self, String> {
+        let (mut block, mut mask) = (KindSet::EMPTY, KindSet::EMPTY);
+        if config.entities.is_empty() {
+            mask = KindSet::ALL;
+        }
+        for (entity, action) in &config.entities {
+            let kind: PiiKind = entity.parse().map_err(|e: pii::UnknownPiiKind| e.to_string())?;
+            match action {
+                FilterAction::Block => block.insert(kind),
+                FilterAction::Mask => mask.insert(kind),
+            }
+        }
+        Ok(Self { block, mask, output_parse_pii: config.output_parse_pii })
+    }
+
+    /// Blocks on a `BLOCK` kind, else masks the others; the placeholders go to `vault`.
+    fn apply(&self, texts: Vec<&mut String>, vault: Option<&mut PiiVault>) -> Verdict {
+        let mut masker = Masker::new(self.mask);
+        let mut modified = false;
+        for text in texts {
+            if !self.block.is_empty()
+                && let Some(finding) = pii::find(text, self.block).first()
+            {
+                return Verdict::Block(format!("{} detected", finding.kind));
+            }
+            if !self.mask.is_empty()
+                && let Some(masked) = masker.mask(text)
+            {
+                *text = masked;
+                modified = true;
+            }
+        }
+        if let Some(vault) = vault {
+            vault.0.extend(masker.into_tokens());
+        }
+        if modified { Verdict::Modified } else { Verdict::Allow }
     }
 }
 
 #[async_trait::async_trait]
-impl Guardrail for PiiMasking {}
+impl Guardrail for PiiMasking {
+    async fn pre_call(&self, request: &mut GuardedRequest<'_>) -> Verdict {
+        let vault =
+            if self.output_parse_pii { Some(request.memo.get_or_insert_default::<PiiVault>()) } else { None };
+        self.apply(all_texts(request.messages), vault)
+    }
 
-/// `message_trimming`: placeholder until the trim module lands.
+    /// With `output_parse_pii`, the originals back in place of the placeholders; without,
+    /// the answer's own PII blocked or masked like the request's.
+    async fn post_call(&self, answer: &mut GuardedAnswer<'_>) -> Verdict {
+        if !self.output_parse_pii {
+            return self.apply(answer.texts.iter_mut().collect(), None);
+        }
+        let Some(vault) = answer.memo.get::<PiiVault>().filter(|vault| !vault.0.is_empty()) else {
+            return Verdict::Allow;
+        };
+        let mut modified = false;
+        for text in answer.texts.iter_mut() {
+            let unmasked = pii::unmask(text, &vault.0);
+            if unmasked != *text {
+                *text = unmasked;
+                modified = true;
+            }
+        }
+        if modified { Verdict::Modified } else { Verdict::Allow }
+    }
+}
+
+/// `message_trimming`: the conversation cut to the model's context window as LiteLLM's
+/// `trim_messages` cuts it (system messages and the newest turn kept, the oldest turns
+/// dropped first, an oversized newest message cut in the middle with a marker).
 #[derive(Debug)]
 pub(super) struct Trimming {
-    _config: TrimmingConfig,
+    config: TrimmingConfig,
 }
 
 impl Trimming {
     pub(super) fn new(config: &TrimmingConfig) -> Self {
-        Self { _config: config.clone() }
+        Self { config: config.clone() }
     }
 }
 
 #[async_trait::async_trait]
-impl Guardrail for Trimming {}
+impl Guardrail for Trimming {
+    async fn pre_call(&self, request: &mut GuardedRequest<'_>) -> Verdict {
+        let budget = match (self.config.max_input_tokens, request.context.context_window) {
+            // A fixed budget is LiteLLM's `trim_messages(max_tokens=…)`: the input budget itself.
+            (Some(budget), _) => budget,
+            (None, Some(window)) => trim::input_budget(window, *request.max_tokens, self.config.trim_ratio),
+            (None, None) => {
+                tracing::debug!(model = request.context.model, "no context window known: nothing to trim to");
+                return Verdict::Allow;
+            }
+        };
+        let trimmed = trim::trim_messages(request.messages, None, request.context.encoding, budget);
+        if !trimmed.fits {
+            return Verdict::Block(format!(
+                "the system prompt and the newest message do not fit {budget} prompt tokens even trimmed"
+            ));
+        }
+        match trimmed.messages {
+            Some(messages) => {
+                tracing::debug!(dropped = trimmed.dropped, cut = trimmed.cut, budget, "conversation trimmed");
+                *request.messages = messages;
+                Verdict::Modified
+            }
+            None => Verdict::Allow,
+        }
+    }
+}

@@ -147,14 +147,24 @@ impl Guardrails {
                     builtin::ContentFilter::new(filter)
                         .map_err(|reason| BuildError { name: entry.name.clone(), reason })?,
                 ),
-                GuardrailKind::PiiMasking(pii) => Arc::new(builtin::PiiMasking::new(pii)),
+                GuardrailKind::PiiMasking(pii) => Arc::new(
+                    builtin::PiiMasking::new(pii)
+                        .map_err(|reason| BuildError { name: entry.name.clone(), reason })?,
+                ),
                 GuardrailKind::MessageTrimming(trim) => Arc::new(builtin::Trimming::new(trim)),
                 GuardrailKind::PromptLimits(limits) => Arc::new(builtin::PromptLimits::new(limits)),
                 GuardrailKind::Webhook(hook) => Arc::new(webhook::Webhook::new(hook, client.clone())),
             };
+            let mut modes = entry.modes.clone();
+            // Putting the originals back is the answer's step, whatever the mode says.
+            if matches!(&entry.kind, GuardrailKind::PiiMasking(pii) if pii.output_parse_pii)
+                && !modes.contains(&GuardrailMode::PostCall)
+            {
+                modes.push(GuardrailMode::PostCall);
+            }
             guardrails.entries.push(Registered {
                 name: entry.name.clone(),
-                modes: entry.modes.clone(),
+                modes,
                 default_on: entry.default_on,
                 kind: entry.kind.type_name().to_owned(),
                 params: entry.params_for_display.clone(),
