@@ -87,19 +87,23 @@ where
     let end_user_id = request.pointer("/metadata/user_id").and_then(Value::as_str).map(str::to_owned);
     let end_user = end_user_id.as_deref();
     observed.group = app.router.group_name(model).map(str::to_owned);
+    let top = tollgate_domain::json::TopLevel::parse(&body)
+        .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
+    let mut guard = Guard::select(app, access, &top, model, call_id, Some(Flavor::Anthropic))?;
     if let Some(span) = &observed.span {
         span.describe("/v1/messages", "chat", requested);
-        if span.logs_messages()
-            && let Some(messages) = request.get("messages")
-        {
-            span.set(crate::telemetry::text("langfuse.observation.input", messages.to_string()));
+        if span.logs_messages() {
+            let logged = match guard.as_ref() {
+                Some(guard) => guard.logged_messages(&top).await,
+                None => None,
+            };
+            if let Some(messages) = logged.or_else(|| request.get("messages").map(Value::to_string)) {
+                span.set(crate::telemetry::text("langfuse.observation.input", messages));
+            }
         }
     }
     let permit = app.admit(access, model, end_user).await?;
     observed.limits(permit.as_ref(), model);
-    let top = tollgate_domain::json::TopLevel::parse(&body)
-        .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
-    let mut guard = Guard::select(app, access, &top, model, call_id, Some(Flavor::Anthropic))?;
     let post_call = guard.as_ref().is_some_and(|guard| guard.has(GuardrailMode::PostCall));
     let metered =
         MeteredCall { call_id, call_type: "anthropic_messages", started, progress: Some(&observed.progress) };

@@ -97,13 +97,18 @@ where
     };
     check_required(&top, endpoint)?;
     observed.group = app.router.group_name(&model).map(str::to_owned);
+    let mut guard = Guard::select(app, access, &top, &model, call_id, Flavor::of(endpoint))?;
     if let Some(span) = &observed.span {
-        describe_span(span, endpoint, &requested, &top);
+        // With a logging_only guardrail the span gets the messages as it leaves them.
+        let logged = match guard.as_ref().filter(|_| span.logs_messages()) {
+            Some(guard) => guard.logged_messages(&top).await,
+            None => None,
+        };
+        describe_span(span, endpoint, &requested, &top, logged);
     }
     let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
     observed.limits(permit.as_ref(), &model);
-    let mut guard = Guard::select(app, access, &top, &model, call_id, Flavor::of(endpoint))?;
     let post_call = guard.as_ref().is_some_and(|guard| guard.has(GuardrailMode::PostCall));
     let stream = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
         && field::<bool>(&top, "stream")?.unwrap_or(false);
@@ -530,7 +535,13 @@ where
 
 /// The request's attributes on its span: GenAI operation and parameters, and the prompt
 /// when messages may be logged.
-fn describe_span(span: &RequestSpan, endpoint: Endpoint, requested: &str, top: &TopLevel<'_>) {
+fn describe_span(
+    span: &RequestSpan,
+    endpoint: Endpoint,
+    requested: &str,
+    top: &TopLevel<'_>,
+    logged_input: Option<String>,
+) {
     let operation = crate::telemetry::operation(endpoint);
     span.describe(endpoint.path(), operation, requested);
     for (field_name, attribute) in [
@@ -550,8 +561,8 @@ fn describe_span(span: &RequestSpan, endpoint: Endpoint, requested: &str, top: &
             Endpoint::Embeddings => "input",
             Endpoint::Rerank => "query",
         };
-        if let Some(raw) = top.get(input) {
-            span.set(crate::telemetry::text("langfuse.observation.input", raw.get().to_owned()));
+        if let Some(text) = logged_input.or_else(|| top.get(input).map(|raw| raw.get().to_owned())) {
+            span.set(crate::telemetry::text("langfuse.observation.input", text));
         }
     }
 }

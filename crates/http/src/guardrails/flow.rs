@@ -128,6 +128,36 @@ impl<'a> Guard<'a> {
         Ok(body)
     }
 
+    /// The messages as the `logging_only` guardrails leave them, for what is logged (the
+    /// request goes upstream unchanged); `None` when none is selected or none changed them.
+    pub(crate) async fn logged_messages(&self, top: &TopLevel<'_>) -> Option<String> {
+        if !self.has(GuardrailMode::LoggingOnly) {
+            return None;
+        }
+        let mut prompt = Prompt::read(top, self.flavor).ok()?;
+        let mut memo = http::Extensions::new();
+        let mut request = GuardedRequest {
+            context: self.context,
+            messages: &mut prompt.messages,
+            max_tokens: &mut prompt.max_tokens,
+            memo: &mut memo,
+        };
+        // A block here stops nothing: it only means the text is not logged at all.
+        match run_on_request(
+            self.guardrails,
+            &self.selection,
+            GuardrailMode::LoggingOnly,
+            &mut request,
+            self.metrics,
+        )
+        .await
+        {
+            Ok(true) => Some(Value::Array(prompt.messages).to_string()),
+            Ok(false) => None,
+            Err(_) => Some("\"[blocked by a logging_only guardrail]\"".to_owned()),
+        }
+    }
+
     /// The `during_call` guardrails over the messages as sent; `Err` when one blocks.
     pub(crate) async fn during_call(&self) -> Result<(), Blocked> {
         let mut messages = self.messages.clone();
@@ -284,7 +314,7 @@ fn answer_texts(answer: &mut Value, flavor: Flavor) -> Vec<&mut String> {
 }
 
 /// The text deltas of one SSE line: (choice index, text).
-fn deltas(line: &[u8], flavor: Flavor) -> Vec<(usize, String)> {
+pub(super) fn deltas(line: &[u8], flavor: Flavor) -> Vec<(usize, String)> {
     let Some(payload) = line.strip_prefix(b"data:") else { return Vec::new() };
     let payload = payload.trim_ascii();
     if payload.is_empty() || payload == b"[DONE]" {
@@ -309,7 +339,7 @@ fn deltas(line: &[u8], flavor: Flavor) -> Vec<(usize, String)> {
 
 /// The held stream with each choice's text replaced by `texts`: the first delta of a
 /// choice carries its whole new text, the later deltas an empty one.
-fn rewrite_stream(held: &[u8], flavor: Flavor, texts: &[String]) -> Bytes {
+pub(super) fn rewrite_stream(held: &[u8], flavor: Flavor, texts: &[String]) -> Bytes {
     let mut written = vec![false; texts.len()];
     let mut out = Vec::with_capacity(held.len());
     for (i, line) in held.split(|&b| b == b'\n').enumerate() {
