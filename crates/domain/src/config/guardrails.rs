@@ -461,6 +461,12 @@ impl Reader<'_> {
             config.patterns.push(pattern);
         }
         config.blocked_words = blocked_words(params.get("blocked_words"), &format!("{path}.blocked_words"))?;
+        if params.contains_key("categories") {
+            return Err(invalid(
+                &format!("{path}.categories"),
+                "harmful-content categories are not supported: list words and patterns instead (refusing to start without them)",
+            ));
+        }
         if params.contains_key("blocked_words_file") {
             return Err(invalid(
                 &format!("{path}.blocked_words_file"),
