@@ -234,8 +234,9 @@ static KEY_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
         // a JWT: header and payload are base64url JSON objects, so both start with `eyJ`
         r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
         r")(?-u:\b)",
-        // a PEM private key, its body and (when present) its end line
-        r"|-----BEGIN[A-Z ]{0,20} PRIVATE KEY-----[A-Za-z0-9+/=\s:,-]*?(?:-----END[A-Z ]{0,20} PRIVATE KEY-----|$)",
+        // a PEM private key with its body to the end line, or (cut short) as far as it goes
+        r"|-----BEGIN[A-Z ]{0,20} PRIVATE KEY-----",
+        r"(?:[A-Za-z0-9+/=\s:,-]*?-----END[A-Z ]{0,20} PRIVATE KEY-----|[A-Za-z0-9+/=\s:,-]*)",
     ))
     .expect("the key shapes compile")
 });
@@ -535,7 +536,7 @@ fn find_ipv6(text: &str, findings: &mut Vec<Finding>) {
             end += 1;
         }
         resume = end;
-        // A trailing full stop ends a sentence; a trailing single colon ends a label.
+        // A trailing full stop ends a sentence.
         while end > colon && bytes[end - 1] == b'.' {
             end -= 1;
         }
@@ -1013,6 +1014,13 @@ mod tests {
         let masked = mask("key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here", KindSet::ALL);
         assert_eq!(masked.text, "key <API_KEY> here");
         assert_eq!(unmask(&masked.text, &masked.tokens), "key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here");
+    }
+
+    #[test]
+    fn a_private_key_cut_short_is_masked_to_its_end() {
+        let text =
+            "key:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7";
+        assert_eq!(kinds_in(text), vec![(PiiKind::Secret, &text[5..])]);
     }
 
     #[test]
