@@ -13,7 +13,8 @@
 //! to put the original back into the answer; where one kind occurs with several values it
 //! appends a random suffix. Here the second distinct value of a kind becomes
 //! `<EMAIL_ADDRESS_2>`, the third `<EMAIL_ADDRESS_3>`, and one value keeps one placeholder
-//! across every text of a request (see [`Masker`]), so that [`unmask`] is unambiguous.
+//! across every text of a request (see [`Masker`]), so that [`unmask`] is unambiguous;
+//! [`StreamUnmasker`] does the same for an answer streamed in pieces.
 //!
 //! Decisions (see the fixture tests in `tests/pii.rs`):
 //! - a bare dotted quad with every octet at most 255 is an IPv4 address, even if it might be a
@@ -956,6 +957,50 @@ pub fn unmask(text: &str, tokens: &[(String, String)]) -> String {
     unmasked
 }
 
+/// [`unmask`] for an answer that arrives in pieces (a stream's deltas): a piece ending in
+/// what may be the start of a placeholder (`... <EMAIL_AD`) is held back until the next piece
+/// completes or rules it out.
+#[derive(Debug, Clone)]
+pub struct StreamUnmasker {
+    tokens: Vec<(String, String)>,
+    pending: String,
+}
+
+impl StreamUnmasker {
+    pub fn new(tokens: Vec<(String, String)>) -> StreamUnmasker {
+        StreamUnmasker { tokens, pending: String::new() }
+    }
+
+    /// The unmasked text that is ready: all of `piece` and what was held, less a trailing
+    /// partial placeholder.
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.tokens.is_empty() {
+            return piece.to_owned();
+        }
+        self.pending.push_str(piece);
+        // Placeholders hold no `<` but their first, so only the last `<` can open one.
+        let hold_from = self
+            .pending
+            .rfind('<')
+            .filter(|&open| {
+                let tail = &self.pending[open..];
+                self.tokens
+                    .iter()
+                    .any(|(placeholder, _)| placeholder.len() > tail.len() && placeholder.starts_with(tail))
+            })
+            .unwrap_or(self.pending.len());
+        let ready = unmask(&self.pending[..hold_from], &self.tokens);
+        self.pending.drain(..hold_from);
+        ready
+    }
+
+    /// What is still held back, at the end of the answer.
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.pending);
+        unmask(&rest, &self.tokens)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1014,6 +1059,22 @@ mod tests {
         let masked = mask("key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here", KindSet::ALL);
         assert_eq!(masked.text, "key <API_KEY> here");
         assert_eq!(unmask(&masked.text, &masked.tokens), "key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here");
+    }
+
+    #[test]
+    fn a_stream_is_unmasked_across_pieces() {
+        let tokens = vec![
+            ("<EMAIL_ADDRESS>".to_owned(), "ann@example.com".to_owned()),
+            ("<EMAIL_ADDRESS_2>".to_owned(), "bob@example.org".to_owned()),
+        ];
+        let mut unmasker = StreamUnmasker::new(tokens);
+        let pieces = ["Write to <EMA", "IL_ADDRESS> and <", "EMAIL_ADDRESS_2", "> or <b>", " x < y <EMAIL"];
+        let out: String =
+            pieces.iter().map(|piece| unmasker.push(piece)).collect::<String>() + &unmasker.finish();
+        assert_eq!(out, "Write to ann@example.com and bob@example.org or <b> x < y <EMAIL");
+        let mut held = StreamUnmasker::new(vec![("<IP_ADDRESS>".to_owned(), "10.0.0.1".to_owned())]);
+        assert_eq!(held.push("at <IP_"), "at ");
+        assert_eq!(held.push("ADDRESS>."), "10.0.0.1.");
     }
 
     #[test]
