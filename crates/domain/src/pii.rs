@@ -681,10 +681,15 @@ fn read_groups(bytes: &[u8], start: usize, groups: &mut [Group; MAX_GROUPS]) -> 
 }
 
 fn classify(bytes: &[u8], run: &[Group], plus: Option<usize>, kinds: KindSet, findings: &mut Vec<Finding>) {
-    let dots = run.iter().skip(1).all(|group| group.separator == b'.');
+    // Four dotted octets, alone or before a CIDR prefix or port-less suffix (`10.0.0.0/8`),
+    // but not a fifth dotted part (`1.2.3.4.5` is a version).
+    let quad = run.get(..4).filter(|quad| {
+        quad.iter().skip(1).all(|group| group.separator == b'.')
+            && run.get(4).is_none_or(|fifth| fifth.separator != b'.')
+    });
     let addressable =
-        dots && plus.is_none() && run.len() == 4 && !run.iter().any(|group| group.parenthesized);
-    if addressable && run.iter().all(|group| is_octet(&bytes[group.start..group.end])) {
+        plus.is_none() && quad.is_some_and(|quad| !quad.iter().any(|group| group.parenthesized));
+    if addressable && run[..4].iter().all(|group| is_octet(&bytes[group.start..group.end])) {
         if kinds.contains(PiiKind::IpAddress) {
             findings.push(Finding { kind: PiiKind::IpAddress, range: run[0].start..run[3].end });
         }
@@ -812,8 +817,8 @@ fn luhn_ok(digits: &[u8]) -> bool {
 }
 
 /// The number of groups, from the first, that form a phone number: after `+`, a country code
-/// and 8 to 15 digits in all (E.164); otherwise 10 or 11 digits in at least two groups of at
-/// least two digits, with one kind of separator (a parenthesized area code may be followed by
+/// and 8 to 15 digits in all (E.164); otherwise 10 or 11 digits in at least two groups of two
+/// to six digits (or `1-800-555-0199`), with one kind of separator (a parenthesized area code may be followed by
 /// a space and then dashes), and not shaped like a date (`2024-01-15`, `15/01/2024`). Digits
 /// separated by spaces alone must be the whole run, not a piece of a longer list.
 fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize> {
@@ -840,7 +845,10 @@ fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize
         } else {
             index > 0
                 && (10..=11).contains(&digits)
-                && run[..=index].iter().all(|group| (2..=5).contains(&group.digits()))
+                && run[..=index].iter().enumerate().all(|(position, group)| {
+                    (2..=6).contains(&group.digits())
+                        || (position == 0 && north_american_trunk(&run[..=index]))
+                })
                 && (separators != 0
                     || (run_start && index + 1 == run.len() && national_spaced(&run[..=index])))
                 && !looks_like_date(&run[..=index])
@@ -850,6 +858,11 @@ fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize
         }
     }
     best
+}
+
+/// `1-800-555-0199`: the North American trunk `1` before a 3-3-4 number.
+fn north_american_trunk(groups: &[Group]) -> bool {
+    groups.len() == 4 && groups[0].digits() == 1 && groups[1..].iter().map(Group::digits).eq([3, 3, 4])
 }
 
 /// Digit groups separated by spaces only are a phone number when they start with a trunk
