@@ -4,16 +4,18 @@
 //! validated, not only shaped, so that dates, versions, order numbers, UUIDs and hashes pass.
 //!
 //! Speed matters: every prompt of a guarded request is scanned. The scanners are hand-written
-//! loops over the bytes that start only at a rare byte (`@`, `:`, a digit after a non-word
-//! byte, two capitals and two digits); the key shapes are one `regex` compiled once, whose
-//! literal prefixes (`sk-`, `AKIA`, `ghp_`, ...) let it skip text without them.
+//! loops that start only at a rare byte: `@` and `:` found with `memchr`, and digits, found
+//! 32 bytes at a time, for the numbers and IBANs (whose check digits follow two capitals).
+//! The key shapes are `regex`es compiled once, whose literal prefixes (`sk-`, `AKIA`, `ghp_`,
+//! ...) let them skip text without them.
 //!
 //! Masking follows LiteLLM's Presidio guardrail: a finding is replaced by `<ENTITY_TYPE>`,
 //! Presidio's default placeholder. With `output_parse_pii` LiteLLM remembers each placeholder
 //! to put the original back into the answer; where one kind occurs with several values it
 //! appends a random suffix. Here the second distinct value of a kind becomes
 //! `<EMAIL_ADDRESS_2>`, the third `<EMAIL_ADDRESS_3>`, and one value keeps one placeholder
-//! across every text of a request (see [`Masker`]), so that [`unmask`] is unambiguous.
+//! across every text of a request (see [`Masker`]), so that [`unmask`] is unambiguous;
+//! [`StreamUnmasker`] does the same for an answer streamed in pieces.
 //!
 //! Decisions (see the fixture tests in `tests/pii.rs`):
 //! - a bare dotted quad with every octet at most 255 is an IPv4 address, even if it might be a
@@ -179,16 +181,11 @@ pub fn find(text: &str, kinds: KindSet) -> Vec<Finding> {
     if kinds.contains(PiiKind::Email) {
         find_emails(text, &mut findings);
     }
-    if kinds.contains(PiiKind::Iban) {
-        find_ibans(bytes, &mut findings);
-    }
     if kinds.contains(PiiKind::IpAddress) {
         find_ipv6(text, &mut findings);
     }
-    if kinds.contains(PiiKind::CreditCard)
-        || kinds.contains(PiiKind::Phone)
-        || kinds.contains(PiiKind::IpAddress)
-    {
+    let numeric = [PiiKind::CreditCard, PiiKind::Phone, PiiKind::IpAddress, PiiKind::Iban];
+    if numeric.into_iter().any(|kind| kinds.contains(kind)) {
         find_numbers(bytes, kinds, &mut findings);
     }
     if findings.len() > 1 {
@@ -234,8 +231,9 @@ static KEY_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
         // a JWT: header and payload are base64url JSON objects, so both start with `eyJ`
         r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
         r")(?-u:\b)",
-        // a PEM private key, its body and (when present) its end line
-        r"|-----BEGIN[A-Z ]{0,20} PRIVATE KEY-----[A-Za-z0-9+/=\s:,-]*?(?:-----END[A-Z ]{0,20} PRIVATE KEY-----|$)",
+        // a PEM private key with its body to the end line, or (cut short) as far as it goes
+        r"|-----BEGIN[A-Z ]{0,20} PRIVATE KEY-----",
+        r"(?:[A-Za-z0-9+/=\s:,-]*?-----END[A-Z ]{0,20} PRIVATE KEY-----|[A-Za-z0-9+/=\s:,-]*)",
     ))
     .expect("the key shapes compile")
 });
@@ -245,9 +243,15 @@ static KEY_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
 /// random (long, letters and digits, high entropy), so `password: changeme` and LiteLLM's
 /// `api_key: os.environ/OPENAI_API_KEY` pass.
 static ASSIGNED_SECRETS: LazyLock<Regex> = LazyLock::new(|| {
+    // The names are spelled out in lower, upper and title case rather than with `(?i)`:
+    // literal prefixes keep the search fast (a case-insensitive pattern was ten times slower).
     Regex::new(concat!(
-        r#"(?i:api[_-]?key|secret|token|passw(?:or)?d|bearer|access[_-]?key)["']?"#,
-        r#"(?:\s*[:=]\s*["']?|\s+)([A-Za-z0-9_+/=.-]{16,})"#,
+        r"(?:(?:api|API|Api)[_-]?(?:key|KEY|Key)",
+        r"|(?:secret|SECRET|Secret|access|ACCESS|Access|auth|AUTH|Auth|refresh|REFRESH|Refresh)",
+        r"[_-]?(?:key|KEY|Key|token|TOKEN|Token)",
+        r"|secret|SECRET|Secret|token|TOKEN|Token|passw(?:or)?d|PASSW(?:OR)?D|Passw(?:or)?d",
+        r"|bearer|BEARER|Bearer)",
+        r#"["']?(?:\s*[:=]\s*["']?|\s+)([A-Za-z0-9_+/=.-]{16,})"#,
     ))
     .expect("the assignment shape compiles")
 });
@@ -457,28 +461,34 @@ fn iban_length(country: &[u8]) -> Option<usize> {
     IBAN_LENGTHS.iter().find(|(code, _)| code.as_slice() == country).map(|(_, length)| *length)
 }
 
-fn find_ibans(bytes: &[u8], findings: &mut Vec<Finding>) {
-    let mut at = 0;
-    while at + 15 <= bytes.len() {
-        let here = &bytes[at..];
-        let starts = here[0].is_ascii_uppercase()
-            && here[1].is_ascii_uppercase()
-            && here[2].is_ascii_digit()
-            && here[3].is_ascii_digit()
-            && (at == 0 || !is_word(bytes[at - 1]));
-        if starts && let Some(end) = iban_at(bytes, at) {
-            findings.push(Finding { kind: PiiKind::Iban, range: at..end });
-            at = end;
-            continue;
+/// The first ASCII digit at or after `from`. Prose holds few digits: 32-byte blocks without
+/// one are passed over with a test the compiler turns into vector compares.
+fn next_digit(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from.min(bytes.len());
+    while let Some(block) = bytes.get(at..at + 32) {
+        if block.iter().fold(false, |any, byte| any | byte.is_ascii_digit()) {
+            break;
         }
-        at += 1;
+        at += 32;
     }
+    bytes[at..].iter().position(u8::is_ascii_digit).map(|offset| at + offset)
+}
+
+/// The end of a valid IBAN whose check digits start at `digit`, after two capitals that start
+/// a word.
+fn iban_before(bytes: &[u8], digit: usize) -> Option<usize> {
+    let start = digit.checked_sub(2)?;
+    let starts = bytes[start].is_ascii_uppercase()
+        && bytes[start + 1].is_ascii_uppercase()
+        && bytes.get(digit + 1).is_some_and(u8::is_ascii_digit)
+        && (start == 0 || !is_word(bytes[start - 1]));
+    if starts { iban_at(bytes, start) } else { None }
 }
 
 /// The end of a valid IBAN starting at `start`: compact, or in groups of four separated by
 /// single spaces.
 fn iban_at(bytes: &[u8], start: usize) -> Option<usize> {
-    let length = iban_length(&bytes[start..start + 2])?;
+    let length = iban_length(bytes.get(start..start + 2)?)?;
     let mut compact = [0u8; 34];
     let mut taken = 0;
     let mut at = start;
@@ -488,7 +498,11 @@ fn iban_at(bytes: &[u8], start: usize) -> Option<usize> {
             compact[taken] = byte;
             taken += 1;
             at += 1;
-        } else if byte == b' ' && taken % 4 == 0 && taken > 0 && at + 1 < bytes.len() && bytes[at + 1] != b' '
+        } else if byte == b' '
+            && taken.is_multiple_of(4)
+            && taken > 0
+            && at + 1 < bytes.len()
+            && bytes[at + 1] != b' '
         {
             at += 1;
         } else {
@@ -535,7 +549,7 @@ fn find_ipv6(text: &str, findings: &mut Vec<Finding>) {
             end += 1;
         }
         resume = end;
-        // A trailing full stop ends a sentence; a trailing single colon ends a label.
+        // A trailing full stop ends a sentence.
         while end > colon && bytes[end - 1] == b'.' {
             end -= 1;
         }
@@ -579,37 +593,46 @@ impl Group {
 }
 
 fn find_numbers(bytes: &[u8], kinds: KindSet, findings: &mut Vec<Finding>) {
-    let mut at = 0;
     let mut groups = [Group::default(); MAX_GROUPS];
-    while at < bytes.len() {
-        let byte = bytes[at];
-        // A number starts at a digit, or at `+` / `(` right before one, never inside a word.
-        let opens = byte.is_ascii_digit()
-            || (matches!(byte, b'+' | b'(') && bytes.get(at + 1).is_some_and(u8::is_ascii_digit));
-        if !opens {
-            at += 1;
-            continue;
-        }
-        if at > 0 && (is_word(bytes[at - 1]) || bytes[at - 1] == b'.' && byte.is_ascii_digit()) {
-            // Inside a word (a hash, a UUID, `v1.2`) or a decimal: skip the whole word.
-            while at < bytes.len() && (is_word(bytes[at]) || bytes[at] == b'.') {
-                at += 1;
+    let mut from = 0;
+    while let Some(digit) = next_digit(bytes, from) {
+        // A number starts at its first digit, or at a `+` or `(` right before it.
+        let at = match digit.checked_sub(1).map(|before| bytes[before]) {
+            Some(b'+' | b'(') => digit - 1,
+            _ => digit,
+        };
+        if at > 0 && (is_word(bytes[at - 1]) || bytes[at - 1] == b'.' && at == digit) {
+            // An IBAN's first digits follow its country code.
+            if kinds.contains(PiiKind::Iban)
+                && let Some(end) = iban_before(bytes, digit)
+            {
+                findings.push(Finding { kind: PiiKind::Iban, range: digit - 2..end });
+                from = end;
+                continue;
             }
+            // Inside a word (a hash, a UUID, `v1.2`) or a decimal: skip the whole word.
+            from = skip_word(bytes, digit);
             continue;
         }
-        let (count, end, plus) = read_groups(bytes, at, &mut groups);
-        let run = &groups[..count];
+        let (mut count, mut end, mut plus) = read_groups(bytes, at, &mut groups);
+        if count == 0 {
+            // `(` without its `)`: `(415-555-2671)` is read from the digit.
+            (count, end, plus) = read_groups(bytes, digit, &mut groups);
+        }
         let in_word = end < bytes.len() && (is_word(bytes[end]) || bytes[end] == b'@');
         if count > 0 && !in_word {
-            classify(bytes, run, plus.then_some(at), kinds, findings);
+            classify(bytes, &groups[..count], plus.then_some(at), kinds, findings);
         }
-        at = end.max(at + 1);
-        if in_word {
-            while at < bytes.len() && is_word(bytes[at]) {
-                at += 1;
-            }
-        }
+        from = if in_word { skip_word(bytes, end) } else { end.max(digit + 1) };
     }
+}
+
+/// The end of the word (letters, digits, `_` and `.`) that `at` is in.
+fn skip_word(bytes: &[u8], mut at: usize) -> usize {
+    while at < bytes.len() && (is_word(bytes[at]) || bytes[at] == b'.') {
+        at += 1;
+    }
+    at
 }
 
 /// Reads digit groups from `start` (a digit, `+` or `(`), each separated by one space, dash,
@@ -658,10 +681,15 @@ fn read_groups(bytes: &[u8], start: usize, groups: &mut [Group; MAX_GROUPS]) -> 
 }
 
 fn classify(bytes: &[u8], run: &[Group], plus: Option<usize>, kinds: KindSet, findings: &mut Vec<Finding>) {
-    let dots = run.iter().skip(1).all(|group| group.separator == b'.');
+    // Four dotted octets, alone or before a CIDR prefix or port-less suffix (`10.0.0.0/8`),
+    // but not a fifth dotted part (`1.2.3.4.5` is a version).
+    let quad = run.get(..4).filter(|quad| {
+        quad.iter().skip(1).all(|group| group.separator == b'.')
+            && run.get(4).is_none_or(|fifth| fifth.separator != b'.')
+    });
     let addressable =
-        dots && plus.is_none() && run.len() == 4 && !run.iter().any(|group| group.parenthesized);
-    if addressable && run.iter().all(|group| is_octet(&bytes[group.start..group.end])) {
+        plus.is_none() && quad.is_some_and(|quad| !quad.iter().any(|group| group.parenthesized));
+    if addressable && run[..4].iter().all(|group| is_octet(&bytes[group.start..group.end])) {
         if kinds.contains(PiiKind::IpAddress) {
             findings.push(Finding { kind: PiiKind::IpAddress, range: run[0].start..run[3].end });
         }
@@ -785,12 +813,12 @@ fn luhn_ok(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The number of groups, from the first, that form a phone number: after `+`, a country code
-/// and 8 to 15 digits in all (E.164); otherwise 10 or 11 digits in at least two groups of at
-/// least two digits, with one kind of separator (a parenthesized area code may be followed by
+/// and 8 to 15 digits in all (E.164); otherwise 10 or 11 digits in at least two groups of two
+/// to six digits (or `1-800-555-0199`), with one kind of separator (a parenthesized area code may be followed by
 /// a space and then dashes), and not shaped like a date (`2024-01-15`, `15/01/2024`). Digits
 /// separated by spaces alone must be the whole run, not a piece of a longer list.
 fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize> {
@@ -817,7 +845,10 @@ fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize
         } else {
             index > 0
                 && (10..=11).contains(&digits)
-                && run[..=index].iter().all(|group| (2..=5).contains(&group.digits()))
+                && run[..=index].iter().enumerate().all(|(position, group)| {
+                    (2..=6).contains(&group.digits())
+                        || (position == 0 && north_american_trunk(&run[..=index]))
+                })
                 && (separators != 0
                     || (run_start && index + 1 == run.len() && national_spaced(&run[..=index])))
                 && !looks_like_date(&run[..=index])
@@ -827,6 +858,11 @@ fn phone_at(run: &[Group], international: bool, run_start: bool) -> Option<usize
         }
     }
     best
+}
+
+/// `1-800-555-0199`: the North American trunk `1` before a 3-3-4 number.
+fn north_american_trunk(groups: &[Group]) -> bool {
+    groups.len() == 4 && groups[0].digits() == 1 && groups[1..].iter().map(Group::digits).eq([3, 3, 4])
 }
 
 /// Digit groups separated by spaces only are a phone number when they start with a trunk
@@ -955,6 +991,50 @@ pub fn unmask(text: &str, tokens: &[(String, String)]) -> String {
     unmasked
 }
 
+/// [`unmask`] for an answer that arrives in pieces (a stream's deltas): a piece ending in
+/// what may be the start of a placeholder (`... <EMAIL_AD`) is held back until the next piece
+/// completes or rules it out.
+#[derive(Debug, Clone)]
+pub struct StreamUnmasker {
+    tokens: Vec<(String, String)>,
+    pending: String,
+}
+
+impl StreamUnmasker {
+    pub fn new(tokens: Vec<(String, String)>) -> StreamUnmasker {
+        StreamUnmasker { tokens, pending: String::new() }
+    }
+
+    /// The unmasked text that is ready: all of `piece` and what was held, less a trailing
+    /// partial placeholder.
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.tokens.is_empty() {
+            return piece.to_owned();
+        }
+        self.pending.push_str(piece);
+        // Placeholders hold no `<` but their first, so only the last `<` can open one.
+        let hold_from = self
+            .pending
+            .rfind('<')
+            .filter(|&open| {
+                let tail = &self.pending[open..];
+                self.tokens
+                    .iter()
+                    .any(|(placeholder, _)| placeholder.len() > tail.len() && placeholder.starts_with(tail))
+            })
+            .unwrap_or(self.pending.len());
+        let ready = unmask(&self.pending[..hold_from], &self.tokens);
+        self.pending.drain(..hold_from);
+        ready
+    }
+
+    /// What is still held back, at the end of the answer.
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.pending);
+        unmask(&rest, &self.tokens)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1013,6 +1093,29 @@ mod tests {
         let masked = mask("key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here", KindSet::ALL);
         assert_eq!(masked.text, "key <API_KEY> here");
         assert_eq!(unmask(&masked.text, &masked.tokens), "key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here");
+    }
+
+    #[test]
+    fn a_stream_is_unmasked_across_pieces() {
+        let tokens = vec![
+            ("<EMAIL_ADDRESS>".to_owned(), "ann@example.com".to_owned()),
+            ("<EMAIL_ADDRESS_2>".to_owned(), "bob@example.org".to_owned()),
+        ];
+        let mut unmasker = StreamUnmasker::new(tokens);
+        let pieces = ["Write to <EMA", "IL_ADDRESS> and <", "EMAIL_ADDRESS_2", "> or <b>", " x < y <EMAIL"];
+        let out: String =
+            pieces.iter().map(|piece| unmasker.push(piece)).collect::<String>() + &unmasker.finish();
+        assert_eq!(out, "Write to ann@example.com and bob@example.org or <b> x < y <EMAIL");
+        let mut held = StreamUnmasker::new(vec![("<IP_ADDRESS>".to_owned(), "10.0.0.1".to_owned())]);
+        assert_eq!(held.push("at <IP_"), "at ");
+        assert_eq!(held.push("ADDRESS>."), "10.0.0.1.");
+    }
+
+    #[test]
+    fn a_private_key_cut_short_is_masked_to_its_end() {
+        let text =
+            "key:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7";
+        assert_eq!(kinds_in(text), vec![(PiiKind::Secret, &text[5..])]);
     }
 
     #[test]

@@ -371,7 +371,7 @@ mod tests {
         let newest_tool = &messages[..3];
         let trimmed = trim_messages(newest_tool, None, Encoding::Cl100kBase, 120);
         let kept = trimmed.messages.unwrap();
-        assert_eq!(kept.iter().map(|m| role(m)).collect::<Vec<_>>(), ["assistant", "tool"]);
+        assert_eq!(kept.iter().map(role).collect::<Vec<_>>(), ["assistant", "tool"]);
         assert!(trimmed.cut && trimmed.fits);
     }
 
