@@ -115,7 +115,7 @@ where
             }
             Ok(None) => {}
             Err(stopped) => {
-                return Err(crate::proxy::stop(app, access, model, end_user, &metered, &top, stopped));
+                return Err(crate::proxy::stop(app, access, model, end_user, &metered, Vec::new(), stopped));
             }
         }
     }
@@ -179,22 +179,8 @@ where
     let routed = crate::proxy::run_beside(guard.as_ref(), call).await;
     let request =
         MeteredCall { call_id, call_type: "anthropic_messages", started, progress: Some(&observed.progress) };
-    let no_tags =
-        tollgate_domain::json::TopLevel::parse(b"{}").map_err(|e| GatewayError::internal(e.to_string()))?;
-    let routed = match routed {
-        Ok(routed) => routed,
-        Err(blocked) => {
-            return Err(crate::proxy::stop(
-                app,
-                access,
-                model,
-                end_user,
-                &request,
-                &no_tags,
-                Stopped::Blocked(blocked),
-            ));
-        }
-    };
+    let stopped = |stopped| crate::proxy::stop(app, access, model, end_user, &request, Vec::new(), stopped);
+    let routed = routed.map_err(|blocked| stopped(Stopped::Blocked(blocked)))?;
     let routed = match routed {
         Ok(routed) => routed,
         Err(error) => {
@@ -210,17 +196,9 @@ where
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
             let bytes = match guard.as_mut().filter(|_| post_call) {
-                Some(guard) => guard.post_call(bytes).await.map_err(|blocked| {
-                    crate::proxy::stop(
-                        app,
-                        access,
-                        model,
-                        end_user,
-                        &request,
-                        &no_tags,
-                        Stopped::Blocked(blocked),
-                    )
-                })?,
+                Some(guard) => {
+                    guard.post_call(bytes).await.map_err(|blocked| stopped(Stopped::Blocked(blocked)))?
+                }
                 None => bytes,
             };
             if let (Some(cache), Some(plan)) = (&app.cache, &plan) {
@@ -245,9 +223,7 @@ where
         }
         UpstreamBody::Stream(chunks) => {
             let chunks = match guard.as_mut().filter(|_| post_call) {
-                Some(guard) => guard.post_call_stream(chunks).await.map_err(|stopped| {
-                    crate::proxy::stop(app, access, model, end_user, &request, &no_tags, stopped)
-                })?,
+                Some(guard) => guard.post_call_stream(chunks).await.map_err(stopped)?,
                 None => chunks,
             };
             let chunks = match (&app.cache, &plan) {

@@ -149,7 +149,15 @@ where
                     started,
                     progress: Some(&observed.progress),
                 };
-                return Err(stop(app, access, &model, end_user.as_deref(), &request, &top, stopped));
+                return Err(stop(
+                    app,
+                    access,
+                    &model,
+                    end_user.as_deref(),
+                    &request,
+                    request_tags(&top),
+                    stopped,
+                ));
             }
         },
         None => (body, top),
@@ -260,21 +268,9 @@ where
     let routed = run_beside(guard.as_ref(), call).await;
     let request =
         MeteredCall { call_id, call_type: call_type(endpoint), started, progress: Some(&observed.progress) };
-    let routed = match routed {
-        Ok(routed) => routed,
-        Err(blocked) => {
-            return Err(stop(
-                app,
-                access,
-                &model,
-                end_user.as_deref(),
-                &request,
-                &top,
-                Stopped::Blocked(blocked),
-            ));
-        }
-    };
-    let routed = match routed {
+    let stopped =
+        |stopped| stop(app, access, &model, end_user.as_deref(), &request, request_tags(&top), stopped);
+    let routed = match routed.map_err(|blocked| stopped(Stopped::Blocked(blocked)))? {
         Ok(routed) => routed,
         Err(error) => {
             Meter::failed(app, access, &model, end_user.as_deref(), &request, request_tags(&top), &error);
@@ -292,20 +288,9 @@ where
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
             let bytes = match guard.as_mut().filter(|_| post_call) {
-                Some(guard) => match guard.post_call(bytes).await {
-                    Ok(bytes) => bytes,
-                    Err(blocked) => {
-                        return Err(stop(
-                            app,
-                            access,
-                            &model,
-                            end_user.as_deref(),
-                            &request,
-                            &top,
-                            Stopped::Blocked(blocked),
-                        ));
-                    }
-                },
+                Some(guard) => {
+                    guard.post_call(bytes).await.map_err(|blocked| stopped(Stopped::Blocked(blocked)))?
+                }
                 None => bytes,
             };
             let bytes = match (&app.cache, &plan, &split) {
@@ -353,12 +338,7 @@ where
         UpstreamBody::Stream(stream) => {
             // A post-call guardrail sees the whole answer before the client sees any of it.
             let stream = match guard.as_mut().filter(|_| post_call) {
-                Some(guard) => match guard.post_call_stream(stream).await {
-                    Ok(stream) => stream,
-                    Err(stopped) => {
-                        return Err(stop(app, access, &model, end_user.as_deref(), &request, &top, stopped));
-                    }
-                },
+                Some(guard) => guard.post_call_stream(stream).await.map_err(stopped)?,
                 None => stream,
             };
             let stream = match (&app.cache, &plan) {
@@ -410,16 +390,16 @@ pub(crate) fn stop(
     model: &str,
     end_user: Option<&str>,
     request: &MeteredCall<'_>,
-    top: &TopLevel<'_>,
+    tags: Vec<String>,
     stopped: Stopped,
 ) -> GatewayError {
     match stopped {
         Stopped::Blocked(blocked) => {
-            Meter::blocked(app, access, model, end_user, request, request_tags(top), &blocked);
+            Meter::blocked(app, access, model, end_user, request, tags, &blocked);
             blocked.to_error()
         }
         Stopped::Failed(error) => {
-            Meter::failed(app, access, model, end_user, request, request_tags(top), &error);
+            Meter::failed(app, access, model, end_user, request, tags, &error);
             error
         }
     }

@@ -287,30 +287,29 @@ impl Prompt {
     }
 }
 
-/// The answer's texts, in order: each choice's message (or text), or each text block.
-fn answer_texts(answer: &mut Value, flavor: Flavor) -> Vec<&mut String> {
-    match flavor {
-        Flavor::Chat | Flavor::Anthropic => answer
-            .get_mut("choices")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-            .filter_map(|choice| match choice.pointer_mut("/message/content") {
-                Some(Value::String(text)) => Some(text),
-                _ => None,
-            })
-            .collect(),
-        Flavor::Completions => answer
-            .get_mut("choices")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-            .filter_map(|choice| match choice.get_mut("text") {
-                Some(Value::String(text)) => Some(text),
-                _ => None,
-            })
-            .collect(),
+/// Where each choice holds its text: a whole answer's message, or a stream chunk's delta.
+fn text_pointer(flavor: Flavor, delta: bool) -> &'static str {
+    match (flavor, delta) {
+        (Flavor::Completions, _) => "/text",
+        (_, false) => "/message/content",
+        (_, true) => "/delta/content",
     }
+}
+
+/// The answer's texts, in order: each choice's message (or text). `/v1/messages` answers
+/// are checked in the canonical chat shape, before they are translated back.
+fn answer_texts(answer: &mut Value, flavor: Flavor) -> Vec<&mut String> {
+    let pointer = text_pointer(flavor, false);
+    answer
+        .get_mut("choices")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|choice| match choice.pointer_mut(pointer) {
+            Some(Value::String(text)) => Some(text),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The text deltas of one SSE line: (choice index, text).
@@ -328,10 +327,7 @@ pub(super) fn deltas(line: &[u8], flavor: Flavor) -> Vec<(usize, String)> {
         .flatten()
         .filter_map(|choice| {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let text = match flavor {
-                Flavor::Completions => choice.get("text"),
-                _ => choice.pointer("/delta/content"),
-            };
+            let text = choice.pointer(text_pointer(flavor, true));
             text.and_then(Value::as_str).filter(|text| !text.is_empty()).map(|text| (index, text.to_owned()))
         })
         .collect()
@@ -359,10 +355,7 @@ pub(super) fn rewrite_stream(held: &[u8], flavor: Flavor, texts: &[String]) -> B
                     .flatten()
                     .filter_map(|choice| {
                         let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                        let slot = match flavor {
-                            Flavor::Completions => choice.get_mut("text"),
-                            _ => choice.pointer_mut("/delta/content"),
-                        };
+                        let slot = choice.pointer_mut(text_pointer(flavor, true));
                         slot.filter(|slot| slot.as_str().is_some_and(|text| !text.is_empty()))
                             .map(|slot| (index, slot))
                     })
