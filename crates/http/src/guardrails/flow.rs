@@ -134,50 +134,37 @@ impl<'a> Guard<'a> {
         if !self.has(GuardrailMode::LoggingOnly) {
             return None;
         }
-        let mut prompt = Prompt::read(top, self.flavor).ok()?;
-        let mut memo = http::Extensions::new();
-        let mut request = GuardedRequest {
-            context: self.context,
-            messages: &mut prompt.messages,
-            max_tokens: &mut prompt.max_tokens,
-            memo: &mut memo,
-        };
+        let messages = Prompt::read(top, self.flavor).ok()?.messages;
         // A block here stops nothing: it only means the text is not logged at all.
-        match run_on_request(
-            self.guardrails,
-            &self.selection,
-            GuardrailMode::LoggingOnly,
-            &mut request,
-            self.metrics,
-        )
-        .await
-        {
-            Ok(true) => Some(Value::Array(prompt.messages).to_string()),
-            Ok(false) => None,
-            Err(_) => Some("\"[blocked by a logging_only guardrail]\"".to_owned()),
+        match self.on_copy(GuardrailMode::LoggingOnly, messages).await {
+            (Ok(true), messages) => Some(Value::Array(messages).to_string()),
+            (Ok(false), _) => None,
+            (Err(_), _) => Some("\"[blocked by a logging_only guardrail]\"".to_owned()),
         }
     }
 
     /// The `during_call` guardrails over the messages as sent; `Err` when one blocks.
     pub(crate) async fn during_call(&self) -> Result<(), Blocked> {
-        let mut messages = self.messages.clone();
-        let mut max_tokens = None;
-        let mut memo = http::Extensions::new();
+        self.on_copy(GuardrailMode::DuringCall, self.messages.clone()).await.0.map(|_| ())
+    }
+
+    /// Runs the `mode` guardrails on `messages`, with no `max_tokens` and a memo of their own:
+    /// nothing they change goes upstream.
+    async fn on_copy(
+        &self,
+        mode: GuardrailMode,
+        mut messages: Vec<Value>,
+    ) -> (Result<bool, Blocked>, Vec<Value>) {
+        let (mut max_tokens, mut memo) = (None, http::Extensions::new());
         let mut request = GuardedRequest {
             context: self.context,
             messages: &mut messages,
             max_tokens: &mut max_tokens,
             memo: &mut memo,
         };
-        run_on_request(
-            self.guardrails,
-            &self.selection,
-            GuardrailMode::DuringCall,
-            &mut request,
-            self.metrics,
-        )
-        .await
-        .map(|_| ())
+        let outcome =
+            run_on_request(self.guardrails, &self.selection, mode, &mut request, self.metrics).await;
+        (outcome, messages)
     }
 
     /// Runs the `post_call` guardrails on a whole answer; the answer comes back re-encoded
