@@ -14,6 +14,11 @@
 //!   would drop the newest turn;
 //! - LiteLLM cuts text with `..` between the halves; here the marker is `...[trimmed]...`.
 //!
+//! Interface: [`trim_messages`] takes the `messages` array, the request's `tools` (their
+//! definitions count against the budget), the encoding and the budget; [`input_budget`]
+//! turns a context window, the request's `max_tokens` and a `trim_ratio` into that budget.
+//! [`Trimmed::messages`] is `None` when nothing changes, so the caller keeps its body.
+//!
 //! Counting is exact (the model family's BPE, through [`tokens`]) but lazy: when the text's
 //! bytes alone fit (a BPE token is at least one byte) nothing is tokenized, and turns are
 //! counted from the newest back only until the budget is spent, so the oldest turns of a
