@@ -393,6 +393,26 @@ mod tests {
     }
 
     #[test]
+    fn odd_messages_and_budgets_never_panic() {
+        let odd = vec![
+            json!("not an object"),
+            json!({"content": "no role"}),
+            json!({"role": "user", "content": 42}),
+            json!({"role": "assistant", "tool_calls": []}),
+            json!({"role": "tool", "content": "an answer without its call"}),
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}),
+        ];
+        for budget in [0, 1, 5, 50, 5_000] {
+            let trimmed = trim_messages(&odd, None, Encoding::Cl100kBase, budget);
+            assert_eq!(trimmed.fits, trimmed.tokens <= budget, "budget {budget}");
+            if let Some(kept) = &trimmed.messages {
+                assert_eq!(kept.last(), odd.last(), "an image cannot be cut, so it stays");
+            }
+        }
+        assert_eq!(trim_messages(&[], None, Encoding::O200kBase, 0).messages, None);
+    }
+
+    #[test]
     fn cutting_respects_multibyte_characters() {
         let text = "héllo wörld ñ 日本語 ".repeat(300);
         let count = |t: &str| Encoding::Cl100kBase.count(t);
