@@ -17,6 +17,11 @@
 //! across every text of a request (see [`Masker`]), so that [`unmask`] is unambiguous;
 //! [`StreamUnmasker`] does the same for an answer streamed in pieces.
 //!
+//! Interface: [`find`], [`mask`] and [`unmask`] as the guardrail brief asked, plus [`Masker`]
+//! (one numbering over the many texts of a request; [`mask`] is a one-text `Masker`),
+//! [`StreamUnmasker`], [`contains`], and [`KindSet`], a `Copy` bit set of [`PiiKind`]s.
+//! Secrets are `API_KEY` (Presidio has no such entity); `SECRET` parses too.
+//!
 //! Decisions (see the fixture tests in `tests/pii.rs`):
 //! - a bare dotted quad with every octet at most 255 is an IPv4 address, even if it might be a
 //!   four-part version; `v1.2.3.4`, `1.2.3.4.5` and `1.2.3` are not;
@@ -681,8 +686,8 @@ fn read_groups(bytes: &[u8], start: usize, groups: &mut [Group; MAX_GROUPS]) -> 
 }
 
 fn classify(bytes: &[u8], run: &[Group], plus: Option<usize>, kinds: KindSet, findings: &mut Vec<Finding>) {
-    // Four dotted octets, alone or before a CIDR prefix or port-less suffix (`10.0.0.0/8`),
-    // but not a fifth dotted part (`1.2.3.4.5` is a version).
+    // Four dotted octets, alone or before a CIDR prefix (`10.0.0.0/8`), but not before a
+    // fifth dotted part (`1.2.3.4.5` is a version).
     let quad = run.get(..4).filter(|quad| {
         quad.iter().skip(1).all(|group| group.separator == b'.')
             && run.get(4).is_none_or(|fifth| fifth.separator != b'.')

@@ -14,6 +14,11 @@
 //!   would drop the newest turn;
 //! - LiteLLM cuts text with `..` between the halves; here the marker is `...[trimmed]...`.
 //!
+//! Interface: [`trim_messages`] takes the `messages` array, the request's `tools` (their
+//! definitions count against the budget), the encoding and the budget; [`input_budget`]
+//! turns a context window, the request's `max_tokens` and a `trim_ratio` into that budget.
+//! [`Trimmed::messages`] is `None` when nothing changes, so the caller keeps its body.
+//!
 //! Counting is exact (the model family's BPE, through [`tokens`]) but lazy: when the text's
 //! bytes alone fit (a BPE token is at least one byte) nothing is tokenized, and turns are
 //! counted from the newest back only until the budget is spent, so the oldest turns of a
@@ -385,6 +390,26 @@ mod tests {
         assert!(!trimmed.fits);
         let kept = trimmed.messages.unwrap_or_else(|| messages.clone());
         assert_eq!(kept[0], messages[0]);
+    }
+
+    #[test]
+    fn odd_messages_and_budgets_never_panic() {
+        let odd = vec![
+            json!("not an object"),
+            json!({"content": "no role"}),
+            json!({"role": "user", "content": 42}),
+            json!({"role": "assistant", "tool_calls": []}),
+            json!({"role": "tool", "content": "an answer without its call"}),
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}),
+        ];
+        for budget in [0, 1, 5, 50, 5_000] {
+            let trimmed = trim_messages(&odd, None, Encoding::Cl100kBase, budget);
+            assert_eq!(trimmed.fits, trimmed.tokens <= budget, "budget {budget}");
+            if let Some(kept) = &trimmed.messages {
+                assert_eq!(kept.last(), odd.last(), "an image cannot be cut, so it stays");
+            }
+        }
+        assert_eq!(trim_messages(&[], None, Encoding::O200kBase, 0).messages, None);
     }
 
     #[test]

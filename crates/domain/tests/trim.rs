@@ -213,3 +213,40 @@ fn litellm_budget_rules_apply_to_a_real_window() {
     let message_tokens: u64 = kept.iter().map(|m| tokens::count_message_with(&count, m)).sum();
     assert_eq!(with_tools.tokens, tokens::REPLY_PRIMING + tool_tokens + message_tokens);
 }
+
+/// `cargo test --release -p tollgate-domain --test trim -- --ignored --nocapture`: what a
+/// check costs when the request fits (the usual case: nothing is tokenized) and when a
+/// 200,000-token conversation must be trimmed to gpt-4o's window less 4,096 for the answer.
+#[test]
+#[ignore = "a timing probe: run in release by hand"]
+fn trim_speed() {
+    let cpu_nanos = || -> u128 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    tokens::warm();
+    let short = vec![
+        json!({"role": "system", "content": SYSTEM_PROMPT}),
+        json!({"role": "user", "content": small_block().repeat(12)}),
+    ];
+    // Many rounds: the kernel updates a running thread's CPU time only every few milliseconds.
+    let rounds = 2_000_000;
+    let before = cpu_nanos();
+    for _ in 0..rounds {
+        let trimmed = trim::trim_messages(std::hint::black_box(&short), None, Encoding::O200kBase, 96_000);
+        assert!(trimmed.messages.is_none());
+    }
+    println!("a 2 KB request that fits: {} ns", (cpu_nanos() - before) / rounds);
+
+    let long = conversation(200_000);
+    let budget = trim::input_budget(128_000, Some(4_096), trim::DEFAULT_TRIM_RATIO);
+    let rounds = 5;
+    let before = cpu_nanos();
+    for _ in 0..rounds {
+        let trimmed = trim::trim_messages(std::hint::black_box(&long), None, Encoding::O200kBase, budget);
+        assert!(trimmed.fits && trimmed.messages.is_some());
+    }
+    println!("a 200k-token conversation trimmed to {budget}: {} µs", (cpu_nanos() - before) / rounds / 1_000);
+}
