@@ -188,8 +188,12 @@ async fn guardrails_are_selected_per_request_per_key_and_by_default() {
     let error = assert_error(&chat(&gateway, body.clone()).await, 400);
     assert!(error["message"].as_str().unwrap().contains("'short'"), "{error}");
     let mut in_metadata = ask(long);
-    in_metadata["metadata"] = json!({"guardrails": ["short"]});
-    assert_error(&chat(&gateway, in_metadata).await, 400);
+    in_metadata["metadata"] = json!({"guardrails": ["short"], "tags": ["a"]});
+    assert_error(&chat(&gateway, in_metadata.clone()).await, 400);
+    // Named in metadata and allowed: the upstream sees the metadata without them.
+    in_metadata["messages"][0]["content"] = json!("short");
+    assert_eq!(chat(&gateway, in_metadata).await.status, 200);
+    assert_eq!(last_upstream_body(&mock)["metadata"], json!({"tags": ["a"]}));
 
     // A name nobody configured is the client's mistake.
     body["guardrails"] = json!(["nope"]);

@@ -103,11 +103,15 @@ impl<'a> Guard<'a> {
     /// Runs the `pre_call` guardrails; `Ok(Some(body))` is the request re-encoded because
     /// one of them changed it.
     pub(crate) async fn pre_call(&mut self, top: &TopLevel<'_>) -> Result<Option<Vec<u8>>, Stopped> {
+        // `metadata.guardrails` steers the gateway: it never goes upstream (OpenAI takes
+        // only string values in `metadata`).
+        let metadata = metadata_without_guardrails(top);
         let needs_messages = self.has(GuardrailMode::PreCall) || self.has(GuardrailMode::DuringCall);
         if !needs_messages {
-            return Ok(None);
+            return Ok(metadata.map(|metadata| top.rewrite(&[("metadata", &metadata)])));
         }
         let mut prompt = Prompt::read(top, self.flavor).map_err(Stopped::Failed)?;
+        prompt.metadata = metadata;
         let mut request = GuardedRequest {
             context: self.context,
             messages: &mut prompt.messages,
@@ -123,7 +127,7 @@ impl<'a> Guard<'a> {
         )
         .await
         .map_err(Stopped::Blocked)?;
-        let body = modified.then(|| prompt.write(top, self.flavor));
+        let body = (modified || prompt.metadata.is_some()).then(|| prompt.write(top, self.flavor));
         self.messages = prompt.messages;
         Ok(body)
     }
@@ -230,6 +234,8 @@ struct Prompt {
     /// Which field held `max_tokens` (`max_completion_tokens` when the request used it).
     max_field: &'static str,
     asked_max_tokens: Option<u64>,
+    /// The request's `metadata` re-encoded without `guardrails`, when it had them.
+    metadata: Option<String>,
 }
 
 impl Prompt {
@@ -250,7 +256,7 @@ impl Prompt {
         let max_field =
             if top.contains("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
         let max_tokens = top.decode::<u64>(max_field).map_err(|e| bad(max_field, e))?;
-        Ok(Self { messages, max_tokens, max_field, asked_max_tokens: max_tokens })
+        Ok(Self { messages, max_tokens, max_field, asked_max_tokens: max_tokens, metadata: None })
     }
 
     fn write(&self, top: &TopLevel<'_>, flavor: Flavor) -> Vec<u8> {
@@ -264,6 +270,9 @@ impl Prompt {
         };
         let max_tokens = self.max_tokens.map(|n| n.to_string());
         let mut replacements = vec![messages];
+        if let Some(metadata) = &self.metadata {
+            replacements.push(("metadata", metadata.clone()));
+        }
         if let Some(n) = &max_tokens
             && self.max_tokens != self.asked_max_tokens
         {
@@ -272,6 +281,16 @@ impl Prompt {
         let replacements: Vec<(&str, &str)> = replacements.iter().map(|(k, v)| (*k, v.as_str())).collect();
         top.rewrite(&replacements)
     }
+}
+
+/// The request's `metadata` without its `guardrails`, re-encoded; `None` when it has none.
+fn metadata_without_guardrails(top: &TopLevel<'_>) -> Option<String> {
+    let raw = top
+        .get("metadata")
+        .filter(|raw| memchr::memmem::find(raw.get().as_bytes(), b"guardrails").is_some())?;
+    let mut metadata: serde_json::Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+    metadata.remove("guardrails")?;
+    Some(Value::Object(metadata).to_string())
 }
 
 /// Where each choice holds its text: a whole answer's message, or a stream chunk's delta.
