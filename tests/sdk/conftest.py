@@ -126,6 +126,12 @@ model_list:
       api_key: os.environ/SDK_UPSTREAM_KEY
 general_settings:
   master_key: os.environ/LITELLM_MASTER_KEY
+guardrails:
+  - guardrail_name: sdk-words
+    litellm_params:
+      guardrail: litellm_content_filter
+      mode: pre_call
+      blocked_words: [{{keyword: forbidden, action: BLOCK}}]
 """
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(config)

@@ -229,3 +229,28 @@ def test_rerank_as_a_plain_http_client_calls_it(gateway):
     assert [r["index"] for r in body["results"]] == [1]
     assert body["results"][0]["document"] == {"text": "Paris is the capital of France"}
     assert body["meta"]["billed_units"]["total_tokens"] > 0
+
+
+def test_guardrail_named_per_request_blocks_with_a_bad_request(client):
+    # The SDK sends LiteLLM's `guardrails` field through extra_body; it never goes upstream.
+    allowed = client.chat.completions.create(
+        model="general-purpose",
+        messages=[{"role": "user", "content": "hello"}],
+        extra_body={"guardrails": ["sdk-words"]},
+    )
+    assert allowed.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as blocked:
+        client.chat.completions.create(
+            model="general-purpose",
+            messages=[{"role": "user", "content": "the forbidden word"}],
+            extra_body={"guardrails": ["sdk-words"]},
+        )
+    assert blocked.value.status_code == 400
+    assert "sdk-words" in blocked.value.message and "forbidden" in blocked.value.message
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.chat.completions.create(
+            model="general-purpose",
+            messages=[{"role": "user", "content": "hello"}],
+            extra_body={"guardrails": ["no-such-guardrail"]},
+        )
+    assert "no-such-guardrail" in unknown.value.message

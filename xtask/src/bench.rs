@@ -20,8 +20,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 mod cache;
+mod guardrails;
 mod otel;
 mod rate_limits;
+mod setups;
 mod spend_logs;
 
 const MASTER_KEY: &str = "sk-bench-master";
@@ -52,6 +54,8 @@ struct Options {
     otel: bool,
     /// For `--otel`: another gateway binary measured as the reference.
     baseline: Option<PathBuf>,
+    /// Instead of the usual runs: trimming and PII masking off against on (see `guardrails`).
+    guardrails: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -69,6 +73,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         database_url: None,
         otel: false,
         baseline: None,
+        guardrails: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -101,6 +106,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--cache" => options.cache = true,
             "--spend-logs" => options.spend_logs = true,
             "--otel" => options.otel = true,
+            "--guardrails" => options.guardrails = true,
             "--baseline" => {
                 options.baseline = Some(PathBuf::from(args.next().context("--baseline needs a binary")?))
             }
@@ -230,6 +236,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if options.otel {
         let result = otel::run(&options, &release, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return result;
+    }
+    if options.guardrails {
+        let result = guardrails::run(&options, &release, &work);
         let _ = std::fs::remove_dir_all(&work);
         return result;
     }

@@ -24,6 +24,12 @@ use crate::routing::{
 };
 use crate::secret::Secret;
 
+mod guardrails;
+pub use guardrails::{
+    BlockedWord, ContentFilterConfig, DEFAULT_WEBHOOK_TIMEOUT, FilterAction, FilterPattern, GUARDRAIL_TYPES,
+    GuardrailConfig, GuardrailKind, GuardrailMode, GuardrailsConfig, PREBUILT_PATTERNS, PiiMaskingConfig,
+    PromptLimitsConfig, TrimmingConfig, WebhookConfig, blocked_words,
+};
 mod observability;
 mod report;
 pub use observability::{
@@ -125,6 +131,8 @@ pub struct GatewayConfig {
     pub background_health_checks: Option<BackgroundHealthChecks>,
     /// Traces, request logs and alerts (metrics are always on).
     pub observability: ObservabilityConfig,
+    /// The `guardrails:` section and the per-model guardrail lists.
+    pub guardrails: GuardrailsConfig,
     /// Every setting present in the config with what this build does with it, grouped by
     /// top-level section in the file's order.
     pub settings: Vec<SettingReport>,
@@ -194,6 +202,7 @@ impl GatewayConfig {
                 "router_settings",
                 "general_settings",
                 "environment_variables",
+                "guardrails",
             ],
             IGNORED_SECTIONS,
         );
@@ -255,6 +264,7 @@ impl GatewayConfig {
             "langfuse_secret_key",
             "cache",
             "cache_params",
+            "guardrails",
         ];
         litellm_known.extend_from_slice(ROUTER_KEYS);
         reader.verdicts.classify(
@@ -372,6 +382,7 @@ impl GatewayConfig {
         };
         let salt_key = reader.env.var("LITELLM_SALT_KEY").filter(|key| !key.is_empty()).map(Secret::new);
         let observability = reader.observability(litellm_settings, general_settings)?;
+        let guardrails = reader.guardrails(root, litellm_settings)?;
         let redis_url = reader.redis_url(router_settings)?;
         let cache = reader.cache(litellm_settings, redis_url.as_ref())?;
         // LiteLLM counts limits in the cache's Redis when the router names none: so do we,
@@ -422,6 +433,7 @@ impl GatewayConfig {
             store_model_in_db,
             salt_key,
             deployment_defaults: defaults,
+            guardrails,
             unsupported,
         })
     }
@@ -599,6 +611,7 @@ const PRICE_KEYS: &[&str] = &[
     "cache_creation_input_token_cost",
     "output_cost_per_reasoning_token",
     "input_cost_per_query",
+    "guardrails",
 ];
 
 /// Router keys read from `router_settings`, or from `litellm_settings` when the router

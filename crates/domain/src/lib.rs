@@ -11,12 +11,14 @@ pub mod deployment;
 pub mod duration;
 pub mod error;
 pub mod json;
+pub mod pii;
 pub mod pricing;
 pub mod provider_catalog;
 pub mod routing;
 pub mod secret;
 pub mod sse;
 pub mod tokens;
+pub mod trim;
 
 pub use config::{
     BackgroundHealthChecks, CacheBackend, CacheConfig, CacheScope, ConfigError, EnvSource, GatewayConfig,

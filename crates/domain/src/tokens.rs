@@ -16,7 +16,7 @@ const TOKENS_PER_MESSAGE: u64 = 3;
 /// A message's `name` costs one token more than its text.
 const TOKENS_PER_NAME: u64 = 1;
 /// The assistant's reply is primed with 3 tokens (`<|start|>assistant<|message|>`).
-const REPLY_PRIMING: u64 = 3;
+pub const REPLY_PRIMING: u64 = 3;
 /// The framing of a tool (or legacy function) call inside a message.
 const TOKENS_PER_TOOL_CALL: u64 = 1;
 /// The framing of the tool definitions as a whole, as LiteLLM adds it.
@@ -79,18 +79,30 @@ pub fn warm() {
 /// for a `name`, 3 to prime the reply. Tool definitions are counted as their JSON text plus
 /// a fixed overhead, an approximation of the model's internal rendering of them.
 pub fn count_chat(encoding: Encoding, messages: &Value, tools: Option<&Value>) -> u64 {
-    let mut tokens = REPLY_PRIMING;
-    for message in messages.as_array().into_iter().flatten() {
-        tokens += TOKENS_PER_MESSAGE + count_message(encoding, message);
-    }
-    if let Some(tools) = tools.and_then(Value::as_array).filter(|tools| !tools.is_empty()) {
-        tokens += TOOLS_OVERHEAD;
-        for tool in tools {
-            let function = tool.get("function").unwrap_or(tool);
-            tokens += count_json_text(encoding, function);
-        }
-    }
-    tokens
+    let count = |text: &str| encoding.count(text);
+    let messages = messages.as_array().map_or(&[][..], Vec::as_slice);
+    REPLY_PRIMING
+        + messages.iter().map(|message| count_message_with(&count, message)).sum::<u64>()
+        + count_tools_with(&count, tools)
+}
+
+/// One chat message's tokens, framing included, with `count` as the text counter: the
+/// tokenizer, or `str::len` for an upper bound (a BPE token is at least one byte).
+pub fn count_message_with(count: &dyn Fn(&str) -> u64, message: &Value) -> u64 {
+    TOKENS_PER_MESSAGE + count_message(count, message)
+}
+
+/// The tool definitions' tokens (0 without tools), with `count` as the text counter.
+pub fn count_tools_with(count: &dyn Fn(&str) -> u64, tools: Option<&Value>) -> u64 {
+    let Some(tools) = tools.and_then(Value::as_array).filter(|tools| !tools.is_empty()) else { return 0 };
+    TOOLS_OVERHEAD
+        + tools
+            .iter()
+            .map(|tool| {
+                let function = tool.get("function").unwrap_or(tool);
+                count_json_text(count, function)
+            })
+            .sum::<u64>()
 }
 
 /// The tokens of a completions `prompt` or an embeddings `input`: a string, a list of
@@ -109,19 +121,19 @@ pub fn count_prompt(encoding: Encoding, prompt: &Value) -> u64 {
     }
 }
 
-fn count_message(encoding: Encoding, message: &Value) -> u64 {
+fn count_message(count: &dyn Fn(&str) -> u64, message: &Value) -> u64 {
     let Some(fields) = message.as_object() else { return 0 };
     let mut tokens = 0;
     for (key, value) in fields {
         tokens += match (key.as_str(), value) {
-            ("content", content) => count_content(encoding, content),
-            ("name", Value::String(name)) => encoding.count(name) + TOKENS_PER_NAME,
+            ("content", content) => count_content(count, content),
+            ("name", Value::String(name)) => count(name) + TOKENS_PER_NAME,
             ("tool_calls", Value::Array(calls)) => calls
                 .iter()
-                .map(|call| count_call(encoding, call.get("function").unwrap_or(call)) + TOKENS_PER_TOOL_CALL)
+                .map(|call| count_call(count, call.get("function").unwrap_or(call)) + TOKENS_PER_TOOL_CALL)
                 .sum(),
-            ("function_call", call) => count_call(encoding, call) + TOKENS_PER_TOOL_CALL,
-            (_, Value::String(text)) => encoding.count(text),
+            ("function_call", call) => count_call(count, call) + TOKENS_PER_TOOL_CALL,
+            (_, Value::String(text)) => count(text),
             _ => 0,
         };
     }
@@ -129,18 +141,18 @@ fn count_message(encoding: Encoding, message: &Value) -> u64 {
 }
 
 /// A message's `content`: a string, or parts (`text`, `image_url`, `input_audio`, …).
-fn count_content(encoding: Encoding, content: &Value) -> u64 {
+fn count_content(count: &dyn Fn(&str) -> u64, content: &Value) -> u64 {
     match content {
-        Value::String(text) => encoding.count(text),
+        Value::String(text) => count(text),
         Value::Array(parts) => parts
             .iter()
             .map(|part| match part.get("type").and_then(Value::as_str) {
-                Some("text") => part.get("text").and_then(Value::as_str).map_or(0, |t| encoding.count(t)),
+                Some("text") => part.get("text").and_then(Value::as_str).map_or(0, count),
                 Some("image_url") => {
                     let detail = part.pointer("/image_url/detail").and_then(Value::as_str);
                     if detail == Some("low") { LOW_DETAIL_IMAGE_TOKENS } else { IMAGE_TOKENS }
                 }
-                _ => part.get("text").and_then(Value::as_str).map_or(0, |t| encoding.count(t)),
+                _ => part.get("text").and_then(Value::as_str).map_or(0, count),
             })
             .sum(),
         _ => 0,
@@ -148,18 +160,14 @@ fn count_content(encoding: Encoding, content: &Value) -> u64 {
 }
 
 /// A tool call's (or legacy function call's) name and arguments.
-fn count_call(encoding: Encoding, call: &Value) -> u64 {
-    ["name", "arguments"]
-        .iter()
-        .filter_map(|key| call.get(key).and_then(Value::as_str))
-        .map(|text| encoding.count(text))
-        .sum()
+fn count_call(count: &dyn Fn(&str) -> u64, call: &Value) -> u64 {
+    ["name", "arguments"].iter().filter_map(|key| call.get(key).and_then(Value::as_str)).map(count).sum()
 }
 
-fn count_json_text(encoding: Encoding, value: &Value) -> u64 {
+fn count_json_text(count: &dyn Fn(&str) -> u64, value: &Value) -> u64 {
     match value {
-        Value::String(text) => encoding.count(text),
-        other => encoding.count(&other.to_string()),
+        Value::String(text) => count(text),
+        other => count(&other.to_string()),
     }
 }
 

@@ -20,6 +20,8 @@
 //! | GET    | /metrics                  | opt. | [`metrics`], Prometheus text    |
 //! | GET    | /cache/ping               | admin | [`cache`], cache health        |
 //! | POST   | /cache/delete, /cache/flushall | admin | [`cache`], remove entries |
+//! | GET    | /guardrails/list          | yes  | [`guardrails`], configured ones |
+//! | POST   | /guardrails/apply_guardrail | yes | [`guardrails`], run one on a text |
 //! | any    | /key/*, /user/*, /team/*, /organization/*, /customer/*, /budget/* | yes | [`management`] |
 //! | POST   | /model/new, /model/update, /model/delete; PATCH /model/{id}/update | admin | [`management`], database models |
 //!
@@ -33,6 +35,7 @@ pub mod cache;
 pub mod count_tokens;
 pub mod errors;
 mod estimate;
+pub mod guardrails;
 pub mod health;
 pub mod live;
 pub mod management;
@@ -101,6 +104,8 @@ pub struct App {
     pub stored_models: Option<Arc<stored_models::StoredModels>>,
     /// The [`live::Snapshot`] this `App` was built from (0 outside [`live::Apps`]).
     pub generation: u64,
+    /// The configured and registered guardrails; `None` when there are none.
+    pub guardrails: Option<Arc<guardrails::Guardrails>>,
 }
 
 /// State every `App` of one process shares, whichever worker runs it.
@@ -123,6 +128,8 @@ pub struct Shared {
     pub alerts: Option<Arc<alerts::Alerts>>,
     /// The database's models, when `store_model_in_db` is on.
     pub stored_models: Option<Arc<stored_models::StoredModels>>,
+    /// The guardrails, built once (webhook clients included) for every worker.
+    pub guardrails: Option<Arc<guardrails::Guardrails>>,
 }
 
 enum Route {
@@ -141,6 +148,8 @@ enum Route {
     CachePing,
     CacheDelete,
     CacheFlushAll,
+    GuardrailsList,
+    ApplyGuardrail,
 }
 
 impl Route {
@@ -165,6 +174,8 @@ impl Route {
             "/cache/ping" => (Self::CachePing, "GET"),
             "/cache/delete" => (Self::CacheDelete, "POST"),
             "/cache/flushall" => (Self::CacheFlushAll, "POST"),
+            "/guardrails/list" => (Self::GuardrailsList, "GET"),
+            "/guardrails/apply_guardrail" => (Self::ApplyGuardrail, "POST"),
             // Each management handler checks its own methods.
             path if management::owns(path) => return Some(Ok(Self::Management)),
             _ => return None,
@@ -208,6 +219,7 @@ impl App {
             request_log: config.observability.json_logs,
             stored_models: shared.stored_models.clone(),
             generation: 0,
+            guardrails: shared.guardrails.clone().filter(|guardrails| !guardrails.is_empty()),
         }
     }
 
@@ -345,6 +357,14 @@ impl App {
             Route::Health => health::check_all(self).await,
             Route::CachePing => cache::ping(self, &access).await,
             Route::CacheFlushAll => cache::flushall(self, &access).await,
+            Route::GuardrailsList => guardrails::endpoints::list(self),
+            Route::ApplyGuardrail => {
+                let applied = match proxy::read_body(request.into_body()).await {
+                    Ok(body) => guardrails::endpoints::apply(self, &access, &body).await,
+                    Err(error) => Err(error),
+                };
+                applied.unwrap_or_else(|error| errors::error_response(&error, None))
+            }
             Route::CacheDelete => match proxy::read_body(request.into_body()).await {
                 Ok(body) => cache::delete(self, &access, &body).await,
                 Err(error) => errors::error_response(&error, None),

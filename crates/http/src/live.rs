@@ -58,6 +58,7 @@ const RESTART_ONLY: &[&str] = &[
     "general_settings.disable_spend_logs",
     "general_settings.maximum_spend_logs_retention_period",
     "litellm_settings.budget_exceeded_status_code",
+    "guardrails (and per-model litellm_params.guardrails)",
 ];
 
 impl LiveConfig {
@@ -141,6 +142,8 @@ fn restart_only_changes(running: &GatewayConfig, next: &GatewayConfig) -> Vec<&'
         running.disable_spend_logs != next.disable_spend_logs,
         running.spend_logs_retention != next.spend_logs_retention,
         running.budget_exceeded_status != next.budget_exceeded_status,
+        // Built once into the shared state (webhook clients included), like the cache.
+        format!("{:?}", running.guardrails) != format!("{:?}", next.guardrails),
     ];
     RESTART_ONLY.iter().zip(differs).filter(|(_, differs)| *differs).map(|(name, _)| *name).collect()
 }

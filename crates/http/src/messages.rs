@@ -27,6 +27,8 @@ use tollgate_providers::{StreamBody, UpstreamBody};
 use tollgate_router::{RequestOptions, Ticket};
 
 use crate::cache;
+use crate::guardrails::Mode as GuardrailMode;
+use crate::guardrails::flow::{Flavor, Guard, Stopped};
 use crate::observe::Observed;
 use crate::proxy::{
     Attempts, Timing, add_litellm_headers, forward, new_call_id, read_body, route, sse_response,
@@ -71,31 +73,60 @@ where
 {
     let started = observed.started();
     let body = read_body(body).await?;
-    let request: Value = serde_json::from_slice(&body)
+    let mut request: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
     let requested = request
         .get("model")
         .and_then(Value::as_str)
-        .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?;
+        .ok_or_else(|| GatewayError::bad_request("model: Field required").with_param("model"))?
+        .to_owned();
+    let requested = requested.as_str();
     let model = access.principal().and_then(|p| crate::tenancy::aliased(p, requested)).unwrap_or(requested);
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Anthropic names the end user in `metadata.user_id`.
-    let end_user = request.pointer("/metadata/user_id").and_then(Value::as_str);
+    let end_user_id = request.pointer("/metadata/user_id").and_then(Value::as_str).map(str::to_owned);
+    let end_user = end_user_id.as_deref();
     observed.group = app.router.group_name(model).map(str::to_owned);
+    let top = tollgate_domain::json::TopLevel::parse(&body)
+        .map_err(|e| GatewayError::bad_request(format!("Invalid JSON in request body: {e}")))?;
+    let mut guard = Guard::select(app, access, &top, model, call_id, Some(Flavor::Anthropic))?;
     if let Some(span) = &observed.span {
         span.describe("/v1/messages", "chat", requested);
-        if span.logs_messages()
-            && let Some(messages) = request.get("messages")
-        {
-            span.set(crate::telemetry::text("langfuse.observation.input", messages.to_string()));
+        if span.logs_messages() {
+            let logged = match guard.as_ref() {
+                Some(guard) => guard.logged_messages(&top).await,
+                None => None,
+            };
+            if let Some(messages) = logged.or_else(|| request.get("messages").map(Value::to_string)) {
+                span.set(crate::telemetry::text("langfuse.observation.input", messages));
+            }
         }
     }
     let permit = app.admit(access, model, end_user).await?;
     observed.limits(permit.as_ref(), model);
+    let post_call = guard.as_ref().is_some_and(|guard| guard.has(GuardrailMode::PostCall));
+    let metered =
+        MeteredCall { call_id, call_type: "anthropic_messages", started, progress: Some(&observed.progress) };
+    if let Some(guard) = guard.as_mut() {
+        match guard.pre_call(&top).await {
+            Ok(Some(rewritten)) => {
+                request =
+                    serde_json::from_slice(&rewritten).map_err(|e| GatewayError::internal(e.to_string()))?;
+            }
+            Ok(None) => {}
+            Err(stopped) => {
+                return Err(crate::proxy::stop(app, access, model, end_user, &metered, Vec::new(), stopped));
+            }
+        }
+    }
+    drop(top);
+    if let Some(fields) = request.as_object_mut() {
+        fields.remove("guardrails");
+    }
 
     // The response cache keeps the canonical (OpenAI) answer; a hit is translated like one.
     let mut plan = None;
-    if let Some(cache) = &app.cache {
+    if let Some(cache) = app.cache.as_ref().filter(|_| !post_call) {
         let cache_field = request.get("cache").map(Value::to_string);
         let controls = cache::Controls::read(cache_field.as_deref(), headers)?;
         let group = app.router.group_name(model).filter(|group| !group.contains('*')).unwrap_or(model);
@@ -134,7 +165,7 @@ where
     if app.router.counts_prompt_tokens() {
         options.prompt_tokens = Some(prompt_tokens(app.router.encoding(model), &request));
     }
-    let routed = route(app, model, &options, observed, |selection, label, parent| {
+    let call = route(app, model, &options, observed, |selection, label, parent| {
         let to_anthropic = selection.deployment.wire() == Some(WireFormat::Anthropic);
         let canonical = to_chat_request(&request, to_anthropic).map(|mut canonical| {
             canonical["model"] = json!(selection.upstream_model);
@@ -144,10 +175,12 @@ where
             forward(app, label, Endpoint::ChatCompletions, &selection.deployment, canonical?, stream, parent)
                 .await
         }
-    })
-    .await;
+    });
+    let routed = crate::proxy::run_beside(guard.as_ref(), call).await;
     let request =
         MeteredCall { call_id, call_type: "anthropic_messages", started, progress: Some(&observed.progress) };
+    let stopped = |stopped| crate::proxy::stop(app, access, model, end_user, &request, Vec::new(), stopped);
+    let routed = routed.map_err(|blocked| stopped(Stopped::Blocked(blocked)))?;
     let routed = match routed {
         Ok(routed) => routed,
         Err(error) => {
@@ -162,6 +195,12 @@ where
     let mut meter = Meter::new(app, access, model, end_user, &routed.deployment, &request);
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
+            let bytes = match guard.as_mut().filter(|_| post_call) {
+                Some(guard) => {
+                    guard.post_call(bytes).await.map_err(|blocked| stopped(Stopped::Blocked(blocked)))?
+                }
+                None => bytes,
+            };
             if let (Some(cache), Some(plan)) = (&app.cache, &plan) {
                 cache.store(plan, cache::EntryKind::Complete, &bytes);
             }
@@ -183,6 +222,10 @@ where
             response
         }
         UpstreamBody::Stream(chunks) => {
+            let chunks = match guard.as_mut().filter(|_| post_call) {
+                Some(guard) => guard.post_call_stream(chunks).await.map_err(stopped)?,
+                None => chunks,
+            };
             let chunks = match (&app.cache, &plan) {
                 (Some(cache), Some(plan)) => cache.record(plan, chunks),
                 _ => chunks,

@@ -124,6 +124,12 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardrailLabels {
+    guardrail_name: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     alert_type: &'static str,
     channel: &'static str,
@@ -189,6 +195,7 @@ pub struct Metrics {
     redis_up: Family<ComponentLabels, Gauge>,
     database_up: Family<BackendLabels, Gauge>,
     alerts: Family<AlertLabels, Counter>,
+    guardrails: Family<GuardrailLabels, Counter>,
     unpriced: Family<ModelLabels, Counter>,
     cache: CacheCounters,
 }
@@ -403,6 +410,11 @@ impl Metrics {
             Family::default()
         );
         let alerts = register!("tollgate_alerts_sent", "Alerts sent, by type and channel", Family::default());
+        let guardrails = register!(
+            "tollgate_guardrail_checks",
+            "Guardrail runs, by guardrail and outcome (allowed, modified, blocked)",
+            Family::default()
+        );
         let unpriced = register!(
             "tollgate_unpriced_requests",
             "Requests to deployments without a known price, recorded at a cost of 0",
@@ -457,6 +469,7 @@ impl Metrics {
             redis_up,
             database_up,
             alerts,
+            guardrails,
             unpriced,
             cache,
         }
@@ -530,6 +543,13 @@ impl Metrics {
     }
 
     /// One upstream attempt on `deployment`: `None` for a success, else the error status.
+    /// One guardrail run and what it decided.
+    pub fn record_guardrail(&self, guardrail_name: &str, outcome: &'static str) {
+        self.guardrails
+            .get_or_create(&GuardrailLabels { guardrail_name: guardrail_name.to_owned(), outcome })
+            .inc();
+    }
+
     pub fn record_attempt(&self, requested_model: &str, deployment: &Deployment, failure: Option<u16>) {
         let state = deployment_labels(deployment);
         let labels = DeploymentLabels {

@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use crate::cache;
 use crate::estimate::Estimator;
+use crate::guardrails::Mode as GuardrailMode;
+use crate::guardrails::flow::{Flavor, Guard, Stopped};
 use crate::metrics::UNKNOWN_MODEL;
 use crate::observe::Observed;
 use crate::relay::AliasRelay;
@@ -95,20 +97,28 @@ where
     };
     check_required(&top, endpoint)?;
     observed.group = app.router.group_name(&model).map(str::to_owned);
+    let mut guard = Guard::select(app, access, &top, &model, call_id, Flavor::of(endpoint))?;
     if let Some(span) = &observed.span {
-        describe_span(span, endpoint, &requested, &top);
+        // With a logging_only guardrail the span gets the messages as it leaves them.
+        let logged = match guard.as_ref().filter(|_| span.logs_messages()) {
+            Some(guard) => guard.logged_messages(&top).await,
+            None => None,
+        };
+        describe_span(span, endpoint, &requested, &top, logged);
     }
     let end_user: Option<Cow<'_, str>> = field(&top, "user")?;
     let permit = app.admit(access, &model, end_user.as_deref()).await?;
     observed.limits(permit.as_ref(), &model);
+    let post_call = guard.as_ref().is_some_and(|guard| guard.has(GuardrailMode::PostCall));
     let stream = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
         && field::<bool>(&top, "stream")?.unwrap_or(false);
     let mut gateway = GatewayParams::read(&top)?;
     gateway.options.stream = stream;
     // The response cache's controls: the body's `cache` object or a Cache-Control header. A
     // per-request `mock_response` is a test's answer: neither served from nor kept in the cache.
+    // Nor is an answer a post-call guardrail must see.
     let controls = match &app.cache {
-        Some(_) if gateway.mock_response.is_none() => {
+        Some(_) if gateway.mock_response.is_none() && !post_call => {
             Some(cache::Controls::read(top.get("cache").map(|raw| raw.get()), headers)?)
         }
         _ => None,
@@ -121,6 +131,36 @@ where
         (&stripped, top)
     } else {
         (&body, top)
+    };
+    // Pre-call guardrails may block the request or change its messages.
+    let guarded;
+    let (body, top) = match guard.as_mut() {
+        Some(guard) => match guard.pre_call(&top).await {
+            Ok(Some(rewritten)) => {
+                guarded = Bytes::from(rewritten);
+                let top = TopLevel::parse(&guarded).map_err(|e| GatewayError::internal(e.to_string()))?;
+                (&guarded, top)
+            }
+            Ok(None) => (body, top),
+            Err(stopped) => {
+                let request = MeteredCall {
+                    call_id,
+                    call_type: call_type(endpoint),
+                    started,
+                    progress: Some(&observed.progress),
+                };
+                return Err(stop(
+                    app,
+                    access,
+                    &model,
+                    end_user.as_deref(),
+                    &request,
+                    request_tags(&top),
+                    stopped,
+                ));
+            }
+        },
+        None => (body, top),
     };
     let client_wants_usage = field::<StreamOptions>(&top, "stream_options")?.is_some_and(|o| o.include_usage);
 
@@ -208,7 +248,7 @@ where
     }
     // Everything inside routing (attempts, backoff between them) is the upstream's time;
     // what is left of the total is the gateway's own overhead.
-    let routed = route(app, &model, &gateway.options, observed, |selection, label, parent| {
+    let call = route(app, &model, &gateway.options, observed, |selection, label, parent| {
         let body =
             body_for(&top, body, &selection.deployment, &selection.upstream_model, &requested, &gateway.drop);
         let mock_response = gateway.mock_response.as_deref();
@@ -224,11 +264,13 @@ where
             };
             forward(app, label, endpoint, &deployment, body?, stream, parent).await
         }
-    })
-    .await;
+    });
+    let routed = run_beside(guard.as_ref(), call).await;
     let request =
         MeteredCall { call_id, call_type: call_type(endpoint), started, progress: Some(&observed.progress) };
-    let routed = match routed {
+    let stopped =
+        |stopped| stop(app, access, &model, end_user.as_deref(), &request, request_tags(&top), stopped);
+    let routed = match routed.map_err(|blocked| stopped(Stopped::Blocked(blocked)))? {
         Ok(routed) => routed,
         Err(error) => {
             Meter::failed(app, access, &model, end_user.as_deref(), &request, request_tags(&top), &error);
@@ -245,6 +287,12 @@ where
     let mut spend_headers = Vec::new();
     let mut response = match upstream.body {
         UpstreamBody::Complete(bytes) => {
+            let bytes = match guard.as_mut().filter(|_| post_call) {
+                Some(guard) => {
+                    guard.post_call(bytes).await.map_err(|blocked| stopped(Stopped::Blocked(blocked)))?
+                }
+                None => bytes,
+            };
             let bytes = match (&app.cache, &plan, &split) {
                 (Some(cache), Some(plan), _) => {
                     cache.store(plan, cache::EntryKind::Complete, &bytes);
@@ -288,6 +336,11 @@ where
             json_response(StatusCode::OK, with_alias(bytes, &alias_json))
         }
         UpstreamBody::Stream(stream) => {
+            // A post-call guardrail sees the whole answer before the client sees any of it.
+            let stream = match guard.as_mut().filter(|_| post_call) {
+                Some(guard) => guard.post_call_stream(stream).await.map_err(stopped)?,
+                None => stream,
+            };
             let stream = match (&app.cache, &plan) {
                 (Some(cache), Some(plan)) => cache.record(plan, stream),
                 _ => stream,
@@ -327,6 +380,48 @@ where
         permit.add_headers(response.headers_mut());
     }
     Ok(hold(response, permit))
+}
+
+/// A guardrail's stop as the client's error, with the request's `failure` spend-log row
+/// (a block is logged with the guardrail and no cost).
+pub(crate) fn stop(
+    app: &App,
+    access: &Access,
+    model: &str,
+    end_user: Option<&str>,
+    request: &MeteredCall<'_>,
+    tags: Vec<String>,
+    stopped: Stopped,
+) -> GatewayError {
+    match stopped {
+        Stopped::Blocked(blocked) => {
+            Meter::blocked(app, access, model, end_user, request, tags, &blocked);
+            blocked.to_error()
+        }
+        Stopped::Failed(error) => {
+            Meter::failed(app, access, model, end_user, request, tags, &error);
+            error
+        }
+    }
+}
+
+/// Runs the upstream call, and beside it the request's `during_call` guardrails: a block
+/// drops the call (which closes its upstream connection) and wins; so does a block that
+/// comes after the answer.
+pub(crate) async fn run_beside<T>(
+    guard: Option<&Guard<'_>>,
+    call: impl Future<Output = T>,
+) -> Result<T, crate::guardrails::Blocked> {
+    let Some(guard) = guard.filter(|guard| guard.has(GuardrailMode::DuringCall)) else {
+        return Ok(call.await);
+    };
+    let check = guard.during_call();
+    futures_util::pin_mut!(call, check);
+    match futures_util::future::select(call, check).await {
+        futures_util::future::Either::Left((answer, check)) => check.await.map(|()| answer),
+        futures_util::future::Either::Right((Ok(()), call)) => Ok(call.await),
+        futures_util::future::Either::Right((Err(blocked), _call)) => Err(blocked),
+    }
 }
 
 /// The prompt's tokens, for the router's pre-call checks: the chat `messages` and `tools`,
@@ -420,7 +515,13 @@ where
 
 /// The request's attributes on its span: GenAI operation and parameters, and the prompt
 /// when messages may be logged.
-fn describe_span(span: &RequestSpan, endpoint: Endpoint, requested: &str, top: &TopLevel<'_>) {
+fn describe_span(
+    span: &RequestSpan,
+    endpoint: Endpoint,
+    requested: &str,
+    top: &TopLevel<'_>,
+    logged_input: Option<String>,
+) {
     let operation = crate::telemetry::operation(endpoint);
     span.describe(endpoint.path(), operation, requested);
     for (field_name, attribute) in [
@@ -440,8 +541,8 @@ fn describe_span(span: &RequestSpan, endpoint: Endpoint, requested: &str, top: &
             Endpoint::Embeddings => "input",
             Endpoint::Rerank => "query",
         };
-        if let Some(raw) = top.get(input) {
-            span.set(crate::telemetry::text("langfuse.observation.input", raw.get().to_owned()));
+        if let Some(text) = logged_input.or_else(|| top.get(input).map(|raw| raw.get().to_owned())) {
+            span.set(crate::telemetry::text("langfuse.observation.input", text));
         }
     }
 }
@@ -494,6 +595,7 @@ const GATEWAY_PARAMS: &[&str] = &[
     "cache",
     "drop_params",
     "additional_drop_params",
+    "guardrails",
 ];
 
 /// LiteLLM's `drop_params` for one request: the body's `drop_params` (else the deployment's

@@ -64,6 +64,41 @@ impl Meter {
         tags: Vec<String>,
         error: &tollgate_domain::GatewayError,
     ) {
+        Self::failed_with(app, access, model, end_user, request, tags, error, None);
+    }
+
+    /// Queues the `failure` row of a request a guardrail blocked: no upstream call, no
+    /// cost, the guardrail in LiteLLM's `guardrail_information`.
+    pub(crate) fn blocked(
+        app: &App,
+        access: &Access,
+        model: &str,
+        end_user: Option<&str>,
+        request: &MeteredCall<'_>,
+        tags: Vec<String>,
+        blocked: &crate::guardrails::Blocked,
+    ) {
+        let guardrail = tollgate_storage::SpendLogGuardrail {
+            guardrail_name: blocked.guardrail.clone(),
+            guardrail_mode: blocked.mode.as_str(),
+            guardrail_status: "guardrail_intervened",
+            guardrail_response: blocked.reason.clone(),
+        };
+        let error = blocked.to_error();
+        Self::failed_with(app, access, model, end_user, request, tags, &error, Some(guardrail));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn failed_with(
+        app: &App,
+        access: &Access,
+        model: &str,
+        end_user: Option<&str>,
+        request: &MeteredCall<'_>,
+        tags: Vec<String>,
+        error: &tollgate_domain::GatewayError,
+        guardrail: Option<tollgate_storage::SpendLogGuardrail>,
+    ) {
         let mut meter = Self::build(app, access, model, end_user, None, request);
         meter.tag(tags);
         let Some(tenancy) = &meter.tenancy else { return };
@@ -76,6 +111,7 @@ impl Meter {
                 error_class: format!("{:?}", error.kind),
                 error_message: error.message.clone(),
             });
+            row.guardrail = guardrail;
             tenancy.spend_log.push(row);
         }
     }
@@ -126,6 +162,7 @@ impl Meter {
                 cache_read_input_tokens: 0,
                 cache_creation_input_tokens: 0,
                 error: None,
+                guardrail: None,
                 usage_estimated: false,
                 status: "success",
                 cache_hit: false,

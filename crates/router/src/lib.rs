@@ -314,6 +314,13 @@ impl Router {
         self.find(model).map(|(group, _)| group.deployments.as_slice())
     }
 
+    /// The smallest context window among `model`'s deployments (`model_info.max_input_tokens`,
+    /// else `max_tokens`, else the pricing table's), for a guardrail that must fit the
+    /// prompt before it knows which deployment will answer.
+    pub fn context_window(&self, model: &str) -> Option<u64> {
+        self.group(model)?.iter().filter_map(|deployment| context_window(deployment)).min()
+    }
+
     /// The group for `model`: an alias, the exact name, else the first wildcard that matches.
     fn find<'m>(&self, model: &'m str) -> Option<(&ModelGroup, Option<&'m str>)> {
         let name = self

@@ -32,7 +32,8 @@ use tokio::sync::oneshot;
 pub use cell::{Cell, Json, TextList};
 pub use records::{
     BudgetRecord, DailySpendRecord, EndUserRecord, KeyRecord, MembershipRecord, ModelRecord,
-    OrganizationRecord, SpendLogError, SpendLogRecord, SpendLogRow, TeamRecord, UserRecord,
+    OrganizationRecord, SpendLogError, SpendLogGuardrail, SpendLogRecord, SpendLogRow, TeamRecord,
+    UserRecord,
 };
 pub use reports::{DailySpendFilter, DailySpendGroup, Dimension, SpendLogQuery};
 pub use rollup::RollupTable;

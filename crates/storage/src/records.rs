@@ -253,6 +253,8 @@ pub struct SpendLogRow {
     /// The upstream reported no usage, so the tokens were counted with a tokenizer
     /// (`metadata.usage_estimated`).
     pub usage_estimated: bool,
+    /// The guardrail that blocked the request (`metadata.guardrail_information`).
+    pub guardrail: Option<SpendLogGuardrail>,
     /// `success` or `failure`.
     pub status: &'static str,
     /// Answered from the response cache (written as LiteLLM's `"True"` / `"False"`).
@@ -265,6 +267,18 @@ pub struct SpendLogError {
     pub error_code: String,
     pub error_class: String,
     pub error_message: String,
+}
+
+/// One entry of LiteLLM's `guardrail_information`, for a request a guardrail blocked.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SpendLogGuardrail {
+    pub guardrail_name: String,
+    /// `pre_call`, `during_call` or `post_call`.
+    pub guardrail_mode: &'static str,
+    /// LiteLLM's status for a guardrail that stopped the request: `guardrail_intervened`.
+    pub guardrail_status: &'static str,
+    /// The guardrail's reason.
+    pub guardrail_response: String,
 }
 
 /// A `LiteLLM_SpendLogs` row as read back (the columns Tollgate writes).

@@ -279,6 +279,7 @@ mod tests {
             cache_read_input_tokens: 0,
             cache_creation_input_tokens: 0,
             error: None,
+            guardrail: None,
             usage_estimated: false,
             status: if succeeded { "success" } else { "failure" },
             cache_hit: false,

@@ -17,7 +17,7 @@ use sea_orm::sqlx::{self, Arguments, Postgres, Row, Sqlite};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use serde::Serialize;
 
-use crate::records::SpendLogError;
+use crate::records::{SpendLogError, SpendLogGuardrail};
 use crate::{SpendLogRow, rollup};
 
 /// Spend-log rows per statement: 23 values each keeps a statement within SQLite's 32,766
@@ -489,6 +489,8 @@ fn metadata(row: &SpendLogRow) -> String {
         error_information: Option<&'a SpendLogError>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         usage_estimated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        guardrail_information: Option<[&'a SpendLogGuardrail; 1]>,
     }
     #[derive(Serialize)]
     struct UsageObject {
@@ -507,6 +509,7 @@ fn metadata(row: &SpendLogRow) -> String {
         }),
         error_information: row.error.as_ref(),
         usage_estimated: row.usage_estimated,
+        guardrail_information: row.guardrail.as_ref().map(|guardrail| [guardrail]),
     };
     serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned())
 }

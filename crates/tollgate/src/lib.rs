@@ -31,8 +31,11 @@ use tollgate_http::stored_models::{SaltKey, StoredModels};
 use tollgate_http::tenancy::Tenancy;
 use tollgate_http::{App, Shared};
 
+pub use async_trait::async_trait;
 pub use reload::Reloader;
 pub use server::shutdown_signal;
+pub use tollgate_domain::config::GuardrailMode;
+pub use tollgate_http::guardrails::{CallContext, GuardedAnswer, GuardedRequest, Guardrail, Verdict};
 
 /// How long in-flight requests and streams may run on after shutdown begins, by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -52,6 +55,8 @@ pub enum Error {
     /// A combination of settings the gateway refuses to start with.
     #[error("{0}")]
     Settings(String),
+    #[error(transparent)]
+    Guardrail(#[from] tollgate_http::guardrails::BuildError),
 }
 
 /// Where virtual keys live when no `database_url` is configured: a SQLite file beside the
@@ -152,12 +157,51 @@ impl Gateway {
             shared.alerts =
                 Some(tollgate_http::alerts::Alerts::start(alerting.clone(), Arc::clone(&shared.metrics)));
         }
+        if !config.guardrails.is_empty() {
+            // One client for every worker's webhook calls (a few per request at most).
+            let guardrails = tollgate_http::guardrails::Guardrails::from_config(
+                &config.guardrails,
+                &tollgate_providers::build_http_client(),
+            )?;
+            let names: Vec<&str> = guardrails.entries().iter().map(|entry| entry.name.as_str()).collect();
+            tracing::info!(guardrails = %names.join(", "), "guardrails on");
+            if guardrails.entries().iter().any(|entry| {
+                entry.modes.contains(&GuardrailMode::PreCall) && entry.kind == "message_trimming"
+            }) {
+                tokio::task::spawn_blocking(tollgate_domain::tokens::warm);
+            }
+            shared.guardrails = Some(Arc::new(guardrails));
+        }
         let watched =
             Arc::new(Apps::new(Arc::clone(&live), shared.clone(), tollgate_providers::build_http_client()));
         let _watching =
             tollgate_http::watch::spawn(watched, Arc::clone(&shared.metrics), shared.alerts.clone());
         let options = server::Options { tls: None, shutdown_grace: DEFAULT_SHUTDOWN_GRACE };
         Ok(Self { live, options, workers: 0, shared, _watching })
+    }
+
+    /// Registers a guardrail of the embedding service under `name` (replacing a configured
+    /// one of that name). It runs in `modes` when selected like a configured one: on every
+    /// request with `default_on`, else when a request, key or team names it.
+    pub fn with_guardrail(
+        mut self,
+        name: &str,
+        modes: &[GuardrailMode],
+        default_on: bool,
+        guardrail: Arc<dyn Guardrail>,
+    ) -> Self {
+        let mut guardrails = self.shared.guardrails.as_deref().cloned().unwrap_or_default();
+        guardrails.register(tollgate_http::guardrails::Registered {
+            name: name.to_owned(),
+            modes: modes.to_vec(),
+            default_on,
+            kind: "custom".to_owned(),
+            params: serde_json::Map::new(),
+            info: None,
+            guardrail,
+        });
+        self.shared.guardrails = Some(Arc::new(guardrails));
+        self
     }
 
     /// The gateway's metrics (for embedding and tests).

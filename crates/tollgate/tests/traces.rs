@@ -344,3 +344,39 @@ async fn langfuse_as_the_seeds_configure_it() {
     let output = string_attribute(root, "langfuse.observation.output");
     assert!(output.contains("assistant"), "{output}");
 }
+
+/// A `logging_only` guardrail masks what the trace carries; the upstream gets the request
+/// as the client sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logging_only_guardrail_masks_the_traced_prompt_only() {
+    let receiver = Receiver::start().await;
+    let mock = MockUpstream::start().await;
+    let yaml = mock_config(&mock.base_url(), "")
+        + &format!(
+            "litellm_settings:
+  success_callback: [\"langfuse\"]
+  langfuse_host: {}
+  langfuse_public_key: pk
+  langfuse_secret_key: sk
+guardrails:
+  - guardrail_name: log-pii
+    litellm_params: {{guardrail: pii_masking, mode: logging_only, default_on: true}}
+",
+            receiver.url()
+        );
+    let gateway = TestGateway::start(&yaml).await;
+    let content = "hello langfuse, mail me at jane@example.com";
+    let reply = chat(
+        &gateway,
+        json!({"model": "general-purpose", "messages": [{"role": "user", "content": content}]}),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    shut_down(gateway).await;
+
+    let spans = receiver.spans();
+    let input = string_attribute(find(&spans, "chat general-purpose"), "langfuse.observation.input");
+    assert!(input.contains("mail me at <EMAIL_ADDRESS>") && !input.contains("jane@"), "{input}");
+    let sent: serde_json::Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(sent["messages"][0]["content"], content);
+}

@@ -118,7 +118,6 @@ impl Verdicts {
 
 /// Top-level sections of LiteLLM's config that this build does not read.
 pub(super) const IGNORED_SECTIONS: &[(&str, &str)] = &[
-    ("guardrails", "guardrails are not run by this build"),
     ("include", "other files are not read; merge them into this one"),
     ("callback_settings", "per-callback settings are not read"),
     ("credential_list", "reusable credentials are not read; set api_key in each litellm_params"),
@@ -156,7 +155,6 @@ pub(super) const IGNORED_LITELLM_SETTINGS: &[(&str, &str)] = &[
     ("enable_json_schema_validation", "responses are not validated against json_schema"),
     ("disable_hf_tokenizer_download", "no Hugging Face tokenizers are downloaded"),
     ("ssl_verify", "upstream TLS is always verified against the built-in roots"),
-    ("guardrails", "guardrails are not run by this build"),
 ];
 
 /// `router_settings` keys LiteLLM documents that this build does not act on.
@@ -261,7 +259,6 @@ pub(super) const IGNORED_LITELLM_PARAMS: &[(&str, &str)] = &[
     ("response_format", REQUEST_DEFAULT),
     ("reasoning_effort", REQUEST_DEFAULT),
     ("user", REQUEST_DEFAULT),
-    ("guardrails", "guardrails are not run by this build"),
     ("litellm_credential_name", "reusable credentials are not read; set api_key here"),
     ("tags", "no tag-based routing"),
     ("max_parallel_requests", "no per-deployment parallel request limit"),

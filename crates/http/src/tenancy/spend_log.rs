@@ -133,6 +133,7 @@ mod tests {
             cache_read_input_tokens: 0,
             cache_creation_input_tokens: 0,
             error: None,
+            guardrail: None,
             usage_estimated: false,
             status: "success",
             cache_hit: false,
