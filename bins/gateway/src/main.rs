@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => {
             init_logging(&args, false);
-            eprintln!("tollgate: invalid config: {error:#}");
+            eprintln!("tollgate: invalid config: {}", describe(&error));
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
@@ -77,10 +77,27 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("tollgate: {error:#}");
+            eprintln!("tollgate: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes in one line. The library errors print their cause inside their
+/// own message too, so a cause the line already says is left out (else a database that does
+/// not answer is reported four times over).
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !line.contains(&message) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&message);
+        }
+    }
+    line
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<GatewayConfig> {
@@ -185,5 +202,23 @@ fn init_logging(args: &Args, json: bool) {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that, like the library errors, says its cause in its own message too.
+    #[derive(Debug, thiserror::Error)]
+    #[error("database: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let error = anyhow::Error::new(Outer(std::io::Error::other("pool timed out"))).context("starting");
+        assert_eq!(describe(&error), "starting: database: pool timed out");
+        let plain = anyhow::anyhow!("cannot listen").context("--port 1");
+        assert_eq!(describe(&plain), "--port 1: cannot listen");
     }
 }
