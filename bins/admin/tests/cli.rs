@@ -359,28 +359,29 @@ fn check_config_reads_seed_001_redis_and_database() {
 }
 
 #[test]
-fn check_config_names_seed_004_guardrails_as_ignored() {
+fn check_config_refuses_seed_004s_python_guardrail_and_reads_its_tollgate_form() {
     let env = [
         ("CA_VLLM_LOCAL_API_KEY", "v"),
         ("PROXY_MASTER_KEY", "sk-m"),
         ("DATABASE_URL", "postgresql://litellm:pw@cloudnative-pg-cluster-rw/litellm"),
     ];
-    let table = ok(&check_config(&[&fixture("seed-004.yaml"), "--strict"], &env), "seed 004");
-    assert_verdict(&table, "guardrails", "ignored", "guardrails are not run by this build");
-    assert_verdict(
-        &table,
-        "model_list[0].litellm_params.guardrails",
-        "ignored",
-        "guardrails are not run by this build",
-    );
+    // A guardrail that cannot run must not be skipped silently: the config is invalid.
+    let python = check_config(&[&fixture("seed-004.yaml")], &env);
+    assert_eq!(python.status.code(), Some(64), "{}", stderr(&python));
+    let message = stderr(&python);
+    assert!(message.contains("guardrails[0].litellm_params.guardrail"), "{message}");
+    assert!(message.contains("`guardrail: message_trimming`"), "{message}");
+    let table = ok(&check_config(&[&fixture("seed-004-tollgate.yaml"), "--strict"], &env), "seed 004");
+    assert_verdict(&table, "guardrails", "supported", "-");
+    assert_verdict(&table, "guardrails[0].litellm_params.guardrail", "supported", "-");
+    assert_verdict(&table, "model_list[0].litellm_params.guardrails", "supported", "-");
     assert_verdict(
         &table,
         "model_list[0].model_info.description",
         "ignored",
         "metadata returned by /model/info, not acted on",
     );
-    assert_verdict(&table, "model_list[0].litellm_params.api_base", "supported", "-");
-    assert!(summary(&table).ends_with(" 3 ignored, 0 unknown"), "{table}");
+    assert_eq!(summary(&table), "17 settings: 16 supported, 1 ignored, 0 unknown");
 }
 
 #[test]

@@ -601,6 +601,7 @@ const LITELLM_PARAMS: &[&str] = &[
     "vertex_ai_credentials",
     "weight",
     "order",
+    "guardrails",
 ];
 
 /// Prices, read from `litellm_params` or `model_info` (see [`Reader::pricing`]).
@@ -611,7 +612,6 @@ const PRICE_KEYS: &[&str] = &[
     "cache_creation_input_token_cost",
     "output_cost_per_reasoning_token",
     "input_cost_per_query",
-    "guardrails",
 ];
 
 /// Router keys read from `router_settings`, or from `litellm_settings` when the router
@@ -2751,16 +2751,16 @@ mystery: 1
             ("router_settings", SettingStatus::Supported),
             ("router_settings.fallbacks", SettingStatus::Supported),
             ("router_settings.fallbacks=gone", ignored("no such model_name in model_list")),
-            ("guardrails", ignored("guardrails are not run by this build")),
+            ("guardrails", SettingStatus::Supported),
             ("mystery", SettingStatus::Unknown),
         ];
         let expected: Vec<(&str, &SettingStatus)> =
             expected.iter().map(|(path, status)| (*path, status)).collect();
         assert_eq!(verdicts, expected);
         // The start-up warning: every verdict but supported, in the same order.
-        assert_eq!(config.unsupported.len(), 8, "{:?}", config.unsupported);
+        assert_eq!(config.unsupported.len(), 7, "{:?}", config.unsupported);
         assert_eq!(config.unsupported[1], "model_list[0].litellm_params.tempreture");
-        assert_eq!(config.unsupported[7], "mystery");
+        assert_eq!(config.unsupported[6], "mystery");
     }
 
     #[test]
