@@ -10,18 +10,19 @@
 //! batch processors that export from their own threads; a request never waits on an export.
 //! With traces off nothing here runs: a request pays one `Option` check per span site.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, Value};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 use tollgate_domain::config::{ObservabilityConfig, OtlpConfig, OtlpProtocol};
 use tollgate_domain::{Deployment, Endpoint};
+
+mod otlp;
 
 /// How long one export may take before the batch is given up.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +63,17 @@ impl Tracing {
         }
         let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
         for target in targets {
-            builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter(target)?).build());
+            let headers = export_headers(target);
+            builder = match target.protocol {
+                OtlpProtocol::HttpProtobuf => {
+                    let exporter =
+                        otlp::HttpSpanExporter::new(blocking_client()?, &target.endpoint, &headers)?;
+                    builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+                }
+                OtlpProtocol::Grpc => builder.with_span_processor(
+                    BatchSpanProcessor::builder(grpc_exporter(target, &headers)?).build(),
+                ),
+            };
         }
         let provider = builder.build();
         let tracer = provider.tracer("tollgate");
@@ -105,42 +116,40 @@ impl Tracing {
     }
 }
 
-/// The OTLP exporter for one target.
-fn exporter(target: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, TracingError> {
-    let mut headers: HashMap<String, String> =
+/// The headers an export sends: the configured ones, and Langfuse's basic credentials.
+fn export_headers(target: &OtlpConfig) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> =
         target.headers.iter().map(|(name, value)| (name.clone(), value.expose().to_owned())).collect();
     if let Some((user, password)) = &target.basic_auth {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
-        headers.insert("Authorization".to_owned(), format!("Basic {token}"));
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+        headers.push(("Authorization".to_owned(), format!("Basic {token}")));
     }
-    let built = match target.protocol {
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(target.endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_headers(headers)
-            .with_http_client(blocking_client()?)
-            .build(),
-        OtlpProtocol::Grpc => {
-            let mut metadata = http::HeaderMap::new();
-            for (name, value) in &headers {
-                let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| TracingError(format!("'{name}' is not a valid gRPC metadata name")))?;
-                let value = http::HeaderValue::from_str(value)
-                    .map_err(|_| TracingError(format!("the value of '{name}' is not valid gRPC metadata")))?;
-                metadata.insert(name, value);
-            }
-            let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(metadata);
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(target.endpoint.clone())
-                .with_timeout(EXPORT_TIMEOUT)
-                .with_metadata(metadata)
-                .build()
-        }
-    };
-    built.map_err(|error| TracingError(format!("exporter to {}: {error}", target.endpoint)))
+    headers
+}
+
+/// opentelemetry-otlp's gRPC exporter for one target (OTLP/HTTP goes through [`otlp`]).
+fn grpc_exporter(
+    target: &OtlpConfig,
+    headers: &[(String, String)],
+) -> Result<opentelemetry_otlp::SpanExporter, TracingError> {
+    let mut metadata = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| TracingError(format!("'{name}' is not a valid gRPC metadata name")))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| TracingError(format!("the value of '{name}' is not valid gRPC metadata")))?;
+        metadata.insert(name, value);
+    }
+    let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(metadata);
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(target.endpoint.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_metadata(metadata)
+        .build()
+        .map_err(|error| TracingError(format!("exporter to {}: {error}", target.endpoint)))
 }
 
 /// reqwest's blocking client over rustls with ring and the Mozilla roots, like the
