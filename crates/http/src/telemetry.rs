@@ -103,7 +103,7 @@ impl Tracing {
             .span_builder(format!("{method} {path}"))
             .with_kind(SpanKind::Server)
             .with_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("http.request.method", static_method(method)),
                 KeyValue::new("url.path", path.to_owned()),
             ])
             .start_with_context(&self.tracer, &parent);
@@ -231,15 +231,16 @@ impl RequestSpan {
     /// Names the span after the GenAI operation and the model asked for (`chat gpt-4o`).
     pub(crate) fn describe(&self, endpoint: &'static str, operation: &'static str, model: &str) {
         let span = self.cx.span();
-        span.update_name(format!("{operation} {model}"));
+        let name = format!("{operation} {model}");
         span.set_attributes([
             KeyValue::new("gen_ai.operation.name", operation),
             KeyValue::new("gen_ai.request.model", model.to_owned()),
             KeyValue::new("tollgate.endpoint", endpoint),
         ]);
         if self.langfuse {
-            span.set_attribute(KeyValue::new("langfuse.trace.name", format!("{operation} {model}")));
+            span.set_attribute(KeyValue::new("langfuse.trace.name", name.clone()));
         }
+        span.update_name(name);
     }
 
     /// Whether prompts and answers may be recorded.
@@ -306,9 +307,13 @@ impl ChildSpan {
         if !context.is_valid() {
             return None;
         }
-        let value =
-            format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8());
-        http::HeaderValue::from_str(&value).ok()
+        // `00-<trace id>-<span id>-<flags>` in lowercase hex, written without `format!`.
+        let mut value = [b'-'; 55];
+        value[..2].copy_from_slice(b"00");
+        hex_into(&mut value[3..35], &context.trace_id().to_bytes());
+        hex_into(&mut value[36..52], &context.span_id().to_bytes());
+        hex_into(&mut value[53..55], &[context.trace_flags().to_u8()]);
+        http::HeaderValue::from_bytes(&value).ok()
     }
 
     /// Marks the attempt failed with the error's status.
@@ -336,15 +341,17 @@ impl SpanParent {
         deployment: &Deployment,
         upstream_model: &str,
     ) -> ChildSpan {
-        let provider = provider_name(deployment.provider_prefix());
-        let mut attributes = vec![
+        // One shared string for the two attributes naming the provider.
+        let provider = Value::from(Arc::<str>::from(provider_name(deployment.provider_prefix())));
+        let mut attributes = Vec::with_capacity(10);
+        attributes.extend([
             KeyValue::new("gen_ai.operation.name", operation),
-            KeyValue::new("gen_ai.provider.name", provider.to_owned()),
-            KeyValue::new("gen_ai.system", provider.to_owned()),
+            KeyValue::new("gen_ai.provider.name", provider.clone()),
+            KeyValue::new("gen_ai.system", provider),
             KeyValue::new("gen_ai.request.model", upstream_model.to_owned()),
             KeyValue::new("tollgate.deployment.id", deployment.id.clone()),
             KeyValue::new("tollgate.model_group", deployment.model_name.clone()),
-        ];
+        ]);
         if self.langfuse {
             attributes.push(KeyValue::new("langfuse.observation.type", "generation"));
         }
@@ -366,6 +373,30 @@ impl SpanParent {
 impl Drop for ChildSpan {
     fn drop(&mut self) {
         self.cx.span().end();
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice their length).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
+/// The request method as a static string for the methods the gateway serves, so the
+/// attribute owns no copy of it.
+fn static_method(method: &str) -> Value {
+    match method {
+        "GET" => Value::from("GET"),
+        "POST" => Value::from("POST"),
+        "PUT" => Value::from("PUT"),
+        "PATCH" => Value::from("PATCH"),
+        "DELETE" => Value::from("DELETE"),
+        "HEAD" => Value::from("HEAD"),
+        "OPTIONS" => Value::from("OPTIONS"),
+        other => Value::from(other.to_owned()),
     }
 }
 
@@ -398,5 +429,12 @@ mod tests {
         assert_eq!(server_address("http://127.0.0.1:8080"), Some(("127.0.0.1".into(), 8080)));
         assert_eq!(server_address("http://user:pw@host:81/x"), Some(("host".into(), 81)));
         assert_eq!(server_address("not a url"), None);
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        let mut out = [0u8; 6];
+        hex_into(&mut out, &[0x0a, 0xff, 0x00]);
+        assert_eq!(&out, b"0aff00");
     }
 }
