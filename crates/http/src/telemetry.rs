@@ -10,18 +10,19 @@
 //! batch processors that export from their own threads; a request never waits on an export.
 //! With traces off nothing here runs: a request pays one `Option` check per span site.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, Value};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 use tollgate_domain::config::{ObservabilityConfig, OtlpConfig, OtlpProtocol};
 use tollgate_domain::{Deployment, Endpoint};
+
+mod otlp;
 
 /// How long one export may take before the batch is given up.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +63,17 @@ impl Tracing {
         }
         let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
         for target in targets {
-            builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter(target)?).build());
+            let headers = export_headers(target);
+            builder = match target.protocol {
+                OtlpProtocol::HttpProtobuf => {
+                    let exporter =
+                        otlp::HttpSpanExporter::new(blocking_client()?, &target.endpoint, &headers)?;
+                    builder.with_span_processor(BatchSpanProcessor::builder(exporter).build())
+                }
+                OtlpProtocol::Grpc => builder.with_span_processor(
+                    BatchSpanProcessor::builder(grpc_exporter(target, &headers)?).build(),
+                ),
+            };
         }
         let provider = builder.build();
         let tracer = provider.tracer("tollgate");
@@ -92,7 +103,7 @@ impl Tracing {
             .span_builder(format!("{method} {path}"))
             .with_kind(SpanKind::Server)
             .with_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("http.request.method", static_method(method)),
                 KeyValue::new("url.path", path.to_owned()),
             ])
             .start_with_context(&self.tracer, &parent);
@@ -105,42 +116,40 @@ impl Tracing {
     }
 }
 
-/// The OTLP exporter for one target.
-fn exporter(target: &OtlpConfig) -> Result<opentelemetry_otlp::SpanExporter, TracingError> {
-    let mut headers: HashMap<String, String> =
+/// The headers an export sends: the configured ones, and Langfuse's basic credentials.
+fn export_headers(target: &OtlpConfig) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> =
         target.headers.iter().map(|(name, value)| (name.clone(), value.expose().to_owned())).collect();
     if let Some((user, password)) = &target.basic_auth {
         use base64::Engine as _;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
-        headers.insert("Authorization".to_owned(), format!("Basic {token}"));
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+        headers.push(("Authorization".to_owned(), format!("Basic {token}")));
     }
-    let built = match target.protocol {
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(target.endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_headers(headers)
-            .with_http_client(blocking_client()?)
-            .build(),
-        OtlpProtocol::Grpc => {
-            let mut metadata = http::HeaderMap::new();
-            for (name, value) in &headers {
-                let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| TracingError(format!("'{name}' is not a valid gRPC metadata name")))?;
-                let value = http::HeaderValue::from_str(value)
-                    .map_err(|_| TracingError(format!("the value of '{name}' is not valid gRPC metadata")))?;
-                metadata.insert(name, value);
-            }
-            let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(metadata);
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(target.endpoint.clone())
-                .with_timeout(EXPORT_TIMEOUT)
-                .with_metadata(metadata)
-                .build()
-        }
-    };
-    built.map_err(|error| TracingError(format!("exporter to {}: {error}", target.endpoint)))
+    headers
+}
+
+/// opentelemetry-otlp's gRPC exporter for one target (OTLP/HTTP goes through [`otlp`]).
+fn grpc_exporter(
+    target: &OtlpConfig,
+    headers: &[(String, String)],
+) -> Result<opentelemetry_otlp::SpanExporter, TracingError> {
+    let mut metadata = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| TracingError(format!("'{name}' is not a valid gRPC metadata name")))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| TracingError(format!("the value of '{name}' is not valid gRPC metadata")))?;
+        metadata.insert(name, value);
+    }
+    let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(metadata);
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(target.endpoint.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_metadata(metadata)
+        .build()
+        .map_err(|error| TracingError(format!("exporter to {}: {error}", target.endpoint)))
 }
 
 /// reqwest's blocking client over rustls with ring and the Mozilla roots, like the
@@ -222,15 +231,16 @@ impl RequestSpan {
     /// Names the span after the GenAI operation and the model asked for (`chat gpt-4o`).
     pub(crate) fn describe(&self, endpoint: &'static str, operation: &'static str, model: &str) {
         let span = self.cx.span();
-        span.update_name(format!("{operation} {model}"));
+        let name = format!("{operation} {model}");
         span.set_attributes([
             KeyValue::new("gen_ai.operation.name", operation),
             KeyValue::new("gen_ai.request.model", model.to_owned()),
             KeyValue::new("tollgate.endpoint", endpoint),
         ]);
         if self.langfuse {
-            span.set_attribute(KeyValue::new("langfuse.trace.name", format!("{operation} {model}")));
+            span.set_attribute(KeyValue::new("langfuse.trace.name", name.clone()));
         }
+        span.update_name(name);
     }
 
     /// Whether prompts and answers may be recorded.
@@ -297,9 +307,13 @@ impl ChildSpan {
         if !context.is_valid() {
             return None;
         }
-        let value =
-            format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8());
-        http::HeaderValue::from_str(&value).ok()
+        // `00-<trace id>-<span id>-<flags>` in lowercase hex, written without `format!`.
+        let mut value = [b'-'; 55];
+        value[..2].copy_from_slice(b"00");
+        hex_into(&mut value[3..35], &context.trace_id().to_bytes());
+        hex_into(&mut value[36..52], &context.span_id().to_bytes());
+        hex_into(&mut value[53..55], &[context.trace_flags().to_u8()]);
+        http::HeaderValue::from_bytes(&value).ok()
     }
 
     /// Marks the attempt failed with the error's status.
@@ -327,15 +341,17 @@ impl SpanParent {
         deployment: &Deployment,
         upstream_model: &str,
     ) -> ChildSpan {
-        let provider = provider_name(deployment.provider_prefix());
-        let mut attributes = vec![
+        // One shared string for the two attributes naming the provider.
+        let provider = Value::from(Arc::<str>::from(provider_name(deployment.provider_prefix())));
+        let mut attributes = Vec::with_capacity(10);
+        attributes.extend([
             KeyValue::new("gen_ai.operation.name", operation),
-            KeyValue::new("gen_ai.provider.name", provider.to_owned()),
-            KeyValue::new("gen_ai.system", provider.to_owned()),
+            KeyValue::new("gen_ai.provider.name", provider.clone()),
+            KeyValue::new("gen_ai.system", provider),
             KeyValue::new("gen_ai.request.model", upstream_model.to_owned()),
             KeyValue::new("tollgate.deployment.id", deployment.id.clone()),
             KeyValue::new("tollgate.model_group", deployment.model_name.clone()),
-        ];
+        ]);
         if self.langfuse {
             attributes.push(KeyValue::new("langfuse.observation.type", "generation"));
         }
@@ -357,6 +373,30 @@ impl SpanParent {
 impl Drop for ChildSpan {
     fn drop(&mut self) {
         self.cx.span().end();
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice their length).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
+/// The request method as a static string for the methods the gateway serves, so the
+/// attribute owns no copy of it.
+fn static_method(method: &str) -> Value {
+    match method {
+        "GET" => Value::from("GET"),
+        "POST" => Value::from("POST"),
+        "PUT" => Value::from("PUT"),
+        "PATCH" => Value::from("PATCH"),
+        "DELETE" => Value::from("DELETE"),
+        "HEAD" => Value::from("HEAD"),
+        "OPTIONS" => Value::from("OPTIONS"),
+        other => Value::from(other.to_owned()),
     }
 }
 
@@ -389,5 +429,12 @@ mod tests {
         assert_eq!(server_address("http://127.0.0.1:8080"), Some(("127.0.0.1".into(), 8080)));
         assert_eq!(server_address("http://user:pw@host:81/x"), Some(("host".into(), 81)));
         assert_eq!(server_address("not a url"), None);
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        let mut out = [0u8; 6];
+        hex_into(&mut out, &[0x0a, 0xff, 0x00]);
+        assert_eq!(&out, b"0aff00");
     }
 }
