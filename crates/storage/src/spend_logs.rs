@@ -220,7 +220,7 @@ async fn insert_with_sqlx(
     let all_new = match &mut transaction {
         // Straight into the table: a batch that is not new (a retry) collides with its own
         // rows on the primary key, which aborts the transaction; the careful pass follows.
-        Transaction::Postgres(postgres) => match copy_in(&mut **postgres, rows).await {
+        Transaction::Postgres(postgres) => match copy_in(postgres, rows).await {
             Ok(copied) => copied == rows.len() as u64,
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => false,
             Err(error) => return Err(error),
@@ -268,18 +268,18 @@ async fn copy_in(connection: &mut sqlx::PgConnection, rows: &[SpendLogRow]) -> R
     let mut text = Vec::with_capacity(SLICE.min(rows.len() * 512));
     for row in rows {
         copy_row(&mut text, row);
-        if text.len() >= SLICE {
-            if let Err(error) = copy.send(std::mem::take(&mut text)).await {
-                let _ = copy.abort("spend log batch not sent").await;
-                return Err(error);
-            }
-        }
-    }
-    if !text.is_empty() {
-        if let Err(error) = copy.send(text).await {
+        if text.len() >= SLICE
+            && let Err(error) = copy.send(std::mem::take(&mut text)).await
+        {
             let _ = copy.abort("spend log batch not sent").await;
             return Err(error);
         }
+    }
+    if !text.is_empty()
+        && let Err(error) = copy.send(text).await
+    {
+        let _ = copy.abort("spend log batch not sent").await;
+        return Err(error);
     }
     copy.finish().await
 }
@@ -365,11 +365,11 @@ fn write_time(text: &mut Vec<u8>, time: NaiveDateTime, fraction: Fraction) {
             digits(text, nanos / 1_000, 6);
         }
         Fraction::Exact if nanos == 0 => {}
-        Fraction::Exact if nanos % 1_000_000 == 0 => {
+        Fraction::Exact if nanos.is_multiple_of(1_000_000) => {
             text.push(b'.');
             digits(text, nanos / 1_000_000, 3);
         }
-        Fraction::Exact if nanos % 1_000 == 0 => {
+        Fraction::Exact if nanos.is_multiple_of(1_000) => {
             text.push(b'.');
             digits(text, nanos / 1_000, 6);
         }
