@@ -63,18 +63,6 @@ async fn start_watching(path: &Path) -> (TestGateway, Reloader) {
     (gateway, reloader)
 }
 
-/// Sends on `http`, whose pool keeps connections alive between requests.
-async fn send_on(http: &TestClient, request: http::Request<http_body_util::Full<bytes::Bytes>>) -> Reply {
-    use http_body_util::BodyExt;
-    let response = tokio::time::timeout(Duration::from_secs(10), http.request(request))
-        .await
-        .expect("gateway answered in time")
-        .expect("request sent");
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("body read").to_bytes();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
-}
-
 /// Calls `model` until it answers 200; returns how long that took.
 async fn until_served(gateway: &TestGateway, model: &str) -> Duration {
     let started = Instant::now();

@@ -142,7 +142,12 @@ pub fn sse_events(body: &[u8]) -> Vec<String> {
 }
 
 pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
-    let response = tokio::time::timeout(Duration::from_secs(10), client().request(request))
+    send_on(&client(), request).await
+}
+
+/// Sends on `http`, whose pool keeps connections alive between requests.
+pub async fn send_on(http: &TestClient, request: http::Request<Full<Bytes>>) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(10), http.request(request))
         .await
         .expect("gateway answered in time")
         .expect("request sent");
